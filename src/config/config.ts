@@ -1,0 +1,52 @@
+/**
+ * kpr's configuration: the YAML config file with the key names of Cilium's Helm values, plus
+ * built-in defaults. Every command takes `--config FILE` (default /etc/kpr/config.yaml; defaults
+ * when that default file is absent).
+ */
+
+export type LbMode = "snat" | "dsr" | "hybrid";
+export type DsrDispatch = "opt" | "ipip";
+export type Acceleration = "disabled" | "native" | "best-effort";
+export type Algorithm = "random" | "maglev";
+
+export interface Config {
+  /** "true" | "false" (Cilium's values; booleans accepted). */
+  kubeProxyReplacement: boolean;
+  /** host:port of the /healthz server of `kpr run` ("" = off). */
+  kubeProxyReplacementHealthzBindAddr: string;
+  loadBalancer: {
+    mode: LbMode;
+    dsrDispatch: DsrDispatch;
+    acceleration: Acceleration;
+    algorithm: Algorithm;
+  };
+  maglev: { tableSize: number };
+  nodePort: { enabled: boolean; range: [number, number] };
+  /** Interfaces facing clients and other nodes; tc (and XDP) programs attach here. */
+  devices: string[];
+  socketLB: { enabled: boolean; hostNamespaceOnly: boolean };
+  cgroup: { root: string };
+  bpf: { root: string; lbMapMax: number };
+  /** This node's name (default: the hostname). */
+  nodeName: string;
+  k8s: { serviceProxyName: string };
+}
+
+export const DEFAULT_CONFIG_PATH = "/etc/kpr/config.yaml";
+
+/** Built-in defaults (Cilium's where a Cilium default exists). */
+export function defaultConfig(): Config {
+  return {
+    kubeProxyReplacement: true,
+    kubeProxyReplacementHealthzBindAddr: "",
+    loadBalancer: { mode: "snat", dsrDispatch: "opt", acceleration: "disabled", algorithm: "random" },
+    maglev: { tableSize: 16381 },
+    nodePort: { enabled: true, range: [30000, 32767] },
+    devices: [],
+    socketLB: { enabled: true, hostNamespaceOnly: false },
+    cgroup: { root: "/run/kpr/cgroupv2" },
+    bpf: { root: "/sys/fs/bpf/kpr", lbMapMax: 65536 },
+    nodeName: process.env.KPR_NODE_NAME ?? require("node:os").hostname(),
+    k8s: { serviceProxyName: "" },
+  };
+}

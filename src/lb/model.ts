@@ -1,0 +1,93 @@
+/**
+ * The desired load-balancing model: what translate() produces from cluster state and what the
+ * datapath reconciler programs into the kernel. Pure data, JSON-serialisable, deterministic for
+ * the same input (sorted, stable ids).
+ */
+
+export type Protocol = "TCP" | "UDP" | "SCTP";
+
+/** Frontend kinds, named as in `cilium service list`'s "Service Type" column. */
+export type FrontendType = "ClusterIP" | "NodePort" | "ExternalIPs" | "LoadBalancer" | "HostPort";
+
+/** active: Ready endpoint; terminating: Serving+Terminating, used only as fallback. */
+export type BackendState = "active" | "terminating";
+
+export interface L4Addr {
+  /** IPv4 or IPv6 address in canonical text form ("10.0.0.1", "fd00::1"). */
+  address: string;
+  port: number;
+  protocol: Protocol;
+}
+
+export interface Backend extends L4Addr {
+  /** Stable backend id (> 0), shared by every frontend that uses the same address:port/protocol. */
+  id: number;
+  state: BackendState;
+  /** Node the endpoint runs on (from EndpointSlice endpoints[].nodeName), when known. */
+  nodeName?: string;
+  /** True when nodeName is this node. */
+  local: boolean;
+  zone?: string;
+}
+
+/** Traffic policy scope of the frontend's backend set. */
+export type Scope = "Cluster" | "Local";
+
+export interface SourceRanges {
+  /** CIDRs from loadBalancerSourceRanges. */
+  cidrs: string[];
+  /** allow (default): only these sources; deny: everything but these. */
+  policy: "allow" | "deny";
+}
+
+/** One frontend (address:port/protocol) and the backends it balances to. */
+export interface Frontend {
+  /** Stable frontend id (> 0), shown as ID in `service list`. */
+  id: number;
+  frontend: L4Addr;
+  type: FrontendType;
+  /** "namespace/name" of the Service. */
+  service: string;
+  /** Service port name ("" when unnamed). */
+  portName: string;
+  /** Service id used for reverse NAT (> 0); every frontend of one Service shares it. */
+  serviceId: number;
+  /** Backends in stable order (sorted by address, port). Active first is not implied: see state. */
+  backends: Backend[];
+  /** Traffic policy that selected the backends: eTP for external frontends, iTP for ClusterIP. */
+  scope: Scope;
+  /** ClientIP session affinity timeout in seconds; absent when there is no affinity. */
+  affinityTimeoutSeconds?: number;
+  /** loadBalancerSourceRanges, for LoadBalancer frontends (and NodePort when Cilium would apply them). */
+  sourceRanges?: SourceRanges;
+  /** healthCheckNodePort of an eTP=Local LoadBalancer/NodePort service. */
+  healthCheckNodePort?: number;
+  /** True when there are no usable backends: the datapath rejects (TCP RST / ICMP unreachable). */
+  reject?: boolean;
+}
+
+/** Node facts the translation used. */
+export interface NodeInfo {
+  name: string;
+  /** Addresses NodePorts are exposed on (from devices or the Node object). */
+  addresses: string[];
+  zone?: string;
+  labels: Record<string, string>;
+}
+
+/** The whole desired state for this node. */
+export interface LbModel {
+  node: NodeInfo;
+  /** Sorted by frontend id. */
+  frontends: Frontend[];
+}
+
+/** The JSON shape promised by DESIGN.md for `service list -o json` and `apply --dry-run -o json`. */
+export interface ServiceEntryJson {
+  id: number;
+  frontend: L4Addr;
+  type: FrontendType;
+  service: string;
+  backends: { address: string; port: number; protocol: Protocol; state: BackendState }[];
+  [extra: string]: unknown;
+}
