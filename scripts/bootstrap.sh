@@ -38,6 +38,8 @@ declare -A need=(
   [nftables]=/usr/sbin/nft
   [linux-libc-dev]=/usr/include/linux/bpf.h
   [gcc-multilib]=/usr/include/x86_64-linux-gnu/gnu/stubs-32.h
+  [iputils-ping]=/usr/bin/ping
+  [tcpdump]=/usr/bin/tcpdump
 )
 missing=()
 for pkg in "${!need[@]}"; do

@@ -20,7 +20,7 @@ export interface L4Addr {
 }
 
 export interface Backend extends L4Addr {
-  /** Stable backend id (> 0), shared by every frontend that uses the same address:port/protocol. */
+  /** Stable backend id (1..2^32-1), shared by every frontend that uses the same address:port/protocol. */
   id: number;
   state: BackendState;
   /** Node the endpoint runs on (from EndpointSlice endpoints[].nodeName), when known. */
@@ -42,7 +42,10 @@ export interface SourceRanges {
 
 /** One frontend (address:port/protocol) and the backends it balances to. */
 export interface Frontend {
-  /** Stable frontend id (> 0), shown as ID in `service list`. */
+  /**
+   * Stable frontend id (1..65535), shown as ID in `service list`. As in Cilium, it is also the
+   * reverse-NAT index: every frontend has its own.
+   */
   id: number;
   frontend: L4Addr;
   type: FrontendType;
@@ -50,8 +53,6 @@ export interface Frontend {
   service: string;
   /** Service port name ("" when unnamed). */
   portName: string;
-  /** Service id used for reverse NAT (> 0); every frontend of one Service shares it. */
-  serviceId: number;
   /** Backends in stable order (sorted by address, port). Active first is not implied: see state. */
   backends: Backend[];
   /** Traffic policy that selected the backends: eTP for external frontends, iTP for ClusterIP. */
@@ -90,4 +91,13 @@ export interface ServiceEntryJson {
   service: string;
   backends: { address: string; port: number; protocol: Protocol; state: BackendState }[];
   [extra: string]: unknown;
+}
+
+/**
+ * Ids already in use on the node (read back from the kernel maps), so a re-translation keeps them:
+ * keys are "address:port/PROTO" for frontends ("[v6]:port/PROTO" for IPv6) and backends alike.
+ */
+export interface PreviousIds {
+  frontends: Map<string, number>;
+  backends: Map<string, number>;
 }

@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * kpr ABI: every struct that user space reads or writes in a map, with explicit padding and
+ * size assertions. User space (src/datapath/lbmaps.ts) checks its codecs against these structs'
+ * BTF when an object is loaded. Changing a layout means a new versioned map name.
+ * Addresses and ports are in network byte order unless a field says otherwise.
+ */
+#ifndef KPR_ABI_H
+#define KPR_ABI_H
+
+#include <linux/types.h>
+
+/* ---- service (frontend) map: kpr_lb4_svc ------------------------------------------------ */
+
+/* Frontend kinds (struct kpr_lb4_service.flags, low bits). */
+#define KPR_SVC_F_CLUSTERIP    (1 << 0)
+#define KPR_SVC_F_NODEPORT     (1 << 1)
+#define KPR_SVC_F_EXTERNALIP   (1 << 2)
+#define KPR_SVC_F_LOADBALANCER (1 << 3)
+#define KPR_SVC_F_HOSTPORT     (1 << 4)
+/* Behaviour flags. */
+#define KPR_SVC_F_LOCAL_SCOPE  (1 << 8)  /* traffic policy Local: only node-local backends */
+#define KPR_SVC_F_AFFINITY     (1 << 9)  /* ClientIP session affinity; timeout in master slot */
+#define KPR_SVC_F_SRC_RANGES   (1 << 10) /* loadBalancerSourceRanges check (kpr_lb4_srcr) */
+#define KPR_SVC_F_SRC_DENY     (1 << 11) /* source ranges are a deny list */
+#define KPR_SVC_F_LOOPBACK     (1 << 12) /* frontend is on 127.0.0.0/8 */
+#define KPR_SVC_F_WILDCARD     (1 << 13) /* frontend address is 0.0.0.0 (any node address) */
+
+/* Backend selection algorithms (struct kpr_lb4_service.algorithm). */
+#define KPR_ALG_RANDOM 0
+#define KPR_ALG_MAGLEV 1
+
+/*
+ * Key of kpr_lb4_svc. slot 0 is the master entry of a frontend; slots 1..count name its
+ * backends. scope is 0 for every entry now (reserved for split external/internal backend sets).
+ */
+struct kpr_lb4_key {
+	__u32 address; /* frontend IPv4, network order */
+	__u16 dport;   /* frontend port, network order */
+	__u16 slot;    /* host order: 0 = master, 1..count = backend slots */
+	__u8 proto;    /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 scope;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct kpr_lb4_key) == 12, "kpr_lb4_key size");
+
+/*
+ * Value of kpr_lb4_svc. Master (slot 0): count, rev_nat_id, flags, algorithm,
+ * affinity_timeout. Backend slot: backend_id (other fields copied from the master for reading).
+ */
+struct kpr_lb4_service {
+	__u32 backend_id;       /* slot > 0: id in kpr_lb4_be */
+	__u32 affinity_timeout; /* master: ClientIP affinity timeout, seconds (0 = none) */
+	__u16 count;            /* master: number of backend slots (active backends first) */
+	__u16 rev_nat_id;       /* frontend id = reverse-NAT index (1..65535) */
+	__u16 flags;            /* KPR_SVC_F_* */
+	__u8 algorithm;         /* KPR_ALG_* */
+	__u8 active_count;      /* master: slots 1..active_count are active, the rest terminating;
+	                           255 = saturated, use count. 0 with count > 0: only terminating */
+};
+_Static_assert(sizeof(struct kpr_lb4_service) == 16, "kpr_lb4_service size");
+
+/* ---- backend map: kpr_lb4_be (key: __u32 backend id) ------------------------------------- */
+
+#define KPR_BE_ACTIVE      0
+#define KPR_BE_TERMINATING 1
+
+#define KPR_BE_F_LOCAL (1 << 0) /* backend runs on this node */
+
+struct kpr_lb4_backend {
+	__u32 address; /* network order */
+	__u16 port;    /* network order */
+	__u8 proto;
+	__u8 state;    /* KPR_BE_* */
+	__u8 flags;    /* KPR_BE_F_* */
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct kpr_lb4_backend) == 12, "kpr_lb4_backend size");
+
+/* ---- reverse NAT map: kpr_lb4_rnat (key: __u16 rev_nat_id) ------------------------------- */
+
+struct kpr_lb4_revnat {
+	__u32 address; /* frontend address to restore, network order */
+	__u16 port;    /* frontend port, network order */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct kpr_lb4_revnat) == 8, "kpr_lb4_revnat size");
+
+/* ---- service metadata, user space only: kpr_svc_meta (key: __u16 rev_nat_id) -------------- */
+
+#define KPR_NAME_LEN 96
+struct kpr_svc_meta {
+	char name[KPR_NAME_LEN];   /* "namespace/name", NUL padded */
+	char port_name[32];        /* service port name, NUL padded */
+	__u16 health_check_port;   /* host order; 0 = none */
+	__u8 reject;               /* 1 when the frontend has no usable backend */
+	__u8 pad[5];
+};
+_Static_assert(sizeof(struct kpr_svc_meta) == 136, "kpr_svc_meta size");
+
+/* ---- source ranges: kpr_lb4_srcr (LPM trie) ----------------------------------------------- */
+
+struct kpr_lb4_srcr_key {
+	__u32 prefixlen; /* LPM prefix length: 16 (rev_nat_id) + 16 pad bits + CIDR length */
+	__u16 rev_nat_id;
+	__u16 pad;
+	__u32 address;   /* network order */
+};
+_Static_assert(sizeof(struct kpr_lb4_srcr_key) == 12, "kpr_lb4_srcr_key size");
+
+/* ---- session affinity: kpr_lb4_aff (LRU) -------------------------------------------------- */
+
+struct kpr_lb4_aff_key {
+	__u64 client;      /* client IPv4 (network order, low 32 bits) or netns cookie for socket LB */
+	__u16 rev_nat_id;
+	__u8 netns_cookie; /* 1 when client is a netns cookie */
+	__u8 pad[5];
+};
+_Static_assert(sizeof(struct kpr_lb4_aff_key) == 16, "kpr_lb4_aff_key size");
+
+struct kpr_lb4_aff_val {
+	__u32 backend_id;
+	__u32 last_used; /* bpf_ktime_get_ns() / 1e9 (seconds) */
+};
+_Static_assert(sizeof(struct kpr_lb4_aff_val) == 8, "kpr_lb4_aff_val size");
+
+/* ---- connection tracking: kpr_ct4 (LRU) --------------------------------------------------- */
+
+#define KPR_CT_INGRESS 0 /* flow seen on a device's ingress toward a frontend */
+#define KPR_CT_SERVICE 1 /* socket-LB or tc flow keyed by the original tuple */
+
+struct kpr_ct4_key {
+	__u32 saddr; /* network order */
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 dir;    /* KPR_CT_* */
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct kpr_ct4_key) == 16, "kpr_ct4_key size");
+
+#define KPR_CT_F_SNAT   (1 << 0) /* flow to a remote backend, source-NATed by this node */
+#define KPR_CT_F_CLOSED (1 << 1) /* TCP FIN/RST seen */
+
+struct kpr_ct4_entry {
+	__u64 last_seen_ns;  /* bpf_ktime_get_ns() */
+	__u32 backend_id;
+	__u16 rev_nat_id;
+	__u16 flags;         /* KPR_CT_F_* */
+	__u64 packets;
+	__u64 bytes;
+};
+_Static_assert(sizeof(struct kpr_ct4_entry) == 32, "kpr_ct4_entry size");
+
+/* ---- SNAT: kpr_snat4 (LRU), keyed by tuple as it leaves / as the reply arrives ------------- */
+
+struct kpr_snat4_entry {
+	__u32 to_addr;  /* rewritten address, network order */
+	__u16 to_port;  /* rewritten port, network order */
+	__u16 rev_nat_id;
+	__u64 last_seen_ns;
+};
+_Static_assert(sizeof(struct kpr_snat4_entry) == 16, "kpr_snat4_entry size");
+
+/* ---- socket LB reverse NAT: kpr_sk4_rnat (LRU) -------------------------------------------- */
+
+struct kpr_sk4_rnat_key {
+	__u64 cookie;  /* socket cookie */
+	__u32 address; /* backend address, network order */
+	__u16 port;    /* backend port, network order */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct kpr_sk4_rnat_key) == 16, "kpr_sk4_rnat_key size");
+
+struct kpr_sk4_rnat_val {
+	__u32 address; /* frontend address, network order */
+	__u16 port;    /* frontend port, network order */
+	__u16 rev_nat_id;
+};
+_Static_assert(sizeof(struct kpr_sk4_rnat_val) == 8, "kpr_sk4_rnat_val size");
+
+/* ---- node devices: kpr_dev4 (key: __u32 ifindex) ------------------------------------------ */
+
+struct kpr_dev4 {
+	__u32 address; /* the device's primary IPv4, used as SNAT source; network order */
+	__u8 mac[6];
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct kpr_dev4) == 12, "kpr_dev4 size");
+
+/* ---- global configuration: kpr_config (array, one entry, key 0) --------------------------- */
+
+#define KPR_CFG_F_SOCKET_LB      (1 << 0)
+#define KPR_CFG_F_HOST_NS_ONLY   (1 << 1)
+#define KPR_CFG_F_NODEPORT       (1 << 2)
+
+struct kpr_config {
+	__u32 flags;          /* KPR_CFG_F_* */
+	__u16 snat_port_min;  /* host order: ports allocated for SNAT to remote backends */
+	__u16 snat_port_max;
+	__u16 nodeport_min;   /* host order */
+	__u16 nodeport_max;
+	__u8 lb_mode;         /* 0 snat, 1 dsr, 2 hybrid */
+	__u8 pad[3];
+	__u64 host_netns_cookie; /* for socketLB.hostNamespaceOnly */
+};
+_Static_assert(sizeof(struct kpr_config) == 24, "kpr_config size");
+
+/* ---- counters: kpr_svc_stats / kpr_be_stats (per-CPU hash, key __u32 id) ------------------ */
+
+struct kpr_stats {
+	__u64 packets; /* tc: packets; socket LB: connections / sendmsg calls */
+	__u64 bytes;
+};
+_Static_assert(sizeof(struct kpr_stats) == 16, "kpr_stats size");
+
+/* ---- drop/verdict reasons: kpr_reasons (per-CPU array indexed by reason) ------------------- */
+
+#define KPR_REASON_MAX 32
+
+#endif /* KPR_ABI_H */
