@@ -1,0 +1,461 @@
+/**
+ * The one `bun:ffi` module: libbpf.so.1 and the few libc calls kpr needs, C-string and struct
+ * helpers, and libbpf's error conventions turned into `BpfError`. Raw pointers stay behind names
+ * starting with `unsafe`; everything above this file speaks typed objects (bpf.ts, attach.ts).
+ */
+import { CString, dlopen, type Pointer as FfiPointer, JSCallback, ptr, read, toArrayBuffer } from "bun:ffi";
+import { KprError } from "../errors.ts";
+import { log } from "../log.ts";
+
+/** A raw C pointer as bun:ffi hands it out. */
+export type Pointer = FfiPointer | bigint;
+
+const libbpfSymbols = {
+  libbpf_set_print: { args: ["ptr"], returns: "ptr" },
+  libbpf_strerror: { args: ["i32", "ptr", "u64"], returns: "i32" },
+  libbpf_num_possible_cpus: { args: [], returns: "i32" },
+  libbpf_probe_bpf_prog_type: { args: ["i32", "ptr"], returns: "i32" },
+  libbpf_probe_bpf_map_type: { args: ["i32", "ptr"], returns: "i32" },
+  libbpf_probe_bpf_helper: { args: ["i32", "i32", "ptr"], returns: "i32" },
+  libbpf_major_version: { args: [], returns: "u32" },
+  libbpf_minor_version: { args: [], returns: "u32" },
+  // objects
+  bpf_object__open_mem: { args: ["ptr", "u64", "ptr"], returns: "ptr" },
+  bpf_object__load: { args: ["ptr"], returns: "i32" },
+  bpf_object__close: { args: ["ptr"], returns: "void" },
+  bpf_object__btf: { args: ["ptr"], returns: "ptr" },
+  bpf_object__next_map: { args: ["ptr", "ptr"], returns: "ptr" },
+  bpf_object__next_program: { args: ["ptr", "ptr"], returns: "ptr" },
+  // maps (object side)
+  bpf_map__name: { args: ["ptr"], returns: "ptr" },
+  bpf_map__type: { args: ["ptr"], returns: "i32" },
+  bpf_map__key_size: { args: ["ptr"], returns: "u32" },
+  bpf_map__value_size: { args: ["ptr"], returns: "u32" },
+  bpf_map__max_entries: { args: ["ptr"], returns: "u32" },
+  bpf_map__set_max_entries: { args: ["ptr", "u32"], returns: "i32" },
+  bpf_map__map_flags: { args: ["ptr"], returns: "u32" },
+  bpf_map__fd: { args: ["ptr"], returns: "i32" },
+  bpf_map__reuse_fd: { args: ["ptr", "i32"], returns: "i32" },
+  bpf_map__is_internal: { args: ["ptr"], returns: "bool" },
+  bpf_map__btf_key_type_id: { args: ["ptr"], returns: "u32" },
+  bpf_map__btf_value_type_id: { args: ["ptr"], returns: "u32" },
+  // programs (object side)
+  bpf_program__name: { args: ["ptr"], returns: "ptr" },
+  bpf_program__section_name: { args: ["ptr"], returns: "ptr" },
+  bpf_program__type: { args: ["ptr"], returns: "i32" },
+  bpf_program__expected_attach_type: { args: ["ptr"], returns: "i32" },
+  bpf_program__fd: { args: ["ptr"], returns: "i32" },
+  bpf_program__set_autoload: { args: ["ptr", "bool"], returns: "i32" },
+  bpf_program__autoload: { args: ["ptr"], returns: "bool" },
+  bpf_program__set_log_buf: { args: ["ptr", "ptr", "u64"], returns: "i32" },
+  bpf_program__set_log_level: { args: ["ptr", "u32"], returns: "i32" },
+  // map fds
+  bpf_map_create: { args: ["i32", "ptr", "u32", "u32", "u32", "ptr"], returns: "i32" },
+  bpf_map_lookup_elem: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  bpf_map_update_elem: { args: ["i32", "ptr", "ptr", "u64"], returns: "i32" },
+  bpf_map_delete_elem: { args: ["i32", "ptr"], returns: "i32" },
+  bpf_map_get_next_key: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  bpf_map_lookup_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
+  bpf_map_update_batch: { args: ["i32", "ptr", "ptr", "ptr", "ptr"], returns: "i32" },
+  bpf_map_delete_batch: { args: ["i32", "ptr", "ptr", "ptr"], returns: "i32" },
+  // fds, pins, info
+  bpf_obj_pin: { args: ["i32", "ptr"], returns: "i32" },
+  bpf_obj_get: { args: ["ptr"], returns: "i32" },
+  bpf_obj_get_info_by_fd: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  bpf_prog_get_fd_by_id: { args: ["u32"], returns: "i32" },
+  bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
+  bpf_prog_query: { args: ["i32", "i32", "u32", "ptr", "ptr", "ptr"], returns: "i32" },
+  // links
+  bpf_link_create: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
+  bpf_link_update: { args: ["i32", "i32", "ptr"], returns: "i32" },
+  bpf_link_detach: { args: ["i32"], returns: "i32" },
+  // tc (clsact) and XDP (netlink)
+  bpf_tc_hook_create: { args: ["ptr"], returns: "i32" },
+  bpf_tc_hook_destroy: { args: ["ptr"], returns: "i32" },
+  bpf_tc_attach: { args: ["ptr", "ptr"], returns: "i32" },
+  bpf_tc_detach: { args: ["ptr", "ptr"], returns: "i32" },
+  bpf_tc_query: { args: ["ptr", "ptr"], returns: "i32" },
+  bpf_xdp_query_id: { args: ["i32", "i32", "ptr"], returns: "i32" },
+  bpf_xdp_detach: { args: ["i32", "u32", "ptr"], returns: "i32" },
+  // BTF
+  btf__find_by_name_kind: { args: ["ptr", "ptr", "u32"], returns: "i32" },
+  btf__type_by_id: { args: ["ptr", "u32"], returns: "ptr" },
+  btf__name_by_offset: { args: ["ptr", "u32"], returns: "ptr" },
+  btf__resolve_size: { args: ["ptr", "u32"], returns: "i64" },
+  btf__resolve_type: { args: ["ptr", "u32"], returns: "i32" },
+} as const;
+
+const libcSymbols = {
+  __errno_location: { args: [], returns: "ptr" },
+  close: { args: ["i32"], returns: "i32" },
+  if_nametoindex: { args: ["ptr"], returns: "u32" },
+  if_nameindex: { args: [], returns: "ptr" },
+  if_freenameindex: { args: ["ptr"], returns: "void" },
+  mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
+  socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+  ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
+  vsnprintf: { args: ["ptr", "u64", "ptr", "ptr"], returns: "i32" },
+} as const;
+
+type LibbpfFns = ReturnType<typeof dlopen<typeof libbpfSymbols>>["symbols"];
+type LibcFns = ReturnType<typeof dlopen<typeof libcSymbols>>["symbols"];
+
+let libbpfLib: LibbpfFns | undefined;
+let libcLib: LibcFns | undefined;
+let printCallback: JSCallback | undefined;
+const libbpfLog = log.withTag("libbpf");
+
+/** libc (opened on first use). */
+export function unsafeLibc(): LibcFns {
+  if (!libcLib) {
+    try {
+      libcLib = dlopen("libc.so.6", libcSymbols).symbols;
+    } catch (e) {
+      throw new KprError(`open libc.so.6: ${(e as Error).message}`);
+    }
+  }
+  return libcLib;
+}
+
+/**
+ * libbpf.so.1 (opened on first use, so commands that never touch the kernel need no libbpf).
+ * libbpf's own messages go to the debug log instead of stderr.
+ */
+export function unsafeLibbpf(): LibbpfFns {
+  if (!libbpfLib) {
+    try {
+      libbpfLib = dlopen("libbpf.so.1", libbpfSymbols).symbols;
+    } catch (e) {
+      throw new KprError(
+        `open libbpf.so.1: ${(e as Error).message} (install libbpf 1.x: apt-get install libbpf1)`,
+      );
+    }
+    installPrint(libbpfLib);
+  }
+  return libbpfLib;
+}
+
+function installPrint(lib: LibbpfFns): void {
+  const libc = unsafeLibc();
+  const buf = new Uint8Array(4096);
+  // libbpf formats with a va_list; vsnprintf takes it as the same opaque pointer on x86_64 and
+  // arm64 (both pass va_list by reference), so the message is rendered in C and read back.
+  printCallback = new JSCallback(
+    (level: number, fmt: Pointer, ap: Pointer) => {
+      const n = libc.vsnprintf(buf, buf.length, fmt, ap);
+      if (n <= 0) return 0;
+      const msg = new TextDecoder().decode(buf.subarray(0, Math.min(n, buf.length - 1))).trimEnd();
+      if (level === 0) libbpfLog.debug(msg);
+      else libbpfLog.trace(msg);
+      return 0;
+    },
+    { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  );
+  lib.libbpf_set_print(printCallback.ptr);
+}
+
+/** The calling thread's errno (read right after a libc or NULL-returning libbpf call). */
+export function errno(): number {
+  const p = unsafeLibc().__errno_location();
+  return p ? read.i32(p, 0) : 0;
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  4: "EINTR",
+  5: "EIO",
+  6: "ENXIO",
+  7: "E2BIG",
+  8: "ENOEXEC",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  17: "EEXIST",
+  18: "EXDEV",
+  19: "ENODEV",
+  20: "ENOTDIR",
+  21: "EISDIR",
+  22: "EINVAL",
+  24: "EMFILE",
+  25: "ENOTTY",
+  27: "EFBIG",
+  28: "ENOSPC",
+  34: "ERANGE",
+  36: "ENAMETOOLONG",
+  38: "ENOSYS",
+  39: "ENOTEMPTY",
+  40: "ELOOP",
+  61: "ENODATA",
+  62: "ETIME",
+  67: "ENOLINK",
+  71: "EPROTO",
+  75: "EOVERFLOW",
+  77: "EBADFD",
+  95: "EOPNOTSUPP",
+  97: "EAFNOSUPPORT",
+  100: "ENETDOWN",
+  105: "ENOBUFS",
+  110: "ETIMEDOUT",
+  125: "ECANCELED",
+  524: "ENOTSUPP",
+  4000: "LIBBPF_ERRNO__LIBELF",
+  4001: "LIBBPF_ERRNO__FORMAT",
+  4002: "LIBBPF_ERRNO__KVERSION",
+  4003: "LIBBPF_ERRNO__ENDIAN",
+  4004: "LIBBPF_ERRNO__INTERNAL",
+  4005: "LIBBPF_ERRNO__RELOC",
+  4006: "LIBBPF_ERRNO__LOAD",
+  4007: "LIBBPF_ERRNO__VERIFY",
+  4008: "LIBBPF_ERRNO__PROG2BIG",
+  4009: "LIBBPF_ERRNO__KVER",
+  4010: "LIBBPF_ERRNO__PROGTYPE",
+  4011: "LIBBPF_ERRNO__WRNGPID",
+  4012: "LIBBPF_ERRNO__INVSEQ",
+  4013: "LIBBPF_ERRNO__NLPARSE",
+};
+
+/** Errno constants used by callers. */
+export const E = {
+  EPERM: 1,
+  ENOENT: 2,
+  EBADF: 9,
+  EAGAIN: 11,
+  EACCES: 13,
+  EBUSY: 16,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENOSPC: 28,
+  ENOLINK: 67,
+  EOPNOTSUPP: 95,
+  ENOTSUPP: 524,
+} as const;
+
+/** "EINVAL" for 22 (positive or negative), "E123" for unknown codes. */
+export function errnoName(code: number): string {
+  const c = Math.abs(code);
+  return ERRNO_NAMES[c] ?? `E${c}`;
+}
+
+/** libbpf's text for an error code (covers libc errnos and libbpf's 4000+ codes). */
+export function errnoText(code: number): string {
+  const c = Math.abs(code);
+  if (c === 524) return "Operation not supported by the kernel";
+  try {
+    const buf = new Uint8Array(128);
+    unsafeLibbpf().libbpf_strerror(c, buf, buf.length);
+    return cstrRead(buf);
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * A failed kernel or libbpf operation. Message: `op: ENAME (text; hint)`, then `detail` (e.g.
+ * the verifier's last lines) on following lines.
+ */
+export class BpfError extends KprError {
+  readonly errno: number;
+  constructor(
+    readonly op: string,
+    errnoValue: number,
+    readonly hint?: string,
+    readonly detail?: string,
+  ) {
+    const code = Math.abs(errnoValue);
+    const text = errnoText(code);
+    const paren = [text, hint].filter((s) => s).join("; ");
+    super(`${op}: ${errnoName(code)}${paren ? ` (${paren})` : ""}${detail ? `\n${detail}` : ""}`);
+    this.name = "BpfError";
+    this.errno = code;
+  }
+}
+
+/** Returns `ret` when >= 0; otherwise throws BpfError(op, -ret). For libbpf int calls (-errno). */
+export function check(op: string, ret: number, hint?: string): number {
+  if (ret < 0) throw new BpfError(op, -ret, hint);
+  return ret;
+}
+
+/** For libc calls returning -1 and setting errno. */
+export function checkErrno(op: string, ret: number, hint?: string): number {
+  if (ret < 0) throw new BpfError(op, errno() || E.EINVAL, hint);
+  return ret;
+}
+
+/** For pointer-returning libbpf calls: NULL means failure with errno set. */
+export function checkPtr(op: string, p: Pointer | null, hint?: string): Pointer {
+  if (!p) throw new BpfError(op, errno() || E.EINVAL, hint);
+  return p;
+}
+
+const encoder = new TextEncoder();
+
+/** A NUL-terminated copy of `s` (keep the returned array alive while C uses it). */
+export function cstr(s: string): Uint8Array {
+  const b = encoder.encode(s);
+  const out = new Uint8Array(b.length + 1);
+  out.set(b);
+  return out;
+}
+
+/** Reads a NUL-terminated string from a byte array. */
+export function cstrRead(buf: Uint8Array, offset = 0, max = buf.length - offset): string {
+  let end = offset;
+  const lim = offset + max;
+  while (end < lim && buf[end] !== 0) end++;
+  return new TextDecoder().decode(buf.subarray(offset, end));
+}
+
+/** Reads a C string at a raw pointer ("" for NULL). */
+export function unsafeCString(p: Pointer | null): string {
+  return p ? new CString(p as FfiPointer).toString() : "";
+}
+
+/** Copies `len` bytes at a raw pointer. */
+export function unsafeCopy(p: Pointer, offset: number, len: number): Uint8Array {
+  return new Uint8Array(toArrayBuffer(p, offset, len).slice(0));
+}
+
+/** Reads a u32 at a raw pointer. */
+export function unsafeReadU32(p: Pointer, offset: number): number {
+  return read.u32(p, offset);
+}
+
+/** Reads a pointer-sized value at a raw pointer (for pointer arrays such as if_nameindex). */
+export function unsafeReadPtr(p: Pointer, offset: number): Pointer | null {
+  const v = read.ptr(p, offset);
+  return v ? (v as FfiPointer) : null;
+}
+
+/** Little-endian struct builder over a zeroed buffer (for libbpf opts structs). */
+export class Struct {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size);
+    this.view = new DataView(this.bytes.buffer);
+  }
+  /** Sets `sz` (offset 0, size_t) to the struct size: libbpf's forward-compatibility field. */
+  withSz(): this {
+    this.view.setBigUint64(0, BigInt(this.bytes.length), true);
+    return this;
+  }
+  u8(off: number, v: number): this {
+    this.view.setUint8(off, v);
+    return this;
+  }
+  u16(off: number, v: number): this {
+    this.view.setUint16(off, v, true);
+    return this;
+  }
+  u32(off: number, v: number): this {
+    this.view.setUint32(off, v >>> 0, true);
+    return this;
+  }
+  i32(off: number, v: number): this {
+    this.view.setInt32(off, v, true);
+    return this;
+  }
+  u64(off: number, v: number | bigint): this {
+    this.view.setBigUint64(off, BigInt(v), true);
+    return this;
+  }
+  /** Stores the address of `buf` (which the caller keeps alive) as a pointer field. */
+  unsafePtr(off: number, buf: Uint8Array | null): this {
+    this.view.setBigUint64(off, buf ? BigInt(unsafeAddressOf(buf)) : 0n, true);
+    return this;
+  }
+  getU32(off: number): number {
+    return this.view.getUint32(off, true);
+  }
+  getI32(off: number): number {
+    return this.view.getInt32(off, true);
+  }
+  getU64(off: number): bigint {
+    return this.view.getBigUint64(off, true);
+  }
+}
+
+/** The address of a typed array's bytes (the array must outlive every C use of it). */
+export function unsafeAddressOf(buf: Uint8Array): number {
+  return ptr(buf) as number;
+}
+
+/** Closes a file descriptor (errors ignored: used on teardown paths). */
+export function closeFd(fd: number): void {
+  if (fd >= 0) unsafeLibc().close(fd);
+}
+
+/** Number of possible CPUs (per-CPU map values hold one slot per possible CPU). */
+export function possibleCpus(): number {
+  return check("count possible CPUs", unsafeLibbpf().libbpf_num_possible_cpus());
+}
+
+/** libbpf's version, e.g. "1.1". */
+export function libbpfVersion(): string {
+  const l = unsafeLibbpf();
+  return `${l.libbpf_major_version()}.${l.libbpf_minor_version()}`;
+}
+
+/** Interface index in the current network namespace (if_nametoindex); throws ENODEV when absent. */
+export function ifNameToIndex(name: string): number {
+  const idx = unsafeLibc().if_nametoindex(cstr(name));
+  if (idx === 0) throw new BpfError(`find interface ${name}`, errno() || E.ENODEV);
+  return idx;
+}
+
+/** All interfaces of the current network namespace: [{ index, name }]. */
+export function listInterfaces(): { index: number; name: string }[] {
+  const libc = unsafeLibc();
+  const arr = checkPtr("list interfaces", libc.if_nameindex());
+  const out: { index: number; name: string }[] = [];
+  try {
+    // struct if_nameindex { unsigned int if_index; char *if_name; } (16 bytes on 64-bit)
+    for (let off = 0; ; off += 16) {
+      const index = read.u32(arr, off);
+      if (index === 0) break;
+      out.push({ index, name: unsafeCString(unsafeReadPtr(arr, off + 8)) });
+    }
+  } finally {
+    libc.if_freenameindex(arr);
+  }
+  return out;
+}
+
+/** mount(2). */
+export function mountFs(source: string, target: string, fstype: string, flags = 0): void {
+  checkErrno(
+    `mount ${fstype} at ${target}`,
+    unsafeLibc().mount(cstr(source), cstr(target), cstr(fstype), flags, null),
+  );
+}
+
+/**
+ * The driver of a network device, through the SIOCETHTOOL ioctl (ETHTOOL_GDRVINFO), which
+ * answers for the current network namespace (unlike /sys, which follows the mount namespace).
+ * Returns "" when the device has no driver info.
+ */
+export function ethtoolDriver(ifname: string): string {
+  const libc = unsafeLibc();
+  const fd = checkErrno("open socket for ethtool", libc.socket(2 /* AF_INET */, 2 /* SOCK_DGRAM */, 0));
+  try {
+    // struct ethtool_drvinfo: cmd u32, driver[32], version[32], fw_version[32], bus_info[32], ...
+    const drv = new Uint8Array(196);
+    new DataView(drv.buffer).setUint32(0, 3 /* ETHTOOL_GDRVINFO */, true);
+    // struct ifreq: ifr_name[16], then the union (ifr_data pointer at 16); 40 bytes
+    const ifr = new Struct(40);
+    ifr.bytes.set(encoder.encode(ifname).subarray(0, 15));
+    ifr.unsafePtr(16, drv);
+    const r = libc.ioctl(fd, 0x8946 /* SIOCETHTOOL */, ifr.bytes);
+    if (r < 0) return "";
+    return cstrRead(drv, 4, 32);
+  } finally {
+    libc.close(fd);
+  }
+}

@@ -1,0 +1,32 @@
+/**
+ * The eBPF objects embedded in the binary (built by `bun build.ts` into .build/bpf). Under
+ * `bun build --compile` the imports become /$bunfs paths that only Bun.file can read, which is why
+ * objects are opened from bytes (bpf_object__open_mem).
+ *
+ * To add an object: import it like probeObj below and add it to `embedded`.
+ */
+import probeObj from "../../.build/bpf/probe.bpf.o" with { type: "file" };
+import { KprError } from "../errors.ts";
+import { type BpfObject, openObject } from "./bpf.ts";
+
+const embedded = {
+  probe: probeObj,
+} as const;
+
+/** Names of the embedded objects. */
+export type ObjectName = keyof typeof embedded;
+
+/** The ELF bytes of an embedded object. */
+export async function embeddedObject(name: ObjectName): Promise<Uint8Array> {
+  const path = embedded[name];
+  if (!path)
+    throw new KprError(
+      `read embedded object ${name}: no such object (have: ${Object.keys(embedded).join(", ")})`,
+    );
+  return new Uint8Array(await Bun.file(path).arrayBuffer());
+}
+
+/** Opens an embedded object (not loaded yet: set max entries, pins, autoload, then load()). */
+export async function openEmbedded(name: ObjectName): Promise<BpfObject> {
+  return openObject(await embeddedObject(name), name);
+}
