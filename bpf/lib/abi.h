@@ -126,8 +126,14 @@ _Static_assert(sizeof(struct kpr_lb4_aff_val) == 8, "kpr_lb4_aff_val size");
 
 /* ---- connection tracking: kpr_ct4 (LRU) --------------------------------------------------- */
 
-#define KPR_CT_INGRESS 0 /* flow seen on a device's ingress toward a frontend */
-#define KPR_CT_SERVICE 1 /* socket-LB or tc flow keyed by the original tuple */
+/*
+ * struct kpr_ct4_key.dir. kpr_ct4 holds KPR_CT_INGRESS entries (original tuple client ->
+ * frontend, seen on a device's ingress) and, for node-local backends, KPR_CT_REPLY entries
+ * (reply tuple backend -> client, read by the egress program to restore the frontend).
+ * kpr_snat4 holds KPR_CT_REPLY entries only (reply tuple backend -> SNAT address:port).
+ */
+#define KPR_CT_INGRESS 0
+#define KPR_CT_REPLY   1
 
 struct kpr_ct4_key {
 	__u32 saddr; /* network order */
@@ -141,27 +147,33 @@ struct kpr_ct4_key {
 _Static_assert(sizeof(struct kpr_ct4_key) == 16, "kpr_ct4_key size");
 
 #define KPR_CT_F_SNAT   (1 << 0) /* flow to a remote backend, source-NATed by this node */
-#define KPR_CT_F_CLOSED (1 << 1) /* TCP FIN/RST seen */
+#define KPR_CT_F_CLOSED (1 << 1) /* TCP FIN/RST seen: short lifetime */
 
 struct kpr_ct4_entry {
-	__u64 last_seen_ns;  /* bpf_ktime_get_ns() */
-	__u32 backend_id;
-	__u16 rev_nat_id;
-	__u16 flags;         /* KPR_CT_F_* */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet */
 	__u64 packets;
 	__u64 bytes;
+	__u32 backend_id;   /* INGRESS: selected backend (kpr_lb4_be); REPLY: the same backend */
+	__u32 nat_addr;     /* INGRESS+SNAT: SNAT source address; REPLY: frontend address */
+	__u16 nat_port;     /* INGRESS+SNAT: SNAT source port; REPLY: frontend port */
+	__u16 rev_nat_id;
+	__u16 flags;        /* KPR_CT_F_* */
+	__u16 pad;
 };
-_Static_assert(sizeof(struct kpr_ct4_entry) == 32, "kpr_ct4_entry size");
+_Static_assert(sizeof(struct kpr_ct4_entry) == 40, "kpr_ct4_entry size");
 
-/* ---- SNAT: kpr_snat4 (LRU), keyed by tuple as it leaves / as the reply arrives ------------- */
+/* ---- SNAT: kpr_snat4 (LRU), keyed by the reply tuple (backend -> SNAT addr:port, REPLY) ---- */
 
 struct kpr_snat4_entry {
-	__u32 to_addr;  /* rewritten address, network order */
-	__u16 to_port;  /* rewritten port, network order */
-	__u16 rev_nat_id;
 	__u64 last_seen_ns;
+	__u32 client_addr;  /* restored as destination, network order */
+	__u32 fe_addr;      /* frontend the client used, restored as source */
+	__u16 client_port;  /* network order */
+	__u16 fe_port;      /* network order */
+	__u16 rev_nat_id;
+	__u16 flags;        /* KPR_CT_F_* (CLOSED) */
 };
-_Static_assert(sizeof(struct kpr_snat4_entry) == 16, "kpr_snat4_entry size");
+_Static_assert(sizeof(struct kpr_snat4_entry) == 24, "kpr_snat4_entry size");
 
 /* ---- socket LB reverse NAT: kpr_sk4_rnat (LRU) -------------------------------------------- */
 
@@ -217,6 +229,42 @@ _Static_assert(sizeof(struct kpr_stats) == 16, "kpr_stats size");
 
 /* ---- drop/verdict reasons: kpr_reasons (per-CPU array indexed by reason) ------------------- */
 
+/*
+ * Index of kpr_reasons: what each hook did with a packet / socket call. One counter per
+ * verdict; user space prints the names (keep src/datapath's table in the same order).
+ */
+enum kpr_reason {
+	KPR_R_PASS = 0,          /* not for a frontend: passed untouched */
+	KPR_R_PASS_NOT_L4,       /* not IPv4 TCP/UDP: passed */
+	KPR_R_PASS_FRAGMENT,     /* IPv4 fragment: passed (no L4 ports to translate) */
+	KPR_R_PASS_CLUSTERIP,    /* ClusterIP-only frontend reached from outside: passed */
+	KPR_R_LB_NEW,            /* tc: new flow DNATed to a node-local backend (TC_ACT_OK) */
+	KPR_R_LB_CT,             /* tc: tracked flow DNATed to its node-local backend */
+	KPR_R_LB_REVNAT,         /* tc egress: reply of a node-local backend given the frontend */
+	KPR_R_SNAT_NEW,          /* tc: new flow DNAT+SNATed to a remote backend, redirected */
+	KPR_R_SNAT_FWD,          /* tc: tracked flow DNAT+SNATed to its remote backend, redirected */
+	KPR_R_SNAT_REPLY,        /* tc: reply of a SNATed flow restored, redirected to the client */
+	KPR_R_REJECT_RST,        /* tc: frontend without backends, TCP RST sent back */
+	KPR_R_DROP_MALFORMED,    /* truncated / invalid headers */
+	KPR_R_DROP_NO_BACKEND,   /* frontend without backends (UDP, or TCP that gets no RST) */
+	KPR_R_DROP_SRC_RANGE,    /* loadBalancerSourceRanges denied the client */
+	KPR_R_DROP_BACKEND_GONE, /* a slot names a backend missing from kpr_lb4_be */
+	KPR_R_DROP_FIB,          /* FIB lookup / redirect failed for a packet that must be forwarded */
+	KPR_R_DROP_FRAG_NEEDED,  /* packet to forward is larger than the egress MTU (no ICMP sent) */
+	KPR_R_DROP_NO_DEVICE,    /* egress device has no kpr_dev4 entry (no SNAT address) */
+	KPR_R_DROP_SNAT_PORTS,   /* no free SNAT port found */
+	KPR_R_DROP_MAP_UPDATE,   /* a CT/SNAT entry could not be written */
+	KPR_R_DROP_REWRITE,      /* a packet rewrite / checksum helper failed */
+	KPR_R_DROP_TTL,          /* TTL expired on a packet to forward */
+	KPR_R_SOCK_LB,           /* socket LB: connect/sendmsg translated to a backend */
+	KPR_R_SOCK_REJECT,       /* socket LB: frontend without backends, call refused (EPERM) */
+	KPR_R_SOCK_REVNAT,       /* socket LB: recvmsg/getpeername address restored */
+	KPR_R_SOCK_SKIP_NETNS,   /* socket LB: not the host netns with hostNamespaceOnly */
+	KPR_R_SOCK_DISABLED,     /* socket LB: kpr_config lacks KPR_CFG_F_SOCKET_LB */
+	KPR_R_COUNT,
+};
+
 #define KPR_REASON_MAX 32
+_Static_assert(KPR_R_COUNT <= KPR_REASON_MAX, "kpr_reasons too small");
 
 #endif /* KPR_ABI_H */

@@ -6,11 +6,15 @@
  * To add an object: import it like probeObj below and add it to `embedded`.
  */
 import probeObj from "../../.build/bpf/probe.bpf.o" with { type: "file" };
+import sockObj from "../../.build/bpf/sock.bpf.o" with { type: "file" };
+import tcObj from "../../.build/bpf/tc.bpf.o" with { type: "file" };
 import { KprError } from "../errors.ts";
 import { type BpfObject, openObject } from "./bpf.ts";
 
 const embedded = {
   probe: probeObj,
+  sock: sockObj,
+  tc: tcObj,
 } as const;
 
 /** Names of the embedded objects. */

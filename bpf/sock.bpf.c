@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Socket-level load balancing (cgroup v2 sock_addr hooks, IPv4): connect() and sendmsg() to a
+ * frontend are translated to a backend before any packet exists; recvmsg() and getpeername()
+ * show the frontend again. Serves every frontend kind found in kpr_lb4_svc.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+
+#include "abi.h"
+#include "lb.h"
+#include "maps.h"
+
+/* sock_addr return values: 1 lets the call proceed, 0 fails it with EPERM. */
+#define SYS_PROCEED 1
+#define SYS_REJECT  0
+
+/* 0 when socket LB applies to this socket, else a negative kpr_reason. */
+static __always_inline int sock4_enabled(struct bpf_sock_addr *ctx)
+{
+	const struct kpr_config *cfg = kpr_get_config();
+	if (!cfg || !(cfg->flags & KPR_CFG_F_SOCKET_LB))
+		return -KPR_R_SOCK_DISABLED;
+	if ((cfg->flags & KPR_CFG_F_HOST_NS_ONLY) &&
+	    bpf_get_netns_cookie(ctx) != cfg->host_netns_cookie)
+		return -KPR_R_SOCK_SKIP_NETNS;
+	return 0;
+}
+
+/*
+ * Translates a connect/sendmsg destination that is a frontend to a selected backend and
+ * remembers the frontend for the reverse direction. Returns KPR_R_SOCK_LB or a negative
+ * kpr_reason.
+ */
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+{
+	__u8 proto = (__u8)ctx->protocol;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return -KPR_R_PASS_NOT_L4;
+
+	int ret = sock4_enabled(ctx);
+	if (ret < 0)
+		return ret;
+
+	struct kpr_lb4_key fe = {};
+	fe.address = ctx->user_ip4;
+	fe.dport = (__u16)ctx->user_port;
+	fe.proto = proto;
+	struct kpr_lb4_service *svc = bpf_map_lookup_elem(&kpr_lb4_svc, &fe);
+	if (!svc)
+		return -KPR_R_PASS;
+	if (svc->count == 0)
+		return -KPR_R_SOCK_REJECT;
+
+	__u32 bid = 0;
+	struct kpr_lb4_backend *be =
+		lb4_select_backend(&fe, svc, bpf_get_netns_cookie(ctx), 1, &bid);
+	if (!be)
+		return -KPR_R_DROP_BACKEND_GONE;
+
+	struct kpr_sk4_rnat_key rk = {};
+	rk.cookie = bpf_get_socket_cookie(ctx);
+	rk.address = be->address;
+	rk.port = be->port;
+	struct kpr_sk4_rnat_val rv = {};
+	rv.address = fe.address;
+	rv.port = fe.dport;
+	rv.rev_nat_id = svc->rev_nat_id;
+	/* Fail open: without the entry the connection still works; only getpeername/recvmsg
+	 * would show the backend instead of the frontend. */
+	bpf_map_update_elem(&kpr_sk4_rnat, &rk, &rv, BPF_ANY);
+
+	ctx->user_ip4 = be->address;
+	ctx->user_port = (__u32)be->port;
+
+	kpr_stats_add(&kpr_svc_stats, svc->rev_nat_id, 0);
+	kpr_stats_add(&kpr_be_stats, bid, 0);
+	return KPR_R_SOCK_LB;
+}
+
+/* Restores the frontend as the peer address of a socket translated by sock4_xlate_fwd. */
+static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct kpr_sk4_rnat_key rk = {};
+	rk.cookie = bpf_get_socket_cookie(ctx);
+	rk.address = ctx->user_ip4;
+	rk.port = (__u16)ctx->user_port;
+	struct kpr_sk4_rnat_val *rv = bpf_map_lookup_elem(&kpr_sk4_rnat, &rk);
+	if (!rv)
+		return -KPR_R_PASS;
+	ctx->user_ip4 = rv->address;
+	ctx->user_port = (__u32)rv->port;
+	return KPR_R_SOCK_REVNAT;
+}
+
+static __always_inline int sock4_verdict(int ret)
+{
+	__u32 reason = ret < 0 ? (__u32)-ret : (__u32)ret;
+	kpr_count_reason(reason);
+	/* Fail closed for a frontend that has no usable backend: EPERM at once beats sending
+	 * to a virtual address that nothing answers. A cgroup program can only choose EPERM on
+	 * 5.10 (bpf_set_retval needs 5.19). */
+	if (reason == KPR_R_SOCK_REJECT || reason == KPR_R_DROP_BACKEND_GONE)
+		return SYS_REJECT;
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/connect4")
+int kpr_sock4_connect(struct bpf_sock_addr *ctx)
+{
+	return sock4_verdict(sock4_xlate_fwd(ctx));
+}
+
+SEC("cgroup/sendmsg4")
+int kpr_sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	return sock4_verdict(sock4_xlate_fwd(ctx));
+}
+
+/* recvmsg/getpeername programs must return 1 (the verifier enforces it). */
+SEC("cgroup/recvmsg4")
+int kpr_sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	int ret = sock4_xlate_rev(ctx);
+	kpr_count_reason(ret < 0 ? (__u32)-ret : (__u32)ret);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/getpeername4")
+int kpr_sock4_getpeername(struct bpf_sock_addr *ctx)
+{
+	int ret = sock4_xlate_rev(ctx);
+	kpr_count_reason(ret < 0 ? (__u32)-ret : (__u32)ret);
+	return SYS_PROCEED;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,359 @@
+/**
+ * Test lab for the datapath objects: opens .build/bpf/{tc,sock}.bpf.o, programs their maps
+ * through codecs that mirror bpf/lib/abi.h (checked against the object's BTF), runs tc programs
+ * with BPF_PROG_TEST_RUN and reads the reason counters.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { BPF_ANY, type BpfObject, openObject } from "../../src/datapath/bpf.ts";
+import { checkAgainstBtf, defineStruct, type StructCodec } from "../../src/datapath/codec.ts";
+import { REPO_ROOT } from "../harness/netns.ts";
+
+/** tc verdicts (linux/pkt_cls.h). */
+export const TC_ACT = { OK: 0, SHOT: 2, REDIRECT: 7 } as const;
+
+const abiText = readFileSync(join(REPO_ROOT, "bpf/lib/abi.h"), "utf8");
+
+/** Every `#define KPR_* N` / `(1 << N)` of abi.h. */
+export const ABI: Record<string, number> = Object.fromEntries(
+  [...abiText.matchAll(/^#define\s+(KPR_\w+)\s+\(?(\d+)(?:\s*<<\s*(\d+))?\)?/gm)].map((m) => [
+    m[1] as string,
+    Number(m[2]) << Number(m[3] ?? 0),
+  ]),
+);
+
+/** Names of enum kpr_reason in index order (read from abi.h, so the test follows the header). */
+export const REASONS: string[] = (() => {
+  const body = /enum kpr_reason \{([\s\S]*?)\};/.exec(abiText)?.[1];
+  if (!body) throw new Error("abi.h: enum kpr_reason not found");
+  return [...body.matchAll(/^\s*(KPR_R_\w+)/gm)]
+    .map((m) => m[1] as string)
+    .filter((n) => n !== "KPR_R_COUNT");
+})();
+
+/** The value of an abi.h define; throws for unknown names so typos fail loudly. */
+export function abi(name: string): number {
+  const v = ABI[name];
+  if (v === undefined) throw new Error(`abi.h has no #define ${name}`);
+  return v;
+}
+
+export const codecs = {
+  lb4Key: defineStruct("kpr_lb4_key", {
+    address: "ip4",
+    dport: "be16",
+    slot: "u16",
+    proto: "u8",
+    scope: "u8",
+    pad: ["pad", 2],
+  }),
+  lb4Service: defineStruct("kpr_lb4_service", {
+    backend_id: "u32",
+    affinity_timeout: "u32",
+    count: "u16",
+    rev_nat_id: "u16",
+    flags: "u16",
+    algorithm: "u8",
+    active_count: "u8",
+  }),
+  lb4Backend: defineStruct("kpr_lb4_backend", {
+    address: "ip4",
+    port: "be16",
+    proto: "u8",
+    state: "u8",
+    flags: "u8",
+    pad: ["pad", 3],
+  }),
+  lb4Revnat: defineStruct("kpr_lb4_revnat", { address: "ip4", port: "be16", pad: ["pad", 2] }),
+  srcrKey: defineStruct("kpr_lb4_srcr_key", {
+    prefixlen: "u32",
+    rev_nat_id: "u16",
+    pad: ["pad", 2],
+    address: "ip4",
+  }),
+  affKey: defineStruct("kpr_lb4_aff_key", {
+    client: "u64",
+    rev_nat_id: "u16",
+    netns_cookie: "u8",
+    pad: ["pad", 5],
+  }),
+  affVal: defineStruct("kpr_lb4_aff_val", { backend_id: "u32", last_used: "u32" }),
+  ct4Key: defineStruct("kpr_ct4_key", {
+    saddr: "ip4",
+    daddr: "ip4",
+    sport: "be16",
+    dport: "be16",
+    proto: "u8",
+    dir: "u8",
+    pad: ["pad", 2],
+  }),
+  ct4Entry: defineStruct("kpr_ct4_entry", {
+    last_seen_ns: "u64",
+    packets: "u64",
+    bytes: "u64",
+    backend_id: "u32",
+    nat_addr: "ip4",
+    nat_port: "be16",
+    rev_nat_id: "u16",
+    flags: "u16",
+    pad: ["pad", 2],
+  }),
+  snat4Entry: defineStruct("kpr_snat4_entry", {
+    last_seen_ns: "u64",
+    client_addr: "ip4",
+    fe_addr: "ip4",
+    client_port: "be16",
+    fe_port: "be16",
+    rev_nat_id: "u16",
+    flags: "u16",
+  }),
+  sk4RnatKey: defineStruct("kpr_sk4_rnat_key", {
+    cookie: "u64",
+    address: "ip4",
+    port: "be16",
+    pad: ["pad", 2],
+  }),
+  sk4RnatVal: defineStruct("kpr_sk4_rnat_val", { address: "ip4", port: "be16", rev_nat_id: "u16" }),
+  dev4: defineStruct("kpr_dev4", { address: "ip4", mac: ["bytes", 6], pad: ["pad", 2] }),
+  config: defineStruct("kpr_config", {
+    flags: "u32",
+    snat_port_min: "u16",
+    snat_port_max: "u16",
+    nodeport_min: "u16",
+    nodeport_max: "u16",
+    lb_mode: "u8",
+    pad: ["pad", 3],
+    host_netns_cookie: "u64",
+  }),
+  stats: defineStruct("kpr_stats", { packets: "u64", bytes: "u64" }),
+};
+
+const u32 = (n: number): Uint8Array => {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+};
+
+export type Proto = "tcp" | "udp";
+const PROTO_NUM: Record<Proto, number> = { tcp: 6, udp: 17 };
+
+export interface BackendSpec {
+  id: number;
+  address: string;
+  port: number;
+  local?: boolean;
+  terminating?: boolean;
+}
+
+export interface ServiceSpec {
+  address: string;
+  port: number;
+  proto?: Proto;
+  revNatId: number;
+  /** KPR_SVC_F_* names without the prefix, e.g. ["NODEPORT"]. */
+  flags: string[];
+  backends: BackendSpec[];
+  /** Slots 1..activeCount are active; default: all backends not marked terminating. */
+  activeCount?: number;
+  affinityTimeout?: number;
+}
+
+export interface ConfigSpec {
+  flags?: string[];
+  snatPorts?: [number, number];
+  nodePorts?: [number, number];
+  hostNetnsCookie?: bigint;
+}
+
+/** Small maps keep loading fast; the programs do not depend on the sizes. */
+const TEST_MAX_ENTRIES: Record<string, number> = {
+  kpr_lb4_svc: 4096,
+  kpr_lb4_be: 4096,
+  kpr_lb4_rnat: 1024,
+  kpr_svc_meta: 1024,
+  kpr_lb4_srcr: 1024,
+  kpr_lb4_aff: 4096,
+  kpr_ct4: 4096,
+  kpr_snat4: 4096,
+  kpr_sk4_rnat: 4096,
+  kpr_svc_stats: 1024,
+  kpr_be_stats: 1024,
+};
+
+/** Which codec checks which struct of an object's BTF. */
+const BTF_CHECKED: StructCodec<unknown>[] = Object.values(codecs) as StructCodec<unknown>[];
+
+export class Lab implements Disposable {
+  private constructor(readonly obj: BpfObject) {}
+
+  /** Opens and loads object `name` ("tc" or "sock"), pinning its maps under pinDir if given. */
+  static open(name: "tc" | "sock", pinDir?: string): Lab {
+    const bytes = new Uint8Array(readFileSync(join(REPO_ROOT, ".build/bpf", `${name}.bpf.o`)));
+    const obj = openObject(bytes, name);
+    for (const [m, n] of Object.entries(TEST_MAX_ENTRIES)) obj.setMaxEntries(m, n);
+    if (pinDir) obj.pinMaps(pinDir);
+    obj.load();
+    return new Lab(obj);
+  }
+
+  /** Throws when a codec here disagrees with the object's BTF. */
+  checkBtf(): void {
+    for (const c of BTF_CHECKED) checkAgainstBtf(this.obj.btf, c, this.obj.name);
+  }
+
+  /** Programs one frontend: backends, slots 1..n, master slot 0. */
+  addService(s: ServiceSpec): void {
+    const proto = PROTO_NUM[s.proto ?? "tcp"];
+    const flags = s.flags.reduce((acc, f) => acc | abi(`KPR_SVC_F_${f}`), 0);
+    const svc = this.obj.map("kpr_lb4_svc");
+    for (const b of s.backends) this.addBackend(b, s.proto ?? "tcp");
+    s.backends.forEach((b, i) => {
+      svc.update(
+        codecs.lb4Key.encode({ address: s.address, dport: s.port, slot: i + 1, proto, scope: 0 }),
+        codecs.lb4Service.encode({
+          backend_id: b.id,
+          affinity_timeout: 0,
+          count: 0,
+          rev_nat_id: s.revNatId,
+          flags,
+          algorithm: 0,
+          active_count: 0,
+        }),
+      );
+    });
+    const active = s.activeCount ?? s.backends.filter((b) => !b.terminating).length;
+    svc.update(
+      codecs.lb4Key.encode({ address: s.address, dport: s.port, slot: 0, proto, scope: 0 }),
+      codecs.lb4Service.encode({
+        backend_id: 0,
+        affinity_timeout: s.affinityTimeout ?? 0,
+        count: s.backends.length,
+        rev_nat_id: s.revNatId,
+        flags,
+        algorithm: 0,
+        active_count: active,
+      }),
+    );
+    this.obj
+      .map("kpr_lb4_rnat")
+      .update(
+        new Uint8Array([s.revNatId & 0xff, s.revNatId >> 8]),
+        codecs.lb4Revnat.encode({ address: s.address, port: s.port }),
+      );
+  }
+
+  addBackend(b: BackendSpec, proto: Proto = "tcp"): void {
+    this.obj.map("kpr_lb4_be").update(
+      u32(b.id),
+      codecs.lb4Backend.encode({
+        address: b.address,
+        port: b.port,
+        proto: PROTO_NUM[proto],
+        state: b.terminating ? abi("KPR_BE_TERMINATING") : abi("KPR_BE_ACTIVE"),
+        flags: b.local ? abi("KPR_BE_F_LOCAL") : 0,
+      }),
+    );
+  }
+
+  deleteBackend(id: number): void {
+    this.obj.map("kpr_lb4_be").delete(u32(id));
+  }
+
+  setConfig(c: ConfigSpec): void {
+    this.obj.map("kpr_config").update(
+      u32(0),
+      codecs.config.encode({
+        flags: (c.flags ?? []).reduce((acc, f) => acc | abi(`KPR_CFG_F_${f}`), 0),
+        snat_port_min: c.snatPorts?.[0] ?? 0,
+        snat_port_max: c.snatPorts?.[1] ?? 0,
+        nodeport_min: c.nodePorts?.[0] ?? 0,
+        nodeport_max: c.nodePorts?.[1] ?? 0,
+        lb_mode: 0,
+        host_netns_cookie: c.hostNetnsCookie ?? 0n,
+      }),
+    );
+  }
+
+  setDevice(ifindex: number, address: string): void {
+    this.obj.map("kpr_dev4").update(u32(ifindex), codecs.dev4.encode({ address, mac: new Uint8Array(6) }));
+  }
+
+  /** Adds a loadBalancerSourceRanges CIDR ("10.0.0.0/8") for frontend revNatId. */
+  addSourceRange(revNatId: number, cidr: string): void {
+    const [addr, len] = cidr.split("/");
+    this.obj
+      .map("kpr_lb4_srcr")
+      .update(
+        codecs.srcrKey.encode({ prefixlen: 32 + Number(len), rev_nat_id: revNatId, address: addr ?? "" }),
+        new Uint8Array([1]),
+        BPF_ANY,
+      );
+  }
+
+  /** Empties every map (arrays are zeroed). */
+  reset(): void {
+    for (const name of this.obj.maps()) {
+      const m = this.obj.map(name);
+      if (name === "kpr_config" || name === "kpr_reasons") {
+        for (let i = 0; i < m.maxEntries; i++) m.update(u32(i), new Uint8Array(m.valueStride));
+        continue;
+      }
+      for (let k = m.nextKey(); k; k = m.nextKey()) m.delete(k);
+    }
+  }
+
+  /** Reason counters summed over CPUs, by name (only non-zero ones). */
+  reasons(): Record<string, number> {
+    const m = this.obj.map("kpr_reasons");
+    const cpus = m.valueStride / 8;
+    const out: Record<string, number> = {};
+    REASONS.forEach((name, i) => {
+      const v = m.lookup(u32(i));
+      if (!v) return;
+      const dv = new DataView(v.buffer);
+      let sum = 0n;
+      for (let c = 0; c < cpus; c++) sum += dv.getBigUint64(c * 8, true);
+      if (sum) out[name] = Number(sum);
+    });
+    return out;
+  }
+
+  /** Runs tc program prog on an Ethernet frame (skb->ifindex = ifindex when > 1). */
+  run(prog: string, data: Uint8Array, ifindex = 1): { retval: number; data: Uint8Array } {
+    let ctx: Uint8Array | undefined;
+    if (ifindex > 1) {
+      // struct __sk_buff (192 bytes); only ifindex (offset 40) is set
+      ctx = new Uint8Array(192);
+      new DataView(ctx.buffer).setUint32(40, ifindex, true);
+    }
+    const r = this.obj.program(prog).testRun({ data, ctx });
+    return { retval: r.retval, data: r.data };
+  }
+
+  ct(key: Parameters<typeof codecs.ct4Key.encode>[0]) {
+    const v = this.obj.map("kpr_ct4").lookup(codecs.ct4Key.encode(key));
+    return v ? codecs.ct4Entry.decode(v) : undefined;
+  }
+
+  /** Every kpr_snat4 entry, decoded. */
+  snatEntries() {
+    const m = this.obj.map("kpr_snat4");
+    const out: {
+      key: ReturnType<typeof codecs.ct4Key.decode>;
+      value: ReturnType<typeof codecs.snat4Entry.decode>;
+    }[] = [];
+    for (let k = m.nextKey(); k; k = m.nextKey(k)) {
+      const v = m.lookup(k);
+      if (v) out.push({ key: codecs.ct4Key.decode(k), value: codecs.snat4Entry.decode(v) });
+    }
+    return out;
+  }
+
+  close(): void {
+    this.obj.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * The socket-LB programs (bpf/sock.bpf.c) attached to a test cgroup: a client process inside the
+ * cgroup and a private network namespace connects to frontends; backends listen on that
+ * namespace's loopback. Checks translation, getpeername/recvfrom showing the frontend, reject,
+ * the SOCKET_LB and hostNamespaceOnly switches, and the counters.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { mkdirSync, rmdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { attachCgroup, type CgroupHook } from "../../src/datapath/attach.ts";
+import type { BpfLink } from "../../src/datapath/bpf.ts";
+import { needs } from "../harness/env.ts";
+import { cgroup2Mount, ensureBpffs, pollUntil, REPO_ROOT } from "../harness/netns.ts";
+import { type ConfigSpec, codecs, Lab } from "./_lab.ts";
+
+const skip = needs({ root: true, tools: ["clang", "ip", "nsenter", "python3"] }, "socket LB tests");
+
+const SERVER = `
+import socket, sys, threading
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("127.0.0.1", 8080)); t.listen(16)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 5353))
+def tcp():
+    while True:
+        c, _ = t.accept(); c.sendall(b"pong"); c.close()
+def udp():
+    while True:
+        d, a = u.recvfrom(2048); u.sendto(b"pong:" + d, a)
+threading.Thread(target=tcp, daemon=True).start()
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+`;
+
+const CLIENT = `
+import json, socket, sys
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    if mode == "cookie":
+        s = socket.socket()
+        print(json.dumps({"cookie": str(int.from_bytes(s.getsockopt(socket.SOL_SOCKET, 71, 8), "little"))}))
+    elif mode == "tcp":
+        s = socket.create_connection((host, port), timeout=5)
+        peer = "%s:%d" % s.getpeername()
+        print(json.dumps({"peer": peer, "reply": s.recv(64).decode()}))
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+        s.sendto(b"ping", (host, port))
+        d, a = s.recvfrom(64)
+        print(json.dumps({"from": "%s:%d" % a, "reply": d.decode()}))
+except OSError as e:
+    print(json.dumps({"error": __import__("errno").errorcode.get(e.errno, str(e))}))
+`;
+
+describe.skipIf(!!skip)("socket LB programs", () => {
+  const id = Math.random().toString(36).slice(2, 8);
+  const ns = `kprs${id}`;
+  const pinDir = `/sys/fs/bpf/kpr-test-s${id}`;
+  let cgDir = "";
+  let lab: Lab;
+  const links: BpfLink[] = [];
+  let server: ReturnType<typeof Bun.spawn> | undefined;
+
+  const client = (mode: string, host: string, port: number): Record<string, string> => {
+    const r = Bun.spawnSync(
+      [
+        "sh",
+        "-c",
+        `echo $$ > "$0/cgroup.procs" && exec nsenter --net=/run/netns/${ns} python3 -c "$1" "$2" "$3" "$4"`,
+        cgDir,
+        CLIENT,
+        mode,
+        host,
+        String(port),
+      ],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    if (r.exitCode !== 0) throw new Error(`client ${mode} ${host}:${port}: ${r.stderr.toString()}`);
+    return JSON.parse(r.stdout.toString()) as Record<string, string>;
+  };
+
+  beforeAll(async () => {
+    const b = Bun.spawnSync([process.execPath, join(REPO_ROOT, "build.ts"), "--bpf-only"], {
+      stderr: "pipe",
+    });
+    if (b.exitCode !== 0) throw new Error(`build eBPF objects: ${b.stderr.toString()}`);
+    ensureBpffs();
+    for (const argv of [
+      ["ip", "netns", "add", ns],
+      ["ip", "-n", ns, "link", "set", "lo", "up"],
+    ]) {
+      const r = Bun.spawnSync(argv, { stderr: "pipe" });
+      if (r.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.toString()}`);
+    }
+    cgDir = join(cgroup2Mount(), `kpr-test-s${id}`);
+    mkdirSync(cgDir);
+    lab = Lab.open("sock", pinDir);
+    const hooks: [string, CgroupHook][] = [
+      ["kpr_sock4_connect", "connect4"],
+      ["kpr_sock4_sendmsg", "sendmsg4"],
+      ["kpr_sock4_recvmsg", "recvmsg4"],
+      ["kpr_sock4_getpeername", "getpeername4"],
+    ];
+    for (const [prog, hook] of hooks)
+      links.push(attachCgroup(lab.obj.program(prog), cgDir, hook, `${pinDir}/links/${hook}`));
+
+    server = Bun.spawn(["nsenter", `--net=/run/netns/${ns}`, "python3", "-c", SERVER], {
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const reader = (server.stdout as ReadableStream<Uint8Array>).getReader();
+    let out = "";
+    await pollUntil("backend servers ready", async () => {
+      const { value } = await reader.read();
+      out += new TextDecoder().decode(value ?? new Uint8Array());
+      return out.includes("ready");
+    });
+    reader.releaseLock();
+  });
+
+  afterAll(() => {
+    server?.kill();
+    for (const l of links) {
+      l.detach();
+      l.close();
+    }
+    lab?.close();
+    rmSync(pinDir, { recursive: true, force: true });
+    if (cgDir) rmdirSync(cgDir);
+    Bun.spawnSync(["ip", "netns", "del", ns]);
+  });
+
+  const program = (config: ConfigSpec) => {
+    lab.reset();
+    lab.setConfig(config);
+    lab.addService({
+      address: "10.96.50.10",
+      port: 80,
+      revNatId: 1,
+      flags: ["CLUSTERIP"],
+      backends: [{ id: 1, address: "127.0.0.1", port: 8080 }],
+    });
+    lab.addService({
+      address: "10.96.50.10",
+      port: 53,
+      proto: "udp",
+      revNatId: 2,
+      flags: ["CLUSTERIP"],
+      backends: [{ id: 2, address: "127.0.0.1", port: 5353 }],
+    });
+    lab.addService({ address: "10.96.50.11", port: 80, revNatId: 3, flags: ["CLUSTERIP"], backends: [] });
+  };
+
+  it.each([
+    [
+      "TCP connect reaches the backend; getpeername shows the frontend",
+      "tcp",
+      "10.96.50.10",
+      80,
+      { peer: "10.96.50.10:80", reply: "pong" },
+      "KPR_R_SOCK_LB",
+    ],
+    [
+      "UDP sendto reaches the backend; recvfrom shows the frontend",
+      "udp",
+      "10.96.50.10",
+      53,
+      { from: "10.96.50.10:53", reply: "pong:ping" },
+      "KPR_R_SOCK_LB",
+    ],
+    [
+      "frontend without backends: connect fails with EPERM",
+      "tcp",
+      "10.96.50.11",
+      80,
+      { error: "EPERM" },
+      "KPR_R_SOCK_REJECT",
+    ],
+    [
+      "address without frontend is left alone",
+      "tcp",
+      "10.96.50.12",
+      80,
+      { error: "ENETUNREACH" },
+      "KPR_R_PASS",
+    ],
+  ] as const)("%s", (_what, mode, host, port, want, reason) => {
+    program({ flags: ["SOCKET_LB"] });
+    expect(client(mode, host, port)).toEqual({ ...want });
+    expect(lab.reasons()[reason]).toBeGreaterThanOrEqual(1);
+  });
+
+  it("counts connections per service and backend", () => {
+    program({ flags: ["SOCKET_LB"] });
+    for (let i = 0; i < 3; i++) expect(client("tcp", "10.96.50.10", 80)).toMatchObject({ reply: "pong" });
+    const sum = (map: string, key: number) => {
+      const k = new Uint8Array(4);
+      new DataView(k.buffer).setUint32(0, key, true);
+      const v = lab.obj.map(map).lookup(k);
+      if (!v) return 0;
+      const per = lab.obj.map(map).valueStride / lab.obj.map(map).valueSize;
+      return codecs.stats.decodeMany(v, per).reduce((a, s) => a + Number(s.packets), 0);
+    };
+    expect({ svc: sum("kpr_svc_stats", 1), be: sum("kpr_be_stats", 1) }).toEqual({ svc: 3, be: 3 });
+    expect(lab.reasons().KPR_R_SOCK_LB).toBe(3);
+  });
+
+  it("socket LB off (no SOCKET_LB flag): nothing is translated", () => {
+    program({});
+    expect(client("tcp", "10.96.50.10", 80)).toEqual({ error: "ENETUNREACH" });
+    expect(lab.reasons().KPR_R_SOCK_DISABLED).toBeGreaterThanOrEqual(1);
+  });
+
+  it("hostNamespaceOnly: only the namespace whose cookie is configured is translated", () => {
+    program({ flags: ["SOCKET_LB"] });
+    const cookie = BigInt(client("cookie", "", 0).cookie ?? "0");
+    expect(cookie).toBeGreaterThan(0n);
+    program({ flags: ["SOCKET_LB", "HOST_NS_ONLY"], hostNetnsCookie: cookie + 1000n });
+    expect({ other: client("tcp", "10.96.50.10", 80) }).toEqual({ other: { error: "ENETUNREACH" } });
+    expect(lab.reasons().KPR_R_SOCK_SKIP_NETNS).toBeGreaterThanOrEqual(1);
+    program({ flags: ["SOCKET_LB", "HOST_NS_ONLY"], hostNetnsCookie: cookie });
+    expect({ host: client("tcp", "10.96.50.10", 80) }).toEqual({
+      host: { peer: "10.96.50.10:80", reply: "pong" },
+    });
+  });
+});
