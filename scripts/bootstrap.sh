@@ -40,6 +40,7 @@ declare -A need=(
   [gcc-multilib]=/usr/include/x86_64-linux-gnu/gnu/stubs-32.h
   [iputils-ping]=/usr/bin/ping
   [tcpdump]=/usr/bin/tcpdump
+  [python3]=/usr/bin/python3
 )
 missing=()
 for pkg in "${!need[@]}"; do

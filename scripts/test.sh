@@ -21,10 +21,31 @@ step "build (bpf objects + dist/kpr)" bun build.ts
 step "typecheck (tsc --noEmit)" tsc --noEmit
 step "lint and format (biome check)" biome check .
 
+# What the test harness (test/harness/netns.ts, prefix kt + 6 chars) creates: namespaces, bpffs
+# dirs, cgroups. Compared before/after, so a concurrent run's live topology is not blamed.
+leftovers() {
+  {
+    ip netns list 2>/dev/null | awk '{print "netns " $1}'
+    ls /sys/fs/bpf 2>/dev/null | sed 's/^/bpffs /'
+    for m in $(awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break }}' /proc/self/mountinfo); do
+      ls "$m" 2>/dev/null | sed 's/^/cgroup /'
+    done
+  } | grep -E ' kt[a-z0-9]{6}(-|$)' | sort -u
+}
+before=$(leftovers)
+
 printf '\n\033[1m== bun test\033[0m\n'
 log=$(mktemp)
-bun test "$@" 2>&1 | tee "$log"
+# --timeout: bun 1.4.4 ignores bunfig's [test] timeout, and its 5 s default is too short for the
+# end-to-end tests (a test still ends as soon as it is done).
+bun test --timeout 120000 "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+left=$(comm -13 <(printf '%s\n' "$before") <(leftovers) | sed '/^$/d')
+if [ -n "$left" ]; then
+  echo "FAILED: tests left these behind:"
+  printf '  %s\n' "$left"
+  failed=$((failed + 1))
+fi
 pass=$(grep -E '^ *[0-9]+ pass$' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
 fail=$(grep -E '^ *[0-9]+ fail$' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
 skip=$(grep -E '^ *[0-9]+ skip$' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
