@@ -1,4 +1,4 @@
-import { createConsola, LogLevels, type ConsolaInstance } from "consola";
+import { type ConsolaInstance, createConsola, LogLevels } from "consola";
 
 /** Log level names accepted in KPR_LOG_LEVEL / config. */
 export type LogLevelName = "silent" | "error" | "warn" | "info" | "debug" | "trace";
