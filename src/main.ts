@@ -12,6 +12,11 @@ export const main = defineCommand({
     description: "kube-proxy replacement: Kubernetes Services programmed into eBPF",
   },
   subCommands: {
+    apply: () => import("./commands/apply.ts").then((m) => m.default),
+    bpf: () => import("./commands/bpf.ts").then((m) => m.default),
+    cleanup: () => import("./commands/cleanup.ts").then((m) => m.default),
+    service: () => import("./commands/service.ts").then((m) => m.default),
+    status: () => import("./commands/status.ts").then((m) => m.default),
     version: () => import("./commands/version.ts").then((m) => m.default),
   },
 });

@@ -1,0 +1,28 @@
+import { defineCommand } from "citty";
+import { InputError } from "../../errors.ts";
+import { commonArgs, configFromArgs, outputArg } from "../_common.ts";
+
+const list = defineCommand({
+  meta: { name: "list", description: "List the raw service map entries (master and backend slots)" },
+  args: { ...commonArgs, ...outputArg },
+  async run({ args }) {
+    if (args.output !== "table" && args.output !== "json")
+      throw new InputError([
+        { file: "<flags>", field: "-o", message: `got "${args.output}", expected table or json` },
+      ]);
+    const cfg = await configFromArgs(args);
+    const { readPinnedState } = await import("../../datapath/reconcile.ts");
+    const { formatLbList, lbListRows } = await import("../../datapath/nodestatus.ts");
+    const st = readPinnedState(cfg);
+    const rows = st ? lbListRows(st) : [];
+    if (args.output === "json") process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+    else process.stdout.write(formatLbList(rows));
+    return 0;
+  },
+});
+
+/** `kpr bpf lb …`: the load-balancing maps as the datapath sees them. */
+export default defineCommand({
+  meta: { name: "lb", description: "Inspect the load-balancing maps" },
+  subCommands: { list: () => list },
+});

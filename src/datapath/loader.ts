@@ -1,0 +1,315 @@
+/**
+ * Loads kpr's datapath onto the node: the sock and tc objects from the embedded bytes, maps
+ * sized from bpf.lbMapMax and pinned under `${bpf.root}/maps` (reused when pinned), cgroup
+ * socket hooks at cgroup.root and tc ingress/egress on every configured device through links
+ * pinned under `${bpf.root}/links`, and the kpr_config / kpr_dev4 entries. Re-running swaps
+ * programs atomically (link update) only when their code changed, and keeps the maps.
+ */
+import { existsSync, readdirSync } from "node:fs";
+import type { ConsolaInstance } from "consola";
+import type { Config } from "../config/config.ts";
+import { KprError } from "../errors.ts";
+import { log as rootLog } from "../log.ts";
+import { attachCgroup, attachTc, type CgroupHook, detachPinnedLink, detachTc, hasTcx } from "./attach.ts";
+import {
+  BpfLink,
+  type BpfMap,
+  type BpfObject,
+  type BpfProgram,
+  LinkType,
+  openObject,
+  progInfo,
+} from "./bpf.ts";
+import { ensureBpffs, ensureCgroup2 } from "./bpffs.ts";
+import { closeFd, unsafeLibbpf } from "./ffi.ts";
+import { CFG_F, checkLbCodecs, dev4, kprConfig, LB_MODE, type LbStateMap, u32Id } from "./lbmaps.ts";
+import { embeddedObject } from "./objects.ts";
+
+/** Socket hooks kpr attaches, with the sock object's program for each (v6 ones when built). */
+export const CGROUP_PROGRAMS: { hook: CgroupHook; prog: string }[] = [
+  { hook: "connect4", prog: "kpr_sock4_connect" },
+  { hook: "sendmsg4", prog: "kpr_sock4_sendmsg" },
+  { hook: "recvmsg4", prog: "kpr_sock4_recvmsg" },
+  { hook: "getpeername4", prog: "kpr_sock4_getpeername" },
+  { hook: "connect6", prog: "kpr_sock6_connect" },
+  { hook: "sendmsg6", prog: "kpr_sock6_sendmsg" },
+  { hook: "recvmsg6", prog: "kpr_sock6_recvmsg" },
+  { hook: "getpeername6", prog: "kpr_sock6_getpeername" },
+];
+
+/** tc programs per direction. */
+export const TC_PROGRAMS = { ingress: "kpr_tc_ingress", egress: "kpr_tc_egress" } as const;
+
+/** Maps sized by bpf.lbMapMax (the others keep the object's size). */
+const SIZED_BY_LB_MAP_MAX = [
+  "kpr_lb4_svc",
+  "kpr_lb4_be",
+  "kpr_lb4_rnat",
+  "kpr_svc_meta",
+  "kpr_lb4_aff",
+  "kpr_svc_stats",
+  "kpr_be_stats",
+];
+/** Source-range LPM entries (all frontends together). */
+export const SRCR_MAX_ENTRIES = 16384;
+
+/** max_entries of each LB state map that loadDatapath creates for `cfg`. */
+export function lbMapMaxEntries(cfg: Config): Record<LbStateMap, number> {
+  const n = cfg.bpf.lbMapMax;
+  return { kpr_lb4_svc: n, kpr_lb4_be: n, kpr_lb4_rnat: n, kpr_svc_meta: n, kpr_lb4_srcr: SRCR_MAX_ENTRIES };
+}
+
+/** Paths under the bpf root (the layout cleanup and status rely on). */
+export const paths = {
+  maps: (cfg: Config) => `${cfg.bpf.root}/maps`,
+  links: (cfg: Config) => `${cfg.bpf.root}/links`,
+  tcLink: (cfg: Config, dir: "ingress" | "egress", dev: string) => `${cfg.bpf.root}/links/tc-${dir}-${dev}`,
+  cgroupLink: (cfg: Config, hook: string) => `${cfg.bpf.root}/links/cgroup-${hook}`,
+};
+
+/** A device as the datapath needs it. */
+export interface DeviceInfo {
+  name: string;
+  ifindex: number;
+  /** primary (first global) IPv4, "" when the device has none */
+  address: string;
+  mac: Uint8Array;
+}
+
+interface IpLinkJson {
+  ifindex?: number;
+  ifname?: string;
+  address?: string;
+  addr_info?: { family?: string; local?: string; scope?: string }[];
+}
+
+/** Reads ifindex, primary IPv4 and MAC of `dev` in the current network namespace. */
+export function readDevice(dev: string): DeviceInfo {
+  const r = Bun.spawnSync(["ip", "-j", "addr", "show", "dev", dev], { stdout: "pipe", stderr: "pipe" });
+  if (r.exitCode !== 0)
+    throw new KprError(
+      `read device ${dev}: ${r.stderr.toString().trim() || `ip exited ${r.exitCode}`} (check devices in the config)`,
+    );
+  const info = (JSON.parse(r.stdout.toString()) as IpLinkJson[])[0];
+  if (!info?.ifindex) throw new KprError(`read device ${dev}: no such device`);
+  const v4 = (info.addr_info ?? []).filter((a) => a.family === "inet" && a.local);
+  const primary = v4.find((a) => a.scope === "global") ?? v4[0];
+  const mac = new Uint8Array(6);
+  (info.address ?? "").split(":").forEach((h, i) => {
+    if (i < 6) mac[i] = Number.parseInt(h, 16) || 0;
+  });
+  return { name: dev, ifindex: info.ifindex, address: primary?.local ?? "", mac };
+}
+
+/** The tag of the program a pinned link runs and, for tcx/xdp, its ifindex; undefined if none. */
+function pinnedLinkProgram(path: string): { tag: string; type: number; ifindex?: number } | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    using link = BpfLink.openPinned(path);
+    const info = link.info();
+    if (!info.progId) return undefined;
+    const fd = unsafeLibbpf().bpf_prog_get_fd_by_id(info.progId);
+    if (fd < 0) return undefined;
+    try {
+      return {
+        tag: progInfo(fd).tag,
+        type: info.type,
+        ...(info.ifindex !== undefined ? { ifindex: info.ifindex } : {}),
+      };
+    } finally {
+      closeFd(fd);
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+/** The loaded datapath: maps to program, what changed, and close(). */
+export interface Datapath {
+  /** the LB state maps (owned by the loaded objects) */
+  lbMaps: Record<LbStateMap, BpfMap>;
+  /** any map of the objects by name */
+  map(name: string): BpfMap;
+  /** changes made to programs, links, config and devices (empty when all was up to date) */
+  changes: string[];
+  /** closes the objects (pinned maps and links keep everything in place) */
+  close(): void;
+}
+
+function openConfigured(bytes: Uint8Array, name: string, cfg: Config): BpfObject {
+  const obj = openObject(bytes, name);
+  try {
+    const maps = new Set(obj.maps());
+    for (const m of SIZED_BY_LB_MAP_MAX) if (maps.has(m)) obj.setMaxEntries(m, cfg.bpf.lbMapMax);
+    if (maps.has("kpr_lb4_srcr")) obj.setMaxEntries("kpr_lb4_srcr", SRCR_MAX_ENTRIES);
+    obj.pinMaps(paths.maps(cfg));
+    obj.load();
+    checkLbCodecs(obj);
+    return obj;
+  } catch (e) {
+    obj.close();
+    throw e;
+  }
+}
+
+/** The host netns cookie for socketLB.hostNamespaceOnly (SO_NETNS_COOKIE), when ffi.ts offers it. */
+async function hostNetnsCookie(): Promise<bigint> {
+  const ffi = (await import("./ffi.ts")) as unknown as Record<string, unknown>;
+  const fn = ffi.netnsCookie;
+  if (typeof fn !== "function")
+    throw new KprError(
+      "configure socketLB.hostNamespaceOnly: this build cannot read the network namespace cookie (set socketLB.hostNamespaceOnly=false)",
+    );
+  return (fn as () => bigint)();
+}
+
+function bytesEqual(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  if (!a || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Loads and attaches the datapath for `cfg` and writes its config and device entries; each
+ * write only when the kernel's copy differs. Stale links (devices or hooks no longer
+ * configured) are detached.
+ */
+export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } = {}): Promise<Datapath> {
+  const log = opts.log ?? rootLog.withTag("loader");
+  ensureBpffs(cfg.bpf.root);
+  const devices = cfg.devices.map(readDevice);
+  const changes: string[] = [];
+  const objects: BpfObject[] = [];
+  const closeObjects = () => {
+    for (const o of objects.reverse()) o.close();
+  };
+  try {
+    // sock first: it creates and pins the shared maps; tc then reuses them from the pins
+    const sock = openConfigured(await embeddedObject("sock"), "kpr_sock", cfg);
+    objects.push(sock);
+    const tc = openConfigured(await embeddedObject("tc"), "kpr_tc", cfg);
+    objects.push(tc);
+
+    writeConfig(cfg, tc.map("kpr_config"), changes, await configValue(cfg));
+    writeDevices(tc.map("kpr_dev4"), devices, changes);
+
+    const wantLinks = new Set<string>();
+    if (cfg.socketLB.enabled) {
+      ensureCgroup2(cfg.cgroup.root);
+      const progs = new Set(sock.programs());
+      for (const { hook, prog } of CGROUP_PROGRAMS) {
+        if (!progs.has(prog)) continue;
+        const path = paths.cgroupLink(cfg, hook);
+        wantLinks.add(path);
+        attachIfChanged(sock.program(prog), path, LinkType.CGROUP, undefined, `cgroup ${hook}`, changes, () =>
+          attachCgroup(sock.program(prog), cfg.cgroup.root, hook, path).close(),
+        );
+      }
+    }
+    for (const d of devices) {
+      for (const dir of ["ingress", "egress"] as const) {
+        const path = paths.tcLink(cfg, dir, d.name);
+        wantLinks.add(path);
+        const prog = tc.program(TC_PROGRAMS[dir]);
+        if (!hasTcx()) {
+          // clsact filters are replaced in place (kpr's handle/priority); there is no pin to compare
+          attachTc(prog, d.ifindex, dir, path);
+          changes.push(`attached tc ${dir} on ${d.name} (clsact)`);
+          continue;
+        }
+        attachIfChanged(prog, path, LinkType.TCX, d.ifindex, `tc ${dir} on ${d.name}`, changes, () =>
+          attachTc(prog, d.ifindex, dir, path).link?.close(),
+        );
+      }
+    }
+    detachStale(cfg, wantLinks, changes);
+    if (changes.length > 0) log.debug(`datapath: ${changes.join(", ")}`);
+
+    const lbMaps = {
+      kpr_lb4_svc: tc.map("kpr_lb4_svc"),
+      kpr_lb4_be: tc.map("kpr_lb4_be"),
+      kpr_lb4_rnat: tc.map("kpr_lb4_rnat"),
+      kpr_svc_meta: tc.map("kpr_svc_meta"),
+      kpr_lb4_srcr: tc.map("kpr_lb4_srcr"),
+    };
+    return { lbMaps, map: (n) => tc.map(n), changes, close: closeObjects };
+  } catch (e) {
+    closeObjects();
+    throw e;
+  }
+}
+
+function attachIfChanged(
+  prog: BpfProgram,
+  path: string,
+  linkType: number,
+  ifindex: number | undefined,
+  what: string,
+  changes: string[],
+  attach: () => void,
+): void {
+  const cur = pinnedLinkProgram(path);
+  const fresh = !cur || cur.type !== linkType || (ifindex !== undefined && cur.ifindex !== ifindex);
+  if (!fresh && cur.tag === prog.info().tag) return;
+  attach();
+  changes.push(fresh ? `attached ${what}` : `replaced program of ${what}`);
+}
+
+function detachStale(cfg: Config, want: Set<string>, changes: string[]): void {
+  const dir = paths.links(cfg);
+  if (!existsSync(dir)) return;
+  for (const name of readdirSync(dir)) {
+    const path = `${dir}/${name}`;
+    if (want.has(path)) continue;
+    const tc = /^tc-(ingress|egress)-(.+)$/.exec(name);
+    if (tc) {
+      detachTc(tc[2]!, tc[1] as "ingress" | "egress", path);
+      changes.push(`detached tc ${tc[1]} of ${tc[2]}`);
+    } else if (name.startsWith("cgroup-")) {
+      detachPinnedLink(path);
+      changes.push(`detached ${name}`);
+    }
+  }
+}
+
+/** The kpr_config entry for `cfg`. */
+export async function configValue(cfg: Config): Promise<Uint8Array> {
+  let flags = 0;
+  if (cfg.socketLB.enabled) flags |= CFG_F.SOCKET_LB;
+  if (cfg.socketLB.hostNamespaceOnly) flags |= CFG_F.HOST_NS_ONLY;
+  if (cfg.nodePort.enabled) flags |= CFG_F.NODEPORT;
+  return kprConfig.encode({
+    flags,
+    // 0: the datapath's default SNAT port range (consts.h)
+    snat_port_min: 0,
+    snat_port_max: 0,
+    nodeport_min: cfg.nodePort.range[0],
+    nodeport_max: cfg.nodePort.range[1],
+    lb_mode: LB_MODE[cfg.loadBalancer.mode],
+    host_netns_cookie: cfg.socketLB.enabled && cfg.socketLB.hostNamespaceOnly ? await hostNetnsCookie() : 0n,
+  });
+}
+
+function writeConfig(_cfg: Config, map: BpfMap, changes: string[], value: Uint8Array): void {
+  const key = u32Id.encode({ v: 0 });
+  if (bytesEqual(map.lookup(key), value)) return;
+  map.update(key, value);
+  changes.push("config updated");
+}
+
+function writeDevices(map: BpfMap, devices: DeviceInfo[], changes: string[]): void {
+  const want = new Map<number, Uint8Array>();
+  for (const d of devices) want.set(d.ifindex, dev4.encode({ address: d.address || "0.0.0.0", mac: d.mac }));
+  for (const [k, v] of map.entries()) {
+    const idx = u32Id.decode(k).v;
+    const w = want.get(idx);
+    if (!w) {
+      map.delete(k);
+      changes.push(`device ifindex ${idx} removed`);
+    } else if (bytesEqual(v, w)) want.delete(idx);
+  }
+  for (const [idx, v] of want) {
+    map.update(u32Id.encode({ v: idx }), v);
+    changes.push(`device ${devices.find((d) => d.ifindex === idx)?.name ?? idx} set`);
+  }
+}

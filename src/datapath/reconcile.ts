@@ -1,0 +1,314 @@
+/**
+ * Reconcile: programs a desired LbModel into the pinned BPF maps. Reads the maps back, diffs
+ * (mapstate.ts), checks capacity before the first write, applies the writes in DESIGN.md's
+ * order with batch updates, and on a failed write restores what it had changed.
+ */
+import { existsSync } from "node:fs";
+import type { ConsolaInstance } from "consola";
+import type { Config } from "../config/config.ts";
+import { KprError } from "../errors.ts";
+import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
+import { log as rootLog } from "../log.ts";
+import { BpfMap } from "./bpf.ts";
+import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
+import {
+  diffMapState,
+  emptyMapState,
+  frontendChanges,
+  hex,
+  type MapOp,
+  type MapState,
+  mapStateToFrontends,
+  modelToMapState,
+  peakEntries,
+  previousIdsFromState,
+  summarizeOps,
+} from "./mapstate.ts";
+
+export { diffMapState, type MapOp, type MapState, modelToMapState } from "./mapstate.ts";
+
+/** What the executor needs of a map (BpfMap has it; tests may wrap one to inject failures). */
+export interface MapIo {
+  readonly name: string;
+  readonly maxEntries: number;
+  update(key: Uint8Array, value: Uint8Array): void;
+  updateBatch(keys: Uint8Array, values: Uint8Array, count: number): void;
+  delete(key: Uint8Array): boolean;
+}
+
+/** What readMapState needs of a map. */
+export interface MapReader {
+  readonly keySize: number;
+  readonly valueStride: number;
+  lookupBatch(): { keys: Uint8Array; values: Uint8Array; count: number };
+}
+
+/** Path of a pinned map under the bpf root. */
+export function mapPinPath(cfg: Config, name: string): string {
+  return `${cfg.bpf.root}/maps/${name}`;
+}
+
+/** Reads the content of every LB state map (one batch lookup per map). */
+export function readMapState(maps: Record<LbStateMap, MapReader>): MapState {
+  const st = emptyMapState();
+  for (const name of LB_STATE_MAPS) {
+    const m = maps[name];
+    const { keys, values, count } = m.lookupBatch();
+    const c = st[name];
+    for (let i = 0; i < count; i++) {
+      // views into the batch buffers (cheap to hex and to decode: see mapstate.ts's Arena)
+      const key = keys.subarray(i * m.keySize, (i + 1) * m.keySize);
+      const value = values.subarray(i * m.valueStride, (i + 1) * m.valueStride);
+      c.set(hex(key), { key, value });
+    }
+  }
+  return st;
+}
+
+/** Opens the pinned LB state maps; undefined when kpr has no state under the bpf root. */
+export function openPinnedLbMaps(cfg: Config): Record<LbStateMap, BpfMap> | undefined {
+  if (!existsSync(mapPinPath(cfg, "kpr_lb4_svc"))) return undefined;
+  const out: Partial<Record<LbStateMap, BpfMap>> = {};
+  try {
+    for (const name of LB_STATE_MAPS) out[name] = BpfMap.openPinned(mapPinPath(cfg, name));
+  } catch (e) {
+    for (const m of Object.values(out)) m.close();
+    throw e;
+  }
+  return out as Record<LbStateMap, BpfMap>;
+}
+
+function closeAll(maps: Record<string, BpfMap> | undefined): void {
+  for (const m of Object.values(maps ?? {})) m.close();
+}
+
+/** The programmed state read back from the pinned maps; undefined when nothing is pinned. */
+export function readPinnedState(cfg: Config): MapState | undefined {
+  const maps = openPinnedLbMaps(cfg);
+  if (!maps) return undefined;
+  try {
+    return readMapState(maps);
+  } finally {
+    closeAll(maps);
+  }
+}
+
+/** Frontend and backend ids programmed on this node (empty maps when nothing is pinned). */
+export function readPreviousIds(cfg: Config): PreviousIds {
+  const st = readPinnedState(cfg);
+  return st ? previousIdsFromState(st) : { frontends: new Map(), backends: new Map() };
+}
+
+/**
+ * The programmed frontends in DESIGN.md's JSON shape (plus the model's extra fields), decoded
+ * from the kernel maps; undefined when kpr has no state on this node.
+ */
+export async function readCurrentEntries(cfg: Config): Promise<ServiceEntryJson[] | undefined> {
+  const st = readPinnedState(cfg);
+  if (!st) return undefined;
+  const { toServiceEntryJson } = await import("../lb/format.ts");
+  const { frontends, warnings } = mapStateToFrontends(st);
+  for (const w of warnings) rootLog.withTag("reconcile").warn(`read programmed state: ${w}`);
+  return frontends.map(toServiceEntryJson);
+}
+
+/**
+ * Throws before any write when a map would overflow: upserts land before deletions, so the
+ * peak is the current entries plus the added keys.
+ */
+export function checkCapacity(current: MapState, ops: MapOp[], maxEntries: Record<LbStateMap, number>): void {
+  const peak = peakEntries(current, ops);
+  const over = LB_STATE_MAPS.filter((m) => peak[m] > maxEntries[m]);
+  if (over.length === 0) return;
+  const what = over.map((m) => `${m} needs ${peak[m]} entries, holds ${maxEntries[m]}`).join("; ");
+  throw new KprError(
+    `apply: maps too small: ${what} (nothing was changed; raise bpf.lbMapMax and run kpr cleanup so the maps are recreated)`,
+  );
+}
+
+/** How many entries one batch syscall carries (also the progress granularity). */
+const BATCH = 4096;
+
+interface OpGroup {
+  map: LbStateMap;
+  kind: "update" | "delete";
+  ops: MapOp[];
+}
+
+function groupOps(ops: MapOp[]): OpGroup[] {
+  const groups: OpGroup[] = [];
+  for (const op of ops) {
+    const last = groups[groups.length - 1];
+    if (last && last.map === op.map && last.kind === op.kind && last.ops.length < BATCH) last.ops.push(op);
+    else groups.push({ map: op.map, kind: op.kind, ops: [op] });
+  }
+  return groups;
+}
+
+function runGroup(g: OpGroup, m: MapIo): void {
+  if (g.kind === "delete") {
+    for (const op of g.ops) m.delete(op.key);
+    return;
+  }
+  if (g.ops.length === 1) {
+    m.update(g.ops[0]!.key, g.ops[0]!.value!);
+    return;
+  }
+  const ks = g.ops[0]!.key.length;
+  const vs = g.ops[0]!.value!.length;
+  const keys = new Uint8Array(g.ops.length * ks);
+  const values = new Uint8Array(g.ops.length * vs);
+  g.ops.forEach((op, i) => {
+    keys.set(op.key, i * ks);
+    values.set(op.value!, i * vs);
+  });
+  m.updateBatch(keys, values, g.ops.length);
+}
+
+/** Undoes ops (newest first): restores previous values, deletes added keys. Returns failures. */
+function rollback(done: MapOp[], maps: Record<LbStateMap, MapIo>): string[] {
+  const failures: string[] = [];
+  for (let i = done.length - 1; i >= 0; i--) {
+    const op = done[i]!;
+    try {
+      if (op.prev) maps[op.map].update(op.key, op.prev);
+      else maps[op.map].delete(op.key);
+    } catch (e) {
+      failures.push(`${op.map} key ${hex(op.key)}: ${(e as Error).message}`);
+    }
+  }
+  return failures;
+}
+
+/**
+ * Runs `ops` in order (batched per map and kind). On a failed write, rolls back every write of
+ * this run (the failing batch included, as it may have been partly applied) and throws a
+ * KprError saying so. Returns the number of writes.
+ */
+export function executeOps(
+  ops: MapOp[],
+  maps: Record<LbStateMap, MapIo>,
+  opts: { log?: ConsolaInstance; now?: () => number } = {},
+): number {
+  const now = opts.now ?? (() => performance.now());
+  const start = now();
+  let lastReport = start;
+  const done: MapOp[] = [];
+  for (const g of groupOps(ops)) {
+    try {
+      runGroup(g, maps[g.map]);
+    } catch (e) {
+      const attempted = [...done, ...g.ops];
+      const failures = rollback(attempted, maps);
+      const cause = (e as Error).message;
+      if (failures.length === 0)
+        throw new KprError(
+          `apply: ${g.kind} ${g.map} failed: ${cause} (rolled back ${attempted.length} writes: the maps are as they were before this apply)`,
+        );
+      throw new KprError(
+        `apply: ${g.kind} ${g.map} failed: ${cause} (rollback incomplete: ${failures.length} of ${attempted.length} entries could not be restored, first: ${failures[0]}; run kpr apply again)`,
+      );
+    }
+    done.push(...g.ops);
+    const t = now();
+    if (t - lastReport > 1000) {
+      lastReport = t;
+      opts.log?.info(`programming maps: ${done.length}/${ops.length} writes (${Math.round(t - start)} ms)`);
+    }
+  }
+  return done.length;
+}
+
+/** Result of applyModel. */
+export interface ApplyResult {
+  changed: boolean;
+  summary: string;
+  /** map writes done */
+  writes: number;
+  /** program / link / config changes done by the loader */
+  datapathChanges: string[];
+  skipped: { frontend: string; reason: string }[];
+}
+
+/**
+ * Programs `model` into this node: ensures bpffs, loads and attaches the programs (loader.ts),
+ * diffs against the pinned maps and applies the difference. Same input twice → no writes.
+ * The caller prints `summary`; progress of long runs (> 1 s) goes to `log`.
+ */
+export async function applyModel(
+  model: LbModel,
+  cfg: Config,
+  opts: { log?: ConsolaInstance } = {},
+): Promise<ApplyResult> {
+  const log = opts.log ?? rootLog.withTag("reconcile");
+  const t0 = performance.now();
+  const { ensureBpffs } = await import("./bpffs.ts");
+  const { loadDatapath, lbMapMaxEntries } = await import("./loader.ts");
+  const desired = modelToMapState(model, cfg);
+  for (const s of desired.skipped) log.warn(`skipped frontend ${s.frontend}: ${s.reason}`);
+  ensureBpffs(cfg.bpf.root);
+
+  // Diff and capacity check before anything is written (maps, programs or config).
+  const pinned = openPinnedLbMaps(cfg);
+  let current: MapState;
+  let maxEntries: Record<LbStateMap, number>;
+  try {
+    current = pinned ? readMapState(pinned) : emptyMapState();
+    maxEntries = pinned
+      ? (Object.fromEntries(LB_STATE_MAPS.map((m) => [m, pinned[m].maxEntries])) as Record<
+          LbStateMap,
+          number
+        >)
+      : lbMapMaxEntries(cfg);
+  } finally {
+    closeAll(pinned);
+  }
+  const ops = diffMapState(current, desired.state);
+  checkCapacity(current, ops, maxEntries);
+  const planMs = performance.now() - t0;
+  if (planMs > 1000)
+    log.info(`planned ${ops.length} map writes in ${Math.round(planMs)} ms; loading the datapath`);
+
+  const dp = await loadDatapath(cfg, { log });
+  let writes = 0;
+  try {
+    writes = executeOps(ops, dp.lbMaps, { log });
+    if (ops.some((o) => o.kind === "delete")) pruneAffinity(dp.map("kpr_lb4_aff"), desired.state);
+  } finally {
+    dp.close();
+  }
+  const fc = frontendChanges(ops);
+  const s = summarizeOps(ops);
+  const nBackends = desired.state.kpr_lb4_be.size;
+  const nFrontends = model.frontends.length - desired.skipped.length;
+  const changed = writes > 0 || dp.changes.length > 0;
+  const detail = [
+    `frontends +${fc.added} ~${fc.changed} -${fc.removed}`,
+    `backends +${s.kpr_lb4_be.added} ~${s.kpr_lb4_be.changed} -${s.kpr_lb4_be.removed}`,
+    `${writes} map writes`,
+    ...dp.changes,
+  ];
+  const summary = changed
+    ? `${nFrontends} frontends, ${nBackends} backends programmed (${detail.join("; ")})`
+    : `no changes (${nFrontends} frontends, ${nBackends} backends programmed)`;
+  return { changed, summary, writes, datapathChanges: dp.changes, skipped: desired.skipped };
+}
+
+/**
+ * Drops session-affinity entries whose frontend or backend is gone, so a returning id never
+ * inherits a stale choice (the datapath checks slots only for small frontends).
+ */
+function pruneAffinity(aff: BpfMap, st: MapState): void {
+  const frontendIds = new Set<number>();
+  for (const e of st.kpr_lb4_rnat.values()) frontendIds.add(e.key[0]! | (e.key[1]! << 8));
+  const backendIds = new Set<number>();
+  for (const e of st.kpr_lb4_be.values())
+    backendIds.add(new DataView(e.key.buffer, e.key.byteOffset).getUint32(0, true));
+  const stale: Uint8Array[] = [];
+  for (const [k, v] of aff.entries()) {
+    const key = lb4AffKey.decode(k);
+    const val = lb4AffVal.decode(v);
+    if (!frontendIds.has(key.rev_nat_id) || !backendIds.has(val.backend_id)) stale.push(k);
+  }
+  for (const k of stale) aff.delete(k);
+}

@@ -1,0 +1,426 @@
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { LineCounter, parseAllDocuments } from "yaml";
+import { InputError, type InputProblem } from "../errors.ts";
+import { log } from "../log.ts";
+import { type ClusterState, emptyClusterState, type ObjectSource } from "./types.ts";
+
+const mlog = log.withTag("manifest");
+
+/** A JSON-type description of the fields kpr reads; everything else in an object is dropped. */
+type Shape =
+  | "string"
+  | "int"
+  | "bool"
+  | "intOrString"
+  | "stringMap"
+  | { array: Shape }
+  | { object: { [field: string]: Shape } };
+
+const obj = (fields: { [field: string]: Shape }): Shape => ({ object: fields });
+const arr = (of: Shape): Shape => ({ array: of });
+
+const META = obj({ name: "string", namespace: "string", labels: "stringMap", annotations: "stringMap" });
+const ENDPOINT_PORT = obj({ name: "string", protocol: "string", port: "int" });
+const ENDPOINT_ADDRESS = obj({ ip: "string", nodeName: "string" });
+
+/** Shapes per kind, with the apiVersion each kind must have. */
+const KINDS: Record<
+  string,
+  { apiVersion: string; shape: Shape; namespaced: boolean; bucket: keyof ClusterState }
+> = {
+  Service: {
+    apiVersion: "v1",
+    namespaced: true,
+    bucket: "services",
+    shape: obj({
+      metadata: META,
+      spec: obj({
+        type: "string",
+        clusterIP: "string",
+        clusterIPs: arr("string"),
+        ipFamilies: arr("string"),
+        ports: arr(
+          obj({
+            name: "string",
+            protocol: "string",
+            port: "int",
+            targetPort: "intOrString",
+            nodePort: "int",
+          }),
+        ),
+        externalIPs: arr("string"),
+        externalName: "string",
+        externalTrafficPolicy: "string",
+        internalTrafficPolicy: "string",
+        healthCheckNodePort: "int",
+        sessionAffinity: "string",
+        sessionAffinityConfig: obj({ clientIP: obj({ timeoutSeconds: "int" }) }),
+        loadBalancerSourceRanges: arr("string"),
+        publishNotReadyAddresses: "bool",
+        selector: "stringMap",
+      }),
+      status: obj({
+        loadBalancer: obj({ ingress: arr(obj({ ip: "string", hostname: "string", ipMode: "string" })) }),
+      }),
+    }),
+  },
+  EndpointSlice: {
+    apiVersion: "discovery.k8s.io/v1",
+    namespaced: true,
+    bucket: "endpointSlices",
+    shape: obj({
+      metadata: META,
+      addressType: "string",
+      endpoints: arr(
+        obj({
+          addresses: arr("string"),
+          conditions: obj({ ready: "bool", serving: "bool", terminating: "bool" }),
+          nodeName: "string",
+          zone: "string",
+          hints: obj({ forZones: arr(obj({ name: "string" })) }),
+        }),
+      ),
+      ports: arr(ENDPOINT_PORT),
+    }),
+  },
+  Endpoints: {
+    apiVersion: "v1",
+    namespaced: true,
+    bucket: "endpoints",
+    shape: obj({
+      metadata: META,
+      subsets: arr(
+        obj({
+          addresses: arr(ENDPOINT_ADDRESS),
+          notReadyAddresses: arr(ENDPOINT_ADDRESS),
+          ports: arr(ENDPOINT_PORT),
+        }),
+      ),
+    }),
+  },
+  Pod: {
+    apiVersion: "v1",
+    namespaced: true,
+    bucket: "pods",
+    shape: obj({
+      metadata: META,
+      spec: obj({
+        nodeName: "string",
+        containers: arr(
+          obj({
+            name: "string",
+            ports: arr(
+              obj({
+                name: "string",
+                containerPort: "int",
+                hostPort: "int",
+                hostIP: "string",
+                protocol: "string",
+              }),
+            ),
+          }),
+        ),
+      }),
+      status: obj({ phase: "string", podIP: "string", podIPs: arr(obj({ ip: "string" })) }),
+    }),
+  },
+  Node: {
+    apiVersion: "v1",
+    namespaced: false,
+    bucket: "nodes",
+    shape: obj({
+      metadata: META,
+      status: obj({ addresses: arr(obj({ type: "string", address: "string" })) }),
+    }),
+  },
+};
+
+function typeName(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object") return "a mapping";
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** Checks v against shape; returns the value with only known fields, or undefined (with a problem) on a type error. */
+function decode(v: unknown, shape: Shape, path: string, bad: (field: string, msg: string) => void): unknown {
+  // JSON null means "unset" in the Kubernetes API.
+  if (v === null || v === undefined) return undefined;
+  const fail = (expected: string) => {
+    bad(path, `expected ${expected}, got ${typeName(v)}`);
+    return undefined;
+  };
+  if (shape === "string") return typeof v === "string" ? v : fail("a string");
+  if (shape === "bool") return typeof v === "boolean" ? v : fail("true or false");
+  if (shape === "int") return typeof v === "number" && Number.isInteger(v) ? v : fail("an integer");
+  if (shape === "intOrString") {
+    return (typeof v === "number" && Number.isInteger(v)) || typeof v === "string"
+      ? v
+      : fail("an integer or a name");
+  }
+  if (shape === "stringMap") {
+    if (typeof v !== "object" || Array.isArray(v)) return fail("a mapping of strings");
+    const out: Record<string, string> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+      if (typeof x === "string") out[k] = x;
+      else bad(`${path}.${k}`, `expected a string, got ${typeName(x)}`);
+    }
+    return out;
+  }
+  if ("array" in shape) {
+    if (!Array.isArray(v)) return fail("a list");
+    const out: unknown[] = [];
+    v.forEach((x, i) => {
+      const d = decode(x, shape.array, `${path}[${i}]`, bad);
+      if (d !== undefined) out.push(d);
+    });
+    return out;
+  }
+  if (typeof v !== "object" || Array.isArray(v)) return fail("a mapping");
+  const out: Record<string, unknown> = {};
+  for (const [k, s] of Object.entries(shape.object)) {
+    const d = decode((v as Record<string, unknown>)[k], s, path === "" ? k : `${path}.${k}`, bad);
+    if (d !== undefined) out[k] = d;
+  }
+  return out;
+}
+
+/** Collects objects from parsed documents into a ClusterState, recording problems. */
+class Collector {
+  readonly state = emptyClusterState();
+  readonly problems: InputProblem[] = [];
+  private readonly seen = new Map<string, ObjectSource>();
+
+  add(raw: unknown, source: ObjectSource): void {
+    const where = { file: source.file, line: source.line };
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      this.problems.push({
+        ...where,
+        message: `expected a Kubernetes object (a mapping), got ${typeName(raw)}`,
+      });
+      return;
+    }
+    const o = raw as Record<string, unknown>;
+    const kind = o.kind;
+    if (typeof kind !== "string" || kind === "") {
+      this.problems.push({ ...where, field: "kind", message: "required: every object needs a kind" });
+      return;
+    }
+    const spec = KINDS[kind];
+    if (spec === undefined) {
+      if (kind.endsWith("List") && Array.isArray(o.items)) {
+        for (const item of o.items) this.add(item, source);
+        return;
+      }
+      const meta = o.metadata as { name?: unknown } | undefined;
+      mlog.debug(`${source.file}: ignoring ${kind} ${String(meta?.name ?? "")} (kpr does not use this kind)`);
+      return;
+    }
+    const metaRaw = o.metadata as Record<string, unknown> | undefined;
+    const name = typeof metaRaw?.name === "string" ? metaRaw.name : undefined;
+    const ns = spec.namespaced
+      ? typeof metaRaw?.namespace === "string"
+        ? metaRaw.namespace
+        : "default"
+      : undefined;
+    const object = `${kind} ${ns !== undefined ? `${ns}/` : ""}${name ?? "<unnamed>"}`;
+    if (o.apiVersion !== spec.apiVersion) {
+      this.problems.push({
+        ...where,
+        object,
+        field: "apiVersion",
+        message: `got ${typeName(o.apiVersion)}, expected "${spec.apiVersion}"`,
+      });
+      return;
+    }
+    let typeErrors = 0;
+    const decoded = decode(raw, spec.shape, "", (field, message) => {
+      typeErrors++;
+      this.problems.push({ ...where, object, field, message });
+    }) as Record<string, unknown> | undefined;
+    if (decoded === undefined || typeErrors > 0) return;
+    const meta = (decoded.metadata ?? {}) as Record<string, unknown>;
+    if (name === undefined || name === "") {
+      this.problems.push({ ...where, object, field: "metadata.name", message: "required" });
+      return;
+    }
+    if (ns !== undefined) meta.namespace = ns;
+    decoded.metadata = meta;
+    decoded.kind = kind;
+    decoded.source = source;
+    const key = `${kind} ${ns ?? ""}/${name}`;
+    const first = this.seen.get(key);
+    if (first !== undefined) {
+      this.problems.push({
+        ...where,
+        object,
+        message: `defined twice (first in ${first.file}${first.line ? `:${first.line}` : ""})`,
+      });
+      return;
+    }
+    this.seen.set(key, source);
+    (this.state[spec.bucket] as unknown[]).push(decoded);
+  }
+
+  /** Parses one file's text (multi-document YAML or JSON). */
+  addText(text: string, file: string): void {
+    const fast = fastParse(text);
+    // A List in a file of human size: take the exact path so each item gets its own line.
+    const hasList = fast?.some(({ value }) => isList(value)) ?? false;
+    if (fast === undefined || (hasList && text.length <= EXACT_LIST_MAX)) {
+      this.addTextExact(text, file);
+      return;
+    }
+    for (const { value, line } of fast) {
+      // Empty documents ("---" at the end) are skipped; List items share the List's line here.
+      if (value !== null && value !== undefined) this.add(value, { file, line });
+    }
+  }
+
+  /** The exact path (the `yaml` library): every error with its line, each List item with its own line. */
+  addTextExact(text: string, file: string): void {
+    const lineCounter = new LineCounter();
+    const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false });
+    if (!Array.isArray(docs)) return; // an empty stream
+    for (const doc of docs) {
+      const lineAt = (offset: number) => lineCounter.linePos(offset).line;
+      if (doc.errors.length > 0) {
+        for (const e of doc.errors) {
+          this.problems.push({
+            file,
+            line: lineAt(e.pos[0]),
+            message: `invalid YAML: ${e.message.split("\n")[0]}`,
+          });
+        }
+        continue;
+      }
+      let js: unknown;
+      try {
+        js = doc.toJS({ maxAliasCount: 1000 });
+      } catch (e) {
+        this.problems.push({
+          file,
+          line: lineAt(doc.range[0]),
+          message: `invalid YAML: ${(e as Error).message}`,
+        });
+        continue;
+      }
+      if (js === null || js === undefined) continue; // an empty document ("---" at the end)
+      const start = doc.contents?.range[0] ?? doc.range[0];
+      const items = (js as { items?: unknown }).items;
+      const kind = (js as { kind?: unknown }).kind;
+      if (typeof kind === "string" && kind.endsWith("List") && !(kind in KINDS) && Array.isArray(items)) {
+        // Give each List item its own line.
+        items.forEach((item, i) => {
+          const node = doc.getIn(["items", i], true) as { range?: [number, number, number] } | undefined;
+          this.add(item, { file, line: lineAt(node?.range?.[0] ?? start) });
+        });
+      } else {
+        this.add(js, { file, line: lineAt(start) });
+      }
+    }
+  }
+}
+
+/** Largest file whose Lists are parsed by the (slow) exact path, for per-item lines. */
+const EXACT_LIST_MAX = 256 * 1024;
+
+function isList(v: unknown): boolean {
+  const o = v as { kind?: unknown; items?: unknown } | null;
+  return (
+    typeof o?.kind === "string" && o.kind.endsWith("List") && !(o.kind in KINDS) && Array.isArray(o.items)
+  );
+}
+
+/**
+ * Bun's native YAML parser, ~50x faster than the `yaml` library here, with each document's first
+ * line found by scanning for `---` separators. Undefined (use the exact path) on a parse error or
+ * whenever the scan and the parser disagree about the documents.
+ */
+function fastParse(text: string): { value: unknown; line: number }[] | undefined {
+  // Directives and "..." end markers change where documents start: leave those to the exact path.
+  if (/^(%|\.\.\.\s*$)/m.test(text)) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = Bun.YAML.parse(text);
+  } catch {
+    return undefined;
+  }
+  const lines = text.split("\n");
+  const content = (l: string) => l.trim() !== "" && !l.trimStart().startsWith("#");
+  const firstContent = (from: number) => {
+    for (let i = from; i < lines.length && !/^---(\s|$)/.test(lines[i]!); i++)
+      if (content(lines[i]!)) return i + 1;
+    return undefined;
+  };
+  const starts: number[] = [];
+  const seps = lines.flatMap((l, i) => (/^---(\s|$)/.test(l) ? [i] : []));
+  const head = firstContent(0);
+  if (head !== undefined || seps.length === 0) starts.push(head ?? 1);
+  for (const i of seps) starts.push(content(lines[i]!.slice(3)) ? i + 1 : (firstContent(i + 1) ?? i + 1));
+  if (starts.length === 1) return [{ value: parsed, line: starts[0]! }];
+  if (!Array.isArray(parsed) || parsed.length !== starts.length) return undefined;
+  return parsed.map((value, i) => ({ value, line: starts[i]! }));
+}
+
+/** Parses manifest text (multi-document YAML or JSON) into a ClusterState (`exact`: always the `yaml` library). Throws InputError with every problem. */
+export function manifestsFromText(text: string, file: string, opts: { exact?: boolean } = {}): ClusterState {
+  const c = new Collector();
+  if (opts.exact) c.addTextExact(text, file);
+  else c.addText(text, file);
+  if (c.problems.length > 0) throw new InputError(c.problems);
+  return c.state;
+}
+
+const MANIFEST_EXT = /\.(ya?ml|json)$/i;
+
+function listDir(dir: string): string[] {
+  const out: string[] = [];
+  for (const ent of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const p = join(dir, ent.name);
+    if (ent.isDirectory()) out.push(...listDir(p));
+    else if (ent.isFile() && MANIFEST_EXT.test(ent.name)) out.push(p);
+  }
+  return out;
+}
+
+/**
+ * Reads manifests from files, directories (recursive *.yaml, *.yml, *.json, in name order) and `-`
+ * (stdin) into one ClusterState. Throws InputError listing every problem in every file.
+ */
+export async function readManifests(paths: string[]): Promise<ClusterState> {
+  const c = new Collector();
+  for (const p of paths) {
+    if (p === "-") {
+      c.addText(await Bun.stdin.text(), "<stdin>");
+      continue;
+    }
+    let files: string[];
+    try {
+      files = statSync(p).isDirectory() ? listDir(p) : [p];
+    } catch (e) {
+      c.problems.push({
+        file: p,
+        message: `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      });
+      continue;
+    }
+    if (files.length === 0) mlog.warn(`${p}: no *.yaml, *.yml or *.json files in this directory`);
+    for (const f of files) {
+      let text: string;
+      try {
+        text = readFileSync(f, "utf8");
+      } catch (e) {
+        c.problems.push({
+          file: f,
+          message: `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+        });
+        continue;
+      }
+      c.addText(text, f);
+    }
+  }
+  if (c.problems.length > 0) throw new InputError(c.problems);
+  return c.state;
+}

@@ -1,0 +1,163 @@
+/** IP address and CIDR parsing without I/O: validation, canonical text, ordering. */
+
+export type Family = 4 | 6;
+
+export interface ParsedIp {
+  family: Family;
+  /** 4 or 16 bytes, network order. */
+  bytes: Uint8Array;
+  /** Canonical text: dotted quad, or RFC 5952 compressed lowercase IPv6. */
+  text: string;
+}
+
+function parseV4Bytes(s: string): number[] | undefined {
+  const parts = s.split(".");
+  if (parts.length !== 4) return undefined;
+  const out: number[] = [];
+  for (const p of parts) {
+    // Leading zeros are rejected, as Kubernetes does since 1.20 (they were read as octal by some parsers).
+    if (!/^(0|[1-9]\d{0,2})$/.test(p)) return undefined;
+    const n = Number(p);
+    if (n > 255) return undefined;
+    out.push(n);
+  }
+  return out;
+}
+
+function parseV6Bytes(s: string): number[] | undefined {
+  if (s.length < 2 || s.length > 45) return undefined;
+  let tail: number[] = [];
+  let head = s;
+  const lastColon = s.lastIndexOf(":");
+  if (s.slice(lastColon + 1).includes(".")) {
+    const v4 = parseV4Bytes(s.slice(lastColon + 1));
+    if (!v4) return undefined;
+    tail = v4;
+    head = s.slice(0, lastColon + 1);
+    // "::1.2.3.4" leaves "::"; "a::1.2.3.4" leaves "a::"; "a:b:...:1.2.3.4" leaves a trailing ":".
+    if (head.endsWith(":") && !head.endsWith("::")) head = head.slice(0, -1);
+  }
+  const groups = (text: string): number[] | undefined => {
+    if (text === "") return [];
+    const out: number[] = [];
+    for (const g of text.split(":")) {
+      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
+      const n = Number.parseInt(g, 16);
+      out.push(n >> 8, n & 0xff);
+    }
+    return out;
+  };
+  const dbl = head.indexOf("::");
+  let bytes: number[];
+  if (dbl >= 0) {
+    if (head.indexOf("::", dbl + 1) >= 0) return undefined;
+    const left = groups(head.slice(0, dbl));
+    const right = groups(head.slice(dbl + 2));
+    if (!left || !right) return undefined;
+    const fill = 16 - left.length - right.length - tail.length;
+    // "::" stands for at least one zero group.
+    if (fill < 2) return undefined;
+    bytes = [...left, ...new Array<number>(fill).fill(0), ...right, ...tail];
+  } else {
+    const all = groups(head);
+    if (!all) return undefined;
+    bytes = [...all, ...tail];
+  }
+  return bytes.length === 16 ? bytes : undefined;
+}
+
+function v6Text(b: Uint8Array): string {
+  const g: number[] = [];
+  for (let i = 0; i < 16; i += 2) g.push((b[i]! << 8) | b[i + 1]!);
+  // RFC 5952: compress the longest run (>= 2) of zero groups, the first one on a tie.
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j;
+  }
+  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(":");
+  if (best < 0) return hex(g);
+  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+}
+
+/** Parses an IPv4 or IPv6 address; undefined when invalid. */
+export function parseIp(s: string): ParsedIp | undefined {
+  if (s.includes(":")) {
+    const b = parseV6Bytes(s);
+    if (!b) return undefined;
+    const bytes = Uint8Array.from(b);
+    return { family: 6, bytes, text: v6Text(bytes) };
+  }
+  const b = parseV4Bytes(s);
+  if (!b) return undefined;
+  return { family: 4, bytes: Uint8Array.from(b), text: b.join(".") };
+}
+
+export interface ParsedCidr {
+  ip: ParsedIp;
+  prefix: number;
+  /** Canonical "addr/prefix" with host bits cleared. */
+  text: string;
+}
+
+/** Parses "addr/prefix"; undefined when invalid. Host bits are cleared in `text`. */
+export function parseCidr(s: string): ParsedCidr | undefined {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(s.trim());
+  if (!m) return undefined;
+  const ip = parseIp(m[1]!);
+  const prefix = Number(m[2]);
+  if (!ip || prefix > ip.bytes.length * 8) return undefined;
+  const bytes = Uint8Array.from(ip.bytes);
+  for (let bit = prefix; bit < bytes.length * 8; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
+  const net = ip.family === 4 ? bytes.join(".") : v6Text(bytes);
+  return { ip, prefix, text: `${net}/${prefix}` };
+}
+
+/** Orders IPv4 before IPv6, then numerically. */
+export function compareIp(a: ParsedIp, b: ParsedIp): number {
+  if (a.family !== b.family) return a.family - b.family;
+  for (let i = 0; i < a.bytes.length; i++) {
+    const d = a.bytes[i]! - b.bytes[i]!;
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+const sortKeys = new Map<string, string>();
+
+/**
+ * A string that sorts like the address: IPv4 before IPv6, then numerically; invalid addresses
+ * last, by text. Memoised: sorting 100k backends would otherwise parse millions of times.
+ */
+export function addrSortKey(a: string): string {
+  let k = sortKeys.get(a);
+  if (k === undefined) {
+    const p = parseIp(a);
+    k = p ? `${p.family}${Array.from(p.bytes, (b) => b.toString(16).padStart(2, "0")).join("")}` : `9${a}`;
+    // Bounded so a long-running daemon does not keep every address it ever saw.
+    if (sortKeys.size >= 1 << 20) sortKeys.clear();
+    sortKeys.set(a, k);
+  }
+  return k;
+}
+
+/** Compares two address strings (canonical or not); invalid ones sort last, by text. */
+export function compareAddr(a: string, b: string): number {
+  if (a === b) return 0;
+  const ka = addrSortKey(a);
+  const kb = addrSortKey(b);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+/** "addr:port/PROTO", with IPv6 addresses in brackets: the key of frontends and backends. */
+export function l4Key(a: { address: string; port: number; protocol: string }): string {
+  const host = a.address.includes(":") ? `[${a.address}]` : a.address;
+  return `${host}:${a.port}/${a.protocol}`;
+}

@@ -1,0 +1,881 @@
+import type { Config } from "../config/config.ts";
+import { InputError, type InputProblem } from "../errors.ts";
+import type { ClusterState, EndpointPort, EndpointSlice, Pod, Service, ServicePort } from "../k8s/types.ts";
+import { compareAddr, type Family, l4Key, parseCidr, parseIp } from "./ip.ts";
+import type {
+  Backend,
+  BackendState,
+  Frontend,
+  FrontendType,
+  LbModel,
+  NodeInfo,
+  PreviousIds,
+  Protocol,
+  Scope,
+  SourceRanges,
+} from "./model.ts";
+import { matchesSelector, parseSelector } from "./selector.ts";
+
+export interface TranslateOptions {
+  /** Addresses NodePorts are exposed on (read from the configured devices); default: the Node object's. */
+  nodeAddresses?: string[];
+  /** Ids in use on the node, kept for frontends and backends that still exist. */
+  previous?: PreviousIds;
+}
+
+/** Label and annotation names (Kubernetes and Cilium). */
+export const LABEL_SERVICE_NAME = "kubernetes.io/service-name";
+export const LABEL_HEADLESS = "service.kubernetes.io/headless";
+export const LABEL_PROXY_NAME = "service.kubernetes.io/service-proxy-name";
+export const LABEL_ZONE = "topology.kubernetes.io/zone";
+export const ANN_TYPE = "service.cilium.io/type";
+export const ANN_NODE = "service.cilium.io/node";
+export const ANN_NODE_SELECTOR = "service.cilium.io/node-selector";
+export const ANN_SRC_RANGES_POLICY = "service.cilium.io/src-ranges-policy";
+export const ANN_LB_SOURCE_RANGES = "service.beta.kubernetes.io/load-balancer-source-ranges";
+/** Node label that service.cilium.io/node names (Cilium's selective node exposure). */
+export const NODE_LABEL_EXPOSE = "service.cilium.io/node";
+
+export const DEFAULT_AFFINITY_TIMEOUT = 10800;
+export const MAX_AFFINITY_TIMEOUT = 86400;
+export const MAX_FRONTEND_ID = 65535;
+export const MAX_BACKEND_ID = 0xffff_ffff;
+
+const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP"];
+const SERVICE_TYPES = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+/** Order of frontend kinds inside one service, for id assignment and in-service dedup. */
+const TYPE_ORDER: readonly FrontendType[] = [
+  "ClusterIP",
+  "ExternalIPs",
+  "LoadBalancer",
+  "NodePort",
+  "HostPort",
+];
+const ANN_TYPE_VALUES: readonly FrontendType[] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalIPs"];
+const IANA_SVC_NAME = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
+
+/** One usable address of an endpoint, with its conditions, for one service port. */
+interface Candidate {
+  address: string;
+  family: Family;
+  port: number;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  nodeName?: string;
+  zone?: string;
+  /** hints.forZones names; undefined when the endpoint has no hints. */
+  hints?: string[];
+}
+
+/** A frontend before ids are assigned. */
+interface Planned {
+  key: string;
+  frontend: { address: string; port: number; protocol: Protocol };
+  type: FrontendType;
+  service: string;
+  portName: string;
+  backends: Omit<Backend, "id">[];
+  scope: Scope;
+  affinityTimeoutSeconds?: number;
+  sourceRanges?: SourceRanges;
+  healthCheckNodePort?: number;
+  /** For conflict messages: "Service ns/name" or "Pod ns/name". */
+  owner: string;
+}
+
+/** Where a problem is: file, line, object, field. */
+type Where = Omit<InputProblem, "message">;
+
+const cmpStr = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+function rank(c: Candidate): number {
+  return c.ready ? 2 : c.serving && c.terminating ? 1 : 0;
+}
+
+/**
+ * Translates a cluster-state snapshot into this node's LB model. Pure and deterministic. Throws
+ * InputError carrying every problem found (each naming file, object and field).
+ */
+export function translate(state: ClusterState, cfg: Config, opts: TranslateOptions = {}): LbModel {
+  const problems: InputProblem[] = [];
+  const node = nodeInfo(state, cfg, opts, problems);
+  const planned = new Map<string, Planned>();
+
+  const claim = (p: Planned, where: Where) => {
+    const prev = planned.get(p.key);
+    if (prev === undefined) {
+      planned.set(p.key, p);
+    } else if (prev.owner !== p.owner) {
+      problems.push({
+        ...where,
+        message: `frontend ${p.key} (${p.type}) is also claimed by ${prev.owner} (${prev.type})`,
+      });
+    }
+    // Same owner (e.g. an externalIP equal to the clusterIP): the first kind in TYPE_ORDER wins.
+  };
+
+  const slicesBySvc = new Map<string, EndpointSlice[]>();
+  for (const s of state.endpointSlices) {
+    const svc = s.metadata.labels?.[LABEL_SERVICE_NAME];
+    if (svc === undefined) continue;
+    const k = `${s.metadata.namespace ?? "default"}/${svc}`;
+    const list = slicesBySvc.get(k);
+    if (list) list.push(s);
+    else slicesBySvc.set(k, [s]);
+  }
+  const endpointsByName = new Map(
+    state.endpoints.map((e) => [`${e.metadata.namespace ?? "default"}/${e.metadata.name}`, e]),
+  );
+
+  const services = [...state.services].sort((a, b) => cmpStr(svcName(a), svcName(b)));
+  for (const svc of services) {
+    const name = svcName(svc);
+    const slices = [...(slicesBySvc.get(name) ?? [])].sort((a, b) =>
+      cmpStr(a.metadata.name ?? "", b.metadata.name ?? ""),
+    );
+    for (const p of serviceFrontends(svc, slices, endpointsByName.get(name), cfg, node, problems)) {
+      claim(p, { file: svc.source?.file, line: svc.source?.line, object: `Service ${name}` });
+    }
+  }
+
+  if (cfg.nodePort.enabled) {
+    const pods = [...state.pods].sort((a, b) => cmpStr(podName(a), podName(b)));
+    for (const pod of pods) {
+      for (const p of hostPortFrontends(pod, cfg, node, problems)) {
+        claim(p, { file: pod.source?.file, line: pod.source?.line, object: `Pod ${podName(pod)}` });
+      }
+    }
+  }
+
+  const list = [...planned.values()];
+  const backendKeys = new Set(list.flatMap((p) => p.backends.map(l4Key)));
+  const limit = Math.min(cfg.bpf.lbMapMax, MAX_FRONTEND_ID);
+  if (list.length > limit) {
+    problems.push({
+      field: "bpf.lbMapMax",
+      message: `${list.length} frontends exceed the capacity of ${limit} (raise bpf.lbMapMax; at most ${MAX_FRONTEND_ID})`,
+    });
+  }
+  if (backendKeys.size > cfg.bpf.lbMapMax) {
+    problems.push({
+      field: "bpf.lbMapMax",
+      message: `${backendKeys.size} backends exceed bpf.lbMapMax (${cfg.bpf.lbMapMax})`,
+    });
+  }
+  if (problems.length > 0) throw new InputError(problems);
+
+  return { node, frontends: assignIds(list, opts.previous) };
+}
+
+function svcName(s: { metadata: { namespace?: string; name?: string } }): string {
+  return `${s.metadata.namespace ?? "default"}/${s.metadata.name ?? ""}`;
+}
+const podName = svcName;
+
+function nodeInfo(
+  state: ClusterState,
+  cfg: Config,
+  opts: TranslateOptions,
+  problems: InputProblem[],
+): NodeInfo {
+  const obj = state.nodes.find((n) => n.metadata.name === cfg.nodeName);
+  const labels = { ...(obj?.metadata.labels ?? {}) };
+  const addresses: string[] = [];
+  const add = (a: string, where: Where) => {
+    const ip = parseIp(a);
+    if (!ip) problems.push({ ...where, message: `invalid IP address "${a}"` });
+    else if (!addresses.includes(ip.text)) addresses.push(ip.text);
+  };
+  if (opts.nodeAddresses !== undefined) {
+    for (const a of opts.nodeAddresses) add(a, { file: "<devices>", field: "devices" });
+  } else if (obj) {
+    (obj.status?.addresses ?? []).forEach((a, i) => {
+      if ((a.type === "InternalIP" || a.type === "ExternalIP") && a.address !== undefined) {
+        add(a.address, {
+          file: obj.source?.file,
+          line: obj.source?.line,
+          object: `Node ${cfg.nodeName}`,
+          field: `status.addresses[${i}].address`,
+        });
+      }
+    });
+  }
+  const zone = labels[LABEL_ZONE];
+  return { name: cfg.nodeName, addresses, ...(zone !== undefined ? { zone } : {}), labels };
+}
+
+/** Checks a port number; pushes a problem and returns undefined when absent (if required) or out of range. */
+function checkPort(
+  v: number | undefined,
+  field: string,
+  where: Where,
+  problems: InputProblem[],
+  required = true,
+) {
+  if (v === undefined) {
+    if (required) problems.push({ ...where, field, message: "required" });
+    return undefined;
+  }
+  if (!Number.isInteger(v) || v < 1 || v > 65535) {
+    problems.push({ ...where, field, message: `port ${v} out of range 1-65535` });
+    return undefined;
+  }
+  return v;
+}
+
+function checkProtocol(v: string | undefined, field: string, where: Where, problems: InputProblem[]) {
+  const p = v ?? "TCP";
+  if (!(PROTOCOLS as readonly string[]).includes(p)) {
+    problems.push({ ...where, field, message: `unknown protocol "${p}" (expected TCP, UDP or SCTP)` });
+    return undefined;
+  }
+  return p as Protocol;
+}
+
+function oneOf<T extends string>(
+  v: string | undefined,
+  allowed: readonly T[],
+  dflt: T,
+  field: string,
+  where: Where,
+  problems: InputProblem[],
+): T {
+  if (v === undefined || v === "") return dflt;
+  if ((allowed as readonly string[]).includes(v)) return v as T;
+  problems.push({ ...where, field, message: `got "${v}", expected one of ${allowed.join(", ")}` });
+  return dflt;
+}
+
+/** Validated, defaulted service port. */
+interface Port {
+  name: string;
+  protocol: Protocol;
+  port: number;
+  targetPort: number | string;
+  nodePort?: number;
+}
+
+function servicePorts(
+  svc: Service,
+  type: string,
+  cfg: Config,
+  where: Where,
+  problems: InputProblem[],
+): Port[] {
+  const raw: ServicePort[] = svc.spec?.ports ?? [];
+  if (raw.length === 0)
+    problems.push({ ...where, field: "spec.ports", message: "required: at least one port" });
+  const out: Port[] = [];
+  const names = new Set<string>();
+  const seen = new Set<string>();
+  raw.forEach((sp, i) => {
+    const f = `spec.ports[${i}]`;
+    const before = problems.length;
+    const protocol = checkProtocol(sp.protocol, `${f}.protocol`, where, problems);
+    const port = checkPort(sp.port, `${f}.port`, where, problems);
+    const name = sp.name ?? "";
+    if (raw.length > 1 && name === "") {
+      problems.push({
+        ...where,
+        field: `${f}.name`,
+        message: "required when the service has more than one port",
+      });
+    } else if (names.has(name) && name !== "") {
+      problems.push({ ...where, field: `${f}.name`, message: `duplicate port name "${name}"` });
+    }
+    names.add(name);
+    if (port !== undefined && protocol !== undefined) {
+      const k = `${port}/${protocol}`;
+      if (seen.has(k)) problems.push({ ...where, field: f, message: `duplicate port ${k}` });
+      seen.add(k);
+    }
+    let targetPort: number | string | undefined = sp.targetPort ?? port;
+    // A quoted number ("8080") is taken as the number: a common slip that Kubernetes would reject.
+    if (typeof targetPort === "string" && /^\d+$/.test(targetPort)) targetPort = Number(targetPort);
+    if (typeof targetPort === "number") {
+      targetPort = checkPort(targetPort, `${f}.targetPort`, where, problems);
+    } else if (typeof targetPort === "string" && !IANA_SVC_NAME.test(targetPort)) {
+      problems.push({
+        ...where,
+        field: `${f}.targetPort`,
+        message: `"${targetPort}" is neither a port number nor a port name (lowercase, 1-15 chars, a letter)`,
+      });
+      targetPort = undefined;
+    }
+    let nodePort: number | undefined;
+    if (type === "NodePort" || type === "LoadBalancer") {
+      // Without an API server nobody allocates node ports: a NodePort service must name its own.
+      nodePort = checkPort(sp.nodePort, `${f}.nodePort`, where, problems, type === "NodePort");
+      const [lo, hi] = cfg.nodePort.range;
+      if (nodePort !== undefined && (nodePort < lo || nodePort > hi)) {
+        problems.push({
+          ...where,
+          field: `${f}.nodePort`,
+          message: `${nodePort} is outside nodePort.range ${lo}-${hi}`,
+        });
+        nodePort = undefined;
+      }
+    }
+    if (problems.length > before || protocol === undefined || port === undefined || targetPort === undefined)
+      return;
+    out.push({ name, protocol, port, targetPort, ...(nodePort !== undefined ? { nodePort } : {}) });
+  });
+  return out;
+}
+
+/** Port of an EndpointSlice (or Endpoints subset) for a service port: by name (the API convention), else by targetPort name. */
+function matchPort(ports: EndpointPort[] | undefined, sp: Port): number | undefined {
+  const list = ports ?? [];
+  const sameProto = (p: EndpointPort) => (p.protocol ?? "TCP") === sp.protocol;
+  const byName = list.find((p) => (p.name ?? "") === sp.name && sameProto(p));
+  if (byName) return byName.port ?? (typeof sp.targetPort === "number" ? sp.targetPort : undefined);
+  // Hand-written slices often name their port after the container port (the targetPort name).
+  if (typeof sp.targetPort === "string") {
+    const byTarget = list.find((p) => p.name === sp.targetPort && sameProto(p));
+    if (byTarget?.port !== undefined) return byTarget.port;
+  }
+  return undefined;
+}
+
+/** Endpoint candidates of one service port, from its EndpointSlices (or its Endpoints when it has none). */
+function candidates(
+  sp: Port,
+  slices: EndpointSlice[],
+  legacy: ClusterState["endpoints"][number] | undefined,
+  problems: InputProblem[],
+  validated: Set<object>,
+): Candidate[] {
+  const byKey = new Map<string, Candidate>();
+  const put = (c: Candidate) => {
+    const k = `${c.address}|${c.port}`;
+    const prev = byKey.get(k);
+    // The same address in two slices (possible during a slice handover): keep the better state.
+    if (!prev || rank(c) > rank(prev)) byKey.set(k, c);
+  };
+  const report = (
+    o: { source?: { file: string; line?: number } },
+    object: string,
+    p: Omit<InputProblem, "file">,
+  ) => {
+    if (!validated.has(o)) problems.push({ file: o.source?.file, line: o.source?.line, object, ...p });
+  };
+  const checkSlicePorts = (
+    o: { source?: { file: string; line?: number } },
+    object: string,
+    ports: EndpointPort[] | undefined,
+    base: string,
+  ) => {
+    (ports ?? []).forEach((p, i) => {
+      if (p.port !== undefined && (p.port < 1 || p.port > 65535)) {
+        report(o, object, { field: `${base}[${i}].port`, message: `port ${p.port} out of range 1-65535` });
+      }
+      if (p.protocol !== undefined && !(PROTOCOLS as readonly string[]).includes(p.protocol)) {
+        report(o, object, { field: `${base}[${i}].protocol`, message: `unknown protocol "${p.protocol}"` });
+      }
+    });
+  };
+
+  if (slices.length > 0) {
+    for (const s of slices) {
+      const object = `EndpointSlice ${svcName(s)}`;
+      const at = s.addressType ?? "";
+      if (!["IPv4", "IPv6", "FQDN"].includes(at)) {
+        report(s, object, { field: "addressType", message: `got "${at}", expected IPv4, IPv6 or FQDN` });
+      }
+      checkSlicePorts(s, object, s.ports, "ports");
+      (s.endpoints ?? []).forEach((ep, j) => {
+        const addr = ep.addresses?.[0];
+        if (addr === undefined) {
+          report(s, object, {
+            field: `endpoints[${j}].addresses`,
+            message: "required: at least one address",
+          });
+          return;
+        }
+        if (at === "FQDN") return;
+        const ip = parseIp(addr);
+        if (!ip) {
+          report(s, object, {
+            field: `endpoints[${j}].addresses[0]`,
+            message: `invalid IP address "${addr}"`,
+          });
+          return;
+        }
+        if ((at === "IPv4" && ip.family !== 4) || (at === "IPv6" && ip.family !== 6)) {
+          report(s, object, {
+            field: `endpoints[${j}].addresses[0]`,
+            message: `"${addr}" is not an ${at} address`,
+          });
+          return;
+        }
+        const port = matchPort(s.ports, sp);
+        if (port === undefined || port < 1 || port > 65535) return;
+        const cond = ep.conditions ?? {};
+        // The API says: ready unset means ready, serving unset means "same as ready".
+        const terminating = cond.terminating ?? false;
+        const ready = cond.ready ?? !terminating;
+        const zones = ep.hints?.forZones?.map((z) => z.name).filter((z): z is string => z !== undefined);
+        put({
+          address: ip.text,
+          family: ip.family,
+          port,
+          ready,
+          serving: cond.serving ?? ready,
+          terminating,
+          ...(ep.nodeName !== undefined ? { nodeName: ep.nodeName } : {}),
+          ...(ep.zone !== undefined ? { zone: ep.zone } : {}),
+          ...(zones !== undefined && zones.length > 0 ? { hints: zones } : {}),
+        });
+      });
+      validated.add(s);
+    }
+  } else if (legacy) {
+    const object = `Endpoints ${svcName(legacy)}`;
+    (legacy.subsets ?? []).forEach((sub, i) => {
+      checkSlicePorts(legacy, object, sub.ports, `subsets[${i}].ports`);
+      const port = matchPort(sub.ports, sp);
+      const each = (list: typeof sub.addresses, ready: boolean, field: string) =>
+        (list ?? []).forEach((a, j) => {
+          const ip = a.ip === undefined ? undefined : parseIp(a.ip);
+          if (!ip) {
+            report(legacy, object, {
+              field: `subsets[${i}].${field}[${j}].ip`,
+              message: a.ip === undefined ? "required" : `invalid IP address "${a.ip}"`,
+            });
+            return;
+          }
+          if (port === undefined || port < 1 || port > 65535) return;
+          put({
+            address: ip.text,
+            family: ip.family,
+            port,
+            ready,
+            serving: ready,
+            terminating: false,
+            ...(a.nodeName !== undefined ? { nodeName: a.nodeName } : {}),
+          });
+        });
+      each(sub.addresses, true, "addresses");
+      each(sub.notReadyAddresses, false, "notReadyAddresses");
+    });
+    validated.add(legacy);
+  }
+  return [...byKey.values()];
+}
+
+/**
+ * Picks the backends of one frontend, as kube-proxy does: Ready endpoints (narrowed by topology
+ * hints for Cluster scope); when none, Serving+Terminating ones, chosen separately per scope.
+ */
+function selectBackends(
+  all: Candidate[],
+  family: Family,
+  scope: Scope,
+  publishNotReady: boolean,
+  protocol: Protocol,
+  node: NodeInfo,
+): Omit<Backend, "id">[] {
+  const pool = all.filter((c) => c.family === family && (scope === "Cluster" || c.nodeName === node.name));
+  let chosen: { c: Candidate; state: BackendState }[];
+  if (publishNotReady) {
+    chosen = pool.map((c) => ({ c, state: "active" }));
+  } else {
+    let ready = pool.filter((c) => c.ready);
+    if (scope === "Cluster" && node.zone !== undefined && ready.length > 0 && ready.every((c) => c.hints)) {
+      const zone = node.zone;
+      const inZone = ready.filter((c) => c.hints!.includes(zone));
+      // Hints are used only when complete and at least one names this node's zone (else all endpoints).
+      if (inZone.length > 0) ready = inZone;
+    }
+    chosen =
+      ready.length > 0
+        ? ready.map((c) => ({ c, state: "active" }))
+        : pool.filter((c) => c.serving && c.terminating).map((c) => ({ c, state: "terminating" }));
+  }
+  return chosen
+    .sort((a, b) => compareAddr(a.c.address, b.c.address) || a.c.port - b.c.port)
+    .map(({ c, state }) => ({
+      address: c.address,
+      port: c.port,
+      protocol,
+      state,
+      ...(c.nodeName !== undefined ? { nodeName: c.nodeName } : {}),
+      local: c.nodeName === node.name,
+      ...(c.zone !== undefined ? { zone: c.zone } : {}),
+    }));
+}
+
+function serviceFrontends(
+  svc: Service,
+  slices: EndpointSlice[],
+  legacy: ClusterState["endpoints"][number] | undefined,
+  cfg: Config,
+  node: NodeInfo,
+  problems: InputProblem[],
+): Planned[] {
+  const name = svcName(svc);
+  const where: Where = {
+    file: svc.source?.file,
+    line: svc.source?.line,
+    object: `Service ${name}`,
+  };
+  const spec = svc.spec ?? {};
+  const labels = svc.metadata.labels ?? {};
+  const ann = svc.metadata.annotations ?? {};
+
+  const type = spec.type ?? "ClusterIP";
+  if (!SERVICE_TYPES.includes(type)) {
+    problems.push({
+      ...where,
+      field: "spec.type",
+      message: `got "${type}", expected one of ${SERVICE_TYPES.join(", ")}`,
+    });
+    return [];
+  }
+  if (type === "ExternalName") return [];
+  if (Object.hasOwn(labels, LABEL_HEADLESS)) return [];
+  const proxyName = labels[LABEL_PROXY_NAME];
+  // As kube-proxy and Cilium: without a configured name, only services without the label are ours.
+  if (cfg.k8s.serviceProxyName === "" ? proxyName !== undefined : proxyName !== cfg.k8s.serviceProxyName)
+    return [];
+
+  const fromList = spec.clusterIPs !== undefined && spec.clusterIPs.length > 0;
+  const clusterIPs = fromList ? spec.clusterIPs! : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  if (clusterIPs[0] === "None") return []; // headless
+  if (clusterIPs.length === 0) {
+    problems.push({
+      ...where,
+      field: "spec.clusterIP",
+      message: 'required (kpr allocates no ClusterIPs: set an address, or "None" for a headless service)',
+    });
+  }
+  if (fromList && spec.clusterIP !== undefined && spec.clusterIP !== clusterIPs[0]) {
+    problems.push({ ...where, field: "spec.clusterIP", message: "must equal spec.clusterIPs[0]" });
+  }
+  const vips: { text: string; family: Family }[] = [];
+  clusterIPs.forEach((a, i) => {
+    const ip = parseIp(a);
+    const field = fromList ? `spec.clusterIPs[${i}]` : "spec.clusterIP";
+    if (!ip) problems.push({ ...where, field, message: `invalid IP address "${a}"` });
+    else if (vips.some((v) => v.family === ip.family)) {
+      problems.push({ ...where, field, message: "dual-stack needs one address per family" });
+    } else vips.push({ text: ip.text, family: ip.family });
+  });
+  (spec.ipFamilies ?? []).forEach((f, i) => {
+    if (f !== "IPv4" && f !== "IPv6") {
+      problems.push({
+        ...where,
+        field: `spec.ipFamilies[${i}]`,
+        message: `got "${f}", expected IPv4 or IPv6`,
+      });
+    }
+  });
+  const families: Family[] = vips.length > 0 ? [...new Set(vips.map((v) => v.family))].sort() : [4];
+
+  const etp = oneOf(
+    spec.externalTrafficPolicy,
+    ["Cluster", "Local"],
+    "Cluster",
+    "spec.externalTrafficPolicy",
+    where,
+    problems,
+  );
+  const itp = oneOf(
+    spec.internalTrafficPolicy,
+    ["Cluster", "Local"],
+    "Cluster",
+    "spec.internalTrafficPolicy",
+    where,
+    problems,
+  );
+  const hcnp = checkPort(spec.healthCheckNodePort, "spec.healthCheckNodePort", where, problems, false);
+
+  let affinity: number | undefined;
+  const sa = oneOf(
+    spec.sessionAffinity,
+    ["None", "ClientIP"],
+    "None",
+    "spec.sessionAffinity",
+    where,
+    problems,
+  );
+  if (sa === "ClientIP") {
+    const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT;
+    if (t < 1 || t > MAX_AFFINITY_TIMEOUT) {
+      problems.push({
+        ...where,
+        field: "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+        message: `${t} out of range 1-${MAX_AFFINITY_TIMEOUT}`,
+      });
+    } else affinity = t;
+  }
+
+  const externalIPs: string[] = [];
+  (spec.externalIPs ?? []).forEach((a, i) => {
+    const ip = parseIp(a);
+    if (!ip)
+      problems.push({ ...where, field: `spec.externalIPs[${i}]`, message: `invalid IP address "${a}"` });
+    else externalIPs.push(ip.text);
+  });
+
+  const lbIPs: string[] = [];
+  (svc.status?.loadBalancer?.ingress ?? []).forEach((ing, i) => {
+    const f = `status.loadBalancer.ingress[${i}]`;
+    const mode = oneOf(ing.ipMode, ["VIP", "Proxy"], "VIP", `${f}.ipMode`, where, problems);
+    if (ing.ip === undefined) return; // hostname-only ingress: nothing to program
+    const ip = parseIp(ing.ip);
+    if (!ip) problems.push({ ...where, field: `${f}.ip`, message: `invalid IP address "${ing.ip}"` });
+    // ipMode Proxy: the load balancer proxies and sends from its own address; the node needs no VIP.
+    else if (mode === "VIP") lbIPs.push(ip.text);
+  });
+
+  let sourceRanges: SourceRanges | undefined;
+  {
+    const fromField = spec.loadBalancerSourceRanges ?? [];
+    const raw =
+      fromField.length > 0
+        ? fromField.map((c, i) => ({ c, field: `spec.loadBalancerSourceRanges[${i}]` }))
+        : (ann[ANN_LB_SOURCE_RANGES] ?? "")
+            .split(",")
+            .map((c) => c.trim())
+            .filter((c) => c !== "")
+            .map((c) => ({ c, field: `metadata.annotations[${ANN_LB_SOURCE_RANGES}]` }));
+    const cidrs: string[] = [];
+    for (const { c, field } of raw) {
+      const p = parseCidr(c);
+      if (!p) problems.push({ ...where, field, message: `invalid CIDR "${c}"` });
+      else if (!cidrs.includes(p.text)) cidrs.push(p.text);
+    }
+    const policy = oneOf(
+      ann[ANN_SRC_RANGES_POLICY],
+      ["allow", "deny"],
+      "allow",
+      `metadata.annotations[${ANN_SRC_RANGES_POLICY}]`,
+      where,
+      problems,
+    );
+    if (cidrs.length > 0) sourceRanges = { cidrs, policy };
+  }
+
+  let allowedTypes: Set<FrontendType> | undefined;
+  if (ann[ANN_TYPE] !== undefined) {
+    allowedTypes = new Set();
+    for (const t of ann[ANN_TYPE].split(",").map((s) => s.trim())) {
+      if ((ANN_TYPE_VALUES as readonly string[]).includes(t)) allowedTypes.add(t as FrontendType);
+      else {
+        problems.push({
+          ...where,
+          field: `metadata.annotations[${ANN_TYPE}]`,
+          message: `got "${t}", expected a comma list of ${ANN_TYPE_VALUES.join(", ")}`,
+        });
+      }
+    }
+  }
+
+  // Cilium's selective node exposure: the service exists only on nodes that match.
+  let exposed = true;
+  if (ann[ANN_NODE] !== undefined) {
+    const wanted = ann[ANN_NODE].split(",").map((s) => s.trim());
+    const mine = node.labels[NODE_LABEL_EXPOSE];
+    exposed &&= mine !== undefined && wanted.includes(mine);
+  }
+  if (ann[ANN_NODE_SELECTOR] !== undefined) {
+    const sel = parseSelector(ann[ANN_NODE_SELECTOR]);
+    if (typeof sel === "string") {
+      problems.push({ ...where, field: `metadata.annotations[${ANN_NODE_SELECTOR}]`, message: sel });
+    } else exposed &&= matchesSelector(sel, node.labels);
+  }
+
+  const ports = servicePorts(svc, type, cfg, where, problems);
+  const validated = new Set<object>();
+  const out: Planned[] = [];
+  const allow = (t: FrontendType) => allowedTypes === undefined || allowedTypes.has(t);
+  for (const sp of ports) {
+    const cands = candidates(sp, slices, legacy, problems, validated);
+    const memo = new Map<string, Omit<Backend, "id">[]>();
+    const backendsFor = (family: Family, scope: Scope) => {
+      const k = `${family}/${scope}`;
+      let b = memo.get(k);
+      if (!b) {
+        b = selectBackends(cands, family, scope, spec.publishNotReadyAddresses === true, sp.protocol, node);
+        memo.set(k, b);
+      }
+      return b;
+    };
+    const add = (address: string, port: number, t: FrontendType, scope: Scope) => {
+      const family: Family = address.includes(":") ? 6 : 4;
+      const external = t !== "ClusterIP";
+      out.push({
+        key: l4Key({ address, port, protocol: sp.protocol }),
+        frontend: { address, port, protocol: sp.protocol },
+        type: t,
+        service: name,
+        portName: sp.name,
+        backends: backendsFor(family, scope),
+        scope,
+        ...(affinity !== undefined ? { affinityTimeoutSeconds: affinity } : {}),
+        // Source ranges guard LoadBalancer frontends only: Cilium's default (NodePort and ClusterIP
+        // only with --bpf-lb-source-range-all-types) and kube-proxy's (its firewall chain is per LB IP).
+        ...(sourceRanges !== undefined && t === "LoadBalancer" ? { sourceRanges } : {}),
+        ...(external && etp === "Local" && hcnp !== undefined ? { healthCheckNodePort: hcnp } : {}),
+        owner: `Service ${name}`,
+      });
+    };
+    if (allow("ClusterIP")) for (const v of vips) add(v.text, sp.port, "ClusterIP", itp);
+    if (allow("ExternalIPs")) for (const a of externalIPs) add(a, sp.port, "ExternalIPs", etp);
+    if (type === "LoadBalancer" && allow("LoadBalancer"))
+      for (const a of lbIPs) add(a, sp.port, "LoadBalancer", etp);
+    if (sp.nodePort !== undefined && cfg.nodePort.enabled && allow("NodePort")) {
+      for (const a of nodePortAddresses(node, families)) add(a, sp.nodePort, "NodePort", etp);
+    }
+  }
+  return exposed ? out : [];
+}
+
+/** NodePort addresses: the node's addresses of the service's families, the wildcard, and IPv4 loopback. */
+function nodePortAddresses(node: NodeInfo, families: Family[]): string[] {
+  const out: string[] = [];
+  for (const f of families) {
+    for (const a of node.addresses) if (a.includes(":") === (f === 6) && !out.includes(a)) out.push(a);
+    // Loopback NodePorts exist for IPv4 only, as in kube-proxy (route_localnet) and Cilium.
+    for (const a of f === 4 ? ["0.0.0.0", "127.0.0.1"] : ["::"]) if (!out.includes(a)) out.push(a);
+  }
+  return out;
+}
+
+function hostPortFrontends(pod: Pod, cfg: Config, node: NodeInfo, problems: InputProblem[]): Planned[] {
+  if (pod.spec?.nodeName !== cfg.nodeName || pod.status?.phase !== "Running") return [];
+  const name = podName(pod);
+  const where: Where = {
+    file: pod.source?.file,
+    line: pod.source?.line,
+    object: `Pod ${name}`,
+  };
+  const podIPs = new Map<Family, string>();
+  const rawIPs = [pod.status.podIP, ...(pod.status.podIPs ?? []).map((p) => p.ip)];
+  for (const a of rawIPs) {
+    if (a === undefined) continue;
+    const ip = parseIp(a);
+    if (!ip) problems.push({ ...where, field: "status.podIP", message: `invalid IP address "${a}"` });
+    else if (!podIPs.has(ip.family)) podIPs.set(ip.family, ip.text);
+  }
+  const out: Planned[] = [];
+  (pod.spec.containers ?? []).forEach((c, i) => {
+    (c.ports ?? []).forEach((cp, j) => {
+      if (cp.hostPort === undefined || cp.hostPort === 0) return;
+      const f = `spec.containers[${i}].ports[${j}]`;
+      const before = problems.length;
+      const protocol = checkProtocol(cp.protocol, `${f}.protocol`, where, problems);
+      const hostPort = checkPort(cp.hostPort, `${f}.hostPort`, where, problems);
+      const containerPort = checkPort(cp.containerPort, `${f}.containerPort`, where, problems);
+      let hostIP: string | undefined;
+      if (cp.hostIP !== undefined && cp.hostIP !== "") {
+        const ip = parseIp(cp.hostIP);
+        if (!ip)
+          problems.push({ ...where, field: `${f}.hostIP`, message: `invalid IP address "${cp.hostIP}"` });
+        else if (ip.text !== "0.0.0.0" && ip.text !== "::") hostIP = ip.text;
+      }
+      if (problems.length > before || !protocol || !hostPort || !containerPort) return;
+      for (const [family, podIP] of [...podIPs].sort((a, b) => a[0] - b[0])) {
+        const addrs = hostIP
+          ? [hostIP].filter((a) => a.includes(":") === (family === 6))
+          : [
+              ...node.addresses.filter((a) => a.includes(":") === (family === 6)),
+              family === 4 ? "0.0.0.0" : "::",
+            ];
+        for (const address of addrs) {
+          out.push({
+            key: l4Key({ address, port: hostPort, protocol }),
+            frontend: { address, port: hostPort, protocol },
+            type: "HostPort",
+            service: name,
+            portName: cp.name ?? "",
+            backends: [
+              {
+                address: podIP,
+                port: containerPort,
+                protocol,
+                state: "active",
+                nodeName: cfg.nodeName,
+                local: true,
+                ...(node.zone !== undefined ? { zone: node.zone } : {}),
+              },
+            ],
+            scope: "Cluster",
+            owner: `Pod ${name}`,
+          });
+        }
+      }
+    });
+  });
+  return out;
+}
+
+/** Gives every frontend and backend an id: previous ids kept, new ones the lowest free, in sorted order. */
+function assignIds(list: Planned[], previous: PreviousIds | undefined): Frontend[] {
+  const order = (a: Planned, b: Planned) =>
+    cmpStr(a.service, b.service) ||
+    TYPE_ORDER.indexOf(a.type) - TYPE_ORDER.indexOf(b.type) ||
+    compareAddr(a.frontend.address, b.frontend.address) ||
+    a.frontend.port - b.frontend.port ||
+    cmpStr(a.frontend.protocol, b.frontend.protocol);
+  const sorted = [...list].sort(order);
+
+  const feIds = allocate(
+    sorted.map((p) => p.key),
+    previous?.frontends,
+    MAX_FRONTEND_ID,
+  );
+  const beKeys = new Map<string, Omit<Backend, "id">>();
+  for (const p of sorted) for (const b of p.backends) beKeys.set(l4Key(b), b);
+  const sortedBe = [...beKeys.entries()]
+    .sort(
+      ([, a], [, b]) =>
+        compareAddr(a.address, b.address) || a.port - b.port || cmpStr(a.protocol, b.protocol),
+    )
+    .map(([k]) => k);
+  const beIds = allocate(sortedBe, previous?.backends, MAX_BACKEND_ID);
+
+  return sorted
+    .map((p): Frontend => {
+      const { key, owner: _owner, backends, ...rest } = p;
+      return {
+        id: feIds.get(key)!,
+        ...rest,
+        backends: backends.map((b) => ({ id: beIds.get(l4Key(b))!, ...b })),
+        ...(backends.length === 0 ? { reject: true } : {}),
+      };
+    })
+    .sort((a, b) => a.id - b.id);
+}
+
+/** Keeps previous ids of keys still present (each id once); the rest get the lowest ids not in previous. */
+function allocate(
+  keys: string[],
+  previous: Map<string, number> | undefined,
+  max: number,
+): Map<string, number> {
+  const out = new Map<string, number>();
+  const used = new Set<number>();
+  if (previous) {
+    for (const k of keys) {
+      const id = previous.get(k);
+      if (id !== undefined && Number.isInteger(id) && id >= 1 && id <= max && !used.has(id)) {
+        out.set(k, id);
+        used.add(id);
+      }
+    }
+    // Ids of entries that go away stay reserved in this round: the kernel may still hold connection
+    // tracking entries naming them, which must not reverse-translate to a different frontend.
+    for (const id of previous.values()) used.add(id);
+  }
+  let next = 1;
+  for (const k of keys) {
+    if (out.has(k)) continue;
+    while (used.has(next)) next++;
+    out.set(k, next);
+    used.add(next);
+  }
+  return out;
+}

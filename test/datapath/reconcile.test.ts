@@ -1,0 +1,484 @@
+import { describe, expect, it } from "bun:test";
+import { existsSync } from "node:fs";
+import { type Config, defaultConfig } from "../../src/config/config.ts";
+import { BpfMap, MapType } from "../../src/datapath/bpf.ts";
+import {
+  LB_STATE_MAPS,
+  type LbStateMap,
+  lb4Backend,
+  lb4Key,
+  lb4Service,
+  lb4SrcrKey,
+  svcMeta,
+  u16Id,
+  u32Id,
+} from "../../src/datapath/lbmaps.ts";
+import {
+  diffMapState,
+  emptyMapState,
+  type MapOp,
+  type MapState,
+  mapStateToFrontends,
+  modelToMapState,
+  previousIdsFromState,
+} from "../../src/datapath/mapstate.ts";
+import {
+  applyModel,
+  checkCapacity,
+  executeOps,
+  type MapIo,
+  readCurrentEntries,
+  readMapState,
+  readPreviousIds,
+} from "../../src/datapath/reconcile.ts";
+import type { Backend, Frontend, LbModel } from "../../src/lb/model.ts";
+import { needs } from "../harness/env.ts";
+import { useTopology } from "../harness/netns.ts";
+
+const cfg = defaultConfig();
+
+function be(id: number, address: string, state: Backend["state"] = "active", local = false): Backend {
+  return { id, address, port: 8080, protocol: "TCP", state, local };
+}
+
+function fe(id: number, address: string, backends: Backend[], extra: Partial<Frontend> = {}): Frontend {
+  return {
+    id,
+    frontend: { address, port: 80, protocol: "TCP" },
+    type: "ClusterIP",
+    service: "default/web",
+    portName: "http",
+    backends,
+    scope: "Cluster",
+    ...extra,
+  };
+}
+
+function model(...frontends: Frontend[]): LbModel {
+  return { node: { name: "node-1", addresses: [], labels: {} }, frontends };
+}
+
+const stateOf = (m: LbModel) => modelToMapState(m, cfg).state;
+
+/** An op as text: "update svc 10.96.0.1:80/6#0", "delete be 3", "update rnat 1". */
+function describeOp(op: MapOp): string {
+  const short = op.map.replace(/^kpr_(lb4_)?/, "");
+  let key: string;
+  switch (op.map) {
+    case "kpr_lb4_svc": {
+      const k = lb4Key.decode(op.key);
+      key = `${k.address}:${k.dport}/${k.proto}#${k.slot}`;
+      break;
+    }
+    case "kpr_lb4_be":
+      key = String(u32Id.decode(op.key).v);
+      break;
+    case "kpr_lb4_srcr": {
+      const k = lb4SrcrKey.decode(op.key);
+      key = `${k.rev_nat_id}:${k.address}/${k.prefixlen - 32}`;
+      break;
+    }
+    default:
+      key = String(u16Id.decode(op.key).v);
+  }
+  return `${op.kind} ${short} ${key}`;
+}
+
+describe("modelToMapState", () => {
+  it("writes the master, active-first slots, backends with LOCAL, revnat, meta and source ranges", () => {
+    const f = fe(
+      7,
+      "10.96.0.10",
+      [be(1, "10.244.1.10", "terminating"), be(2, "10.244.1.11", "active", true), be(3, "10.244.1.12")],
+      {
+        type: "LoadBalancer",
+        scope: "Local",
+        affinityTimeoutSeconds: 300,
+        sourceRanges: { cidrs: ["10.1.2.0/24"], policy: "deny" },
+        healthCheckNodePort: 32001,
+      },
+    );
+    const st = stateOf(model(f));
+    const svc = [...st.kpr_lb4_svc.values()].map((e) => ({
+      k: lb4Key.decode(e.key),
+      v: lb4Service.decode(e.value),
+    }));
+    svc.sort((a, b) => a.k.slot - b.k.slot);
+    expect(svc.map((s) => [s.k.slot, s.v.backend_id])).toEqual([
+      [0, 0],
+      [1, 2],
+      [2, 3],
+      [3, 1],
+    ]);
+    expect(svc[0]!.v).toEqual({
+      backend_id: 0,
+      affinity_timeout: 300,
+      count: 3,
+      rev_nat_id: 7,
+      // LoadBalancer | LOCAL_SCOPE | AFFINITY | SRC_RANGES | SRC_DENY
+      flags: (1 << 3) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11),
+      algorithm: 0,
+      active_count: 2,
+    });
+    const bes = [...st.kpr_lb4_be.values()].map((e) => [u32Id.decode(e.key).v, lb4Backend.decode(e.value)]);
+    expect(bes).toContainEqual([2, { address: "10.244.1.11", port: 8080, proto: 6, state: 0, flags: 1 }]);
+    expect(bes).toContainEqual([1, { address: "10.244.1.10", port: 8080, proto: 6, state: 1, flags: 0 }]);
+    const meta = svcMeta.decode([...st.kpr_svc_meta.values()][0]!.value);
+    expect(meta).toEqual({ name: "default/web", port_name: "http", health_check_port: 32001, reject: 0 });
+    const srcr = [...st.kpr_lb4_srcr.values()].map((e) => lb4SrcrKey.decode(e.key));
+    expect(srcr).toEqual([{ prefixlen: 56, rev_nat_id: 7, address: "10.1.2.0" }]);
+  });
+
+  it("saturates active_count and drops terminating slots past 254 active backends", () => {
+    const backends = Array.from({ length: 300 }, (_, i) => be(i + 1, `10.1.${i >> 8}.${i & 255}`));
+    backends.push(be(999, "10.2.0.1", "terminating"));
+    const st = stateOf(model(fe(1, "10.96.0.1", backends)));
+    const master = lb4Service.decode(
+      st.kpr_lb4_svc.get(
+        Buffer.from(lb4Key.encode({ address: "10.96.0.1", dport: 80, slot: 0, proto: 6, scope: 0 })).toString(
+          "hex",
+        ),
+      )!.value,
+    );
+    expect(master.count).toBe(300);
+    expect(master.active_count).toBe(255);
+  });
+
+  it("marks a frontend without backends as reject and leaves IPv6 frontends out", () => {
+    const d = modelToMapState(model(fe(1, "10.96.0.1", [], { reject: true }), fe(2, "fd00::1", [])), cfg);
+    expect(d.skipped.map((s) => s.frontend)).toEqual(["[fd00::1]:80/TCP"]);
+    expect(d.state.kpr_lb4_svc.size).toBe(1);
+    expect(svcMeta.decode([...d.state.kpr_svc_meta.values()][0]!.value).reject).toBe(1);
+  });
+
+  it("decodes back into the same frontends, and their ids", () => {
+    const m = model(
+      fe(1, "10.96.0.1", [be(1, "10.244.0.1"), be(2, "10.244.0.2", "terminating", true)], {
+        affinityTimeoutSeconds: 60,
+      }),
+      fe(2, "192.168.50.2", [be(2, "10.244.0.2", "terminating", true)], {
+        type: "NodePort",
+        frontend: { address: "192.168.50.2", port: 30080, protocol: "TCP" },
+        sourceRanges: { cidrs: ["10.0.0.0/8", "172.16.0.0/12"], policy: "allow" },
+        scope: "Local",
+        healthCheckNodePort: 31000,
+      }),
+      fe(3, "10.96.0.3", [], { reject: true, portName: "" }),
+    );
+    const back = mapStateToFrontends(stateOf(m));
+    expect(back.warnings).toEqual([]);
+    expect(back.frontends).toEqual(m.frontends);
+    const ids = previousIdsFromState(stateOf(m));
+    expect([...ids.frontends]).toEqual(
+      expect.arrayContaining([
+        ["10.96.0.1:80/TCP", 1],
+        ["192.168.50.2:30080/TCP", 2],
+        ["10.96.0.3:80/TCP", 3],
+      ]),
+    );
+    expect([...ids.backends].sort()).toEqual([
+      ["10.244.0.1:8080/TCP", 1],
+      ["10.244.0.2:8080/TCP", 2],
+    ]);
+  });
+});
+
+describe("diffMapState ordering", () => {
+  const a = be(1, "10.244.0.1");
+  const b = be(2, "10.244.0.2");
+  const c = be(3, "10.244.0.3");
+  const two = model(fe(1, "10.96.0.1", [a, b]));
+  const cases: [string, LbModel, LbModel, string[]][] = [
+    ["same input: no ops", two, two, []],
+    [
+      "new frontend: backends, then revnat/meta, then slots, then the master",
+      model(),
+      two,
+      [
+        "update be 1",
+        "update be 2",
+        "update rnat 1",
+        "update svc_meta 1",
+        "update svc 10.96.0.1:80/6#1",
+        "update svc 10.96.0.1:80/6#2",
+        "update svc 10.96.0.1:80/6#0",
+      ],
+    ],
+    [
+      "removed frontend: the master first, then slots, then revnat/meta, then backends",
+      two,
+      model(),
+      [
+        "delete svc 10.96.0.1:80/6#0",
+        "delete svc 10.96.0.1:80/6#1",
+        "delete svc 10.96.0.1:80/6#2",
+        "delete rnat 1",
+        "delete svc_meta 1",
+        "delete be 1",
+        "delete be 2",
+      ],
+    ],
+    [
+      "grow: the new backend, its slot, then the master's count",
+      two,
+      model(fe(1, "10.96.0.1", [a, b, c])),
+      ["update be 3", "update svc 10.96.0.1:80/6#3", "update svc 10.96.0.1:80/6#0"],
+    ],
+    [
+      "shrink in the middle: slot rewritten, master count shrunk, last slot and backend deleted",
+      model(fe(1, "10.96.0.1", [a, b, c])),
+      model(fe(1, "10.96.0.1", [a, c])),
+      [
+        "update svc 10.96.0.1:80/6#2",
+        "update svc 10.96.0.1:80/6#0",
+        "delete svc 10.96.0.1:80/6#3",
+        "delete be 2",
+      ],
+    ],
+    [
+      "backend turns terminating: backend state, slots reordered, master active_count",
+      two,
+      model(fe(1, "10.96.0.1", [be(1, "10.244.0.1", "terminating"), b])),
+      [
+        "update be 1",
+        "update svc 10.96.0.1:80/6#1",
+        "update svc 10.96.0.1:80/6#2",
+        "update svc 10.96.0.1:80/6#0",
+      ],
+    ],
+    [
+      "backend changes node locality only: one backend write",
+      two,
+      model(fe(1, "10.96.0.1", [a, be(2, "10.244.0.2", "active", true)])),
+      ["update be 2"],
+    ],
+    [
+      "source ranges added: LPM entries before the master's flag",
+      two,
+      model(fe(1, "10.96.0.1", [a, b], { sourceRanges: { cidrs: ["10.0.0.0/8"], policy: "allow" } })),
+      ["update srcr 1:10.0.0.0/8", "update svc 10.96.0.1:80/6#0"],
+    ],
+    [
+      "source ranges removed: the master's flag first, then the LPM entries",
+      model(fe(1, "10.96.0.1", [a, b], { sourceRanges: { cidrs: ["10.0.0.0/8"], policy: "allow" } })),
+      two,
+      ["update svc 10.96.0.1:80/6#0", "delete srcr 1:10.0.0.0/8"],
+    ],
+  ];
+  it.each(cases)("%s", (_name, from, to, want) => {
+    expect(diffMapState(stateOf(from), stateOf(to)).map(describeOp)).toEqual(want);
+  });
+
+  it("records previous values so a rollback can restore them", () => {
+    const ops = diffMapState(stateOf(two), stateOf(model(fe(1, "10.96.0.1", [a, c]))));
+    const upd = ops.find((o) => describeOp(o) === "update svc 10.96.0.1:80/6#2")!;
+    expect(lb4Service.decode(upd.prev!).backend_id).toBe(2);
+    expect(lb4Service.decode(upd.value!).backend_id).toBe(3);
+    expect(ops.find((o) => o.kind === "update" && o.map === "kpr_lb4_be")?.prev).toBeUndefined();
+  });
+});
+
+describe("checkCapacity", () => {
+  const max = (n: number) =>
+    Object.fromEntries(LB_STATE_MAPS.map((m) => [m, n])) as Record<LbStateMap, number>;
+  it("rejects a plan whose peak does not fit, naming the map, before any write", () => {
+    const desired = stateOf(
+      model(fe(1, "10.96.0.1", [be(1, "10.0.0.1"), be(2, "10.0.0.2"), be(3, "10.0.0.3")])),
+    );
+    const ops = diffMapState(emptyMapState(), desired);
+    expect(() => checkCapacity(emptyMapState(), ops, max(3))).toThrow(
+      /kpr_lb4_svc needs 4 entries, holds 3.*nothing was changed/,
+    );
+    expect(() => checkCapacity(emptyMapState(), ops, max(4))).not.toThrow();
+  });
+
+  it("counts upserts before deletions (replacing every frontend needs room for both)", () => {
+    const from = stateOf(model(fe(1, "10.96.0.1", [])));
+    const ops = diffMapState(from, stateOf(model(fe(2, "10.96.0.2", []))));
+    expect(() => checkCapacity(from, ops, max(1))).toThrow(/kpr_lb4_svc needs 2 entries, holds 1/);
+  });
+});
+
+const skipKernel = needs({ root: true }, "reconcile against kernel maps");
+
+/** Real BPF hash/LPM maps shaped like the LB maps (not pinned; closed by the test). */
+function kernelMaps(maxEntries = 1024): Record<LbStateMap, BpfMap> {
+  const mk = (name: LbStateMap, keySize: number, valueSize: number, type: number = MapType.HASH) =>
+    BpfMap.create({ name, type, keySize, valueSize, maxEntries });
+  return {
+    kpr_lb4_svc: mk("kpr_lb4_svc", 12, 16),
+    kpr_lb4_be: mk("kpr_lb4_be", 4, 12),
+    kpr_lb4_rnat: mk("kpr_lb4_rnat", 2, 8),
+    kpr_svc_meta: mk("kpr_svc_meta", 2, 136),
+    kpr_lb4_srcr: mk("kpr_lb4_srcr", 12, 1, MapType.LPM_TRIE),
+  };
+}
+
+/** Wraps maps so that the n-th write call (update, batch or delete) throws. */
+function failingAt(
+  maps: Record<LbStateMap, BpfMap>,
+  n: number,
+): { maps: Record<LbStateMap, MapIo>; calls: () => number } {
+  let calls = 0;
+  const tick = () => {
+    calls++;
+    if (calls === n) throw new Error("injected write failure");
+  };
+  const out = {} as Record<LbStateMap, MapIo>;
+  for (const name of LB_STATE_MAPS) {
+    const m = maps[name];
+    out[name] = {
+      name,
+      maxEntries: m.maxEntries,
+      update: (k, v) => {
+        tick();
+        m.update(k, v);
+      },
+      updateBatch: (k, v, c) => {
+        // the failing batch writes half of its entries first, as a partial kernel batch would
+        if (calls + 1 === n) {
+          const half = Math.max(1, c >> 1);
+          m.updateBatch(k.subarray(0, half * m.keySize), v.subarray(0, half * m.valueSize), half);
+        }
+        tick();
+        m.updateBatch(k, v, c);
+      },
+      delete: (k) => {
+        tick();
+        return m.delete(k);
+      },
+    };
+  }
+  return { maps: out, calls: () => calls };
+}
+
+function asPlain(st: MapState): Record<string, string[]> {
+  return Object.fromEntries(
+    LB_STATE_MAPS.map((m) => [
+      m,
+      [...st[m].entries()].map(([k, e]) => `${k}=${Buffer.from(e.value).toString("hex")}`).sort(),
+    ]),
+  );
+}
+
+describe.skipIf(!!skipKernel)("executeOps on kernel maps", () => {
+  const m1 = model(
+    fe(1, "10.96.0.1", [be(1, "10.244.0.1"), be(2, "10.244.0.2")], {
+      sourceRanges: { cidrs: ["10.0.0.0/8", "192.168.0.0/16", "172.16.5.0/24"], policy: "allow" },
+    }),
+    fe(2, "10.96.0.2", [be(2, "10.244.0.2")]),
+  );
+  const m2 = model(
+    fe(1, "10.96.0.1", [be(2, "10.244.0.2"), be(3, "10.244.0.3"), be(4, "10.244.0.4")]),
+    fe(3, "10.96.0.3", [be(4, "10.244.0.4")]),
+  );
+
+  it("programs a plan and reads back exactly the desired state", () => {
+    const maps = kernelMaps();
+    try {
+      const n = executeOps(diffMapState(emptyMapState(), stateOf(m1)), maps);
+      expect(n).toBeGreaterThan(0);
+      expect(asPlain(readMapState(maps))).toEqual(asPlain(stateOf(m1)));
+      executeOps(diffMapState(readMapState(maps), stateOf(m2)), maps);
+      expect(asPlain(readMapState(maps))).toEqual(asPlain(stateOf(m2)));
+      expect(diffMapState(readMapState(maps), stateOf(m2))).toEqual([]);
+    } finally {
+      for (const m of Object.values(maps)) m.close();
+    }
+  });
+
+  it("a real kernel error mid-way (map full, capacity check bypassed) is rolled back", () => {
+    const maps = kernelMaps(6);
+    try {
+      executeOps(diffMapState(emptyMapState(), stateOf(m1)), maps);
+      const before = asPlain(readMapState(maps));
+      const ops = diffMapState(readMapState(maps), stateOf(m2));
+      // the backends fit, the service map overflows after some writes went in
+      expect(() => executeOps(ops, maps)).toThrow(
+        /update kpr_lb4_svc failed: .*E2BIG.*rolled back \d+ writes/,
+      );
+      expect(asPlain(readMapState(maps))).toEqual(before);
+    } finally {
+      for (const m of Object.values(maps)) m.close();
+    }
+  });
+
+  const plan = diffMapState(stateOf(m1), stateOf(m2));
+  // every write position of the plan's batches, from the first to the last
+  it.each(Array.from({ length: 8 }, (_, i) => i + 1))("a write failing at call %i is rolled back", (n) => {
+    const maps = kernelMaps();
+    try {
+      executeOps(diffMapState(emptyMapState(), stateOf(m1)), maps);
+      const before = asPlain(readMapState(maps));
+      const { maps: io, calls } = failingAt(maps, n);
+      const ops = diffMapState(readMapState(maps), stateOf(m2));
+      expect(ops.length).toBe(plan.length);
+      expect(() => executeOps(ops, io)).toThrow(/injected write failure \(rolled back \d+ writes/);
+      expect(calls()).toBeGreaterThanOrEqual(n);
+      expect(asPlain(readMapState(maps))).toEqual(before);
+    } finally {
+      for (const m of Object.values(maps)) m.close();
+    }
+  });
+});
+
+const skipApply = needs({ root: true, bpfObjects: ["sock", "tc"] }, "applyModel in-process");
+
+describe.skipIf(!!skipApply)("applyModel (socket LB only, no devices)", () => {
+  const topo = useTopology();
+  const config = (): Config => ({
+    ...defaultConfig(),
+    devices: [],
+    bpf: { root: topo().bpfRoot, lbMapMax: 64 },
+    cgroup: { root: topo().cgroupDir },
+  });
+  const quiet = { log: { info() {}, warn() {}, debug() {} } as never };
+  const m1 = model(fe(1, "10.96.0.1", [be(1, "10.244.0.1"), be(2, "10.244.0.2")]));
+
+  it("reads nothing before the first apply", async () => {
+    expect(await readCurrentEntries(config())).toBeUndefined();
+    expect(readPreviousIds(config()).frontends.size).toBe(0);
+  });
+
+  it("programs, then reports no changes for the same input", async () => {
+    const r1 = await applyModel(m1, config(), quiet);
+    expect(r1.changed).toBe(true);
+    expect(r1.datapathChanges).toEqual(
+      expect.arrayContaining(["attached cgroup connect4", "config updated"]),
+    );
+    for (const hook of ["connect4", "sendmsg4", "recvmsg4", "getpeername4"])
+      expect(existsSync(`${topo().bpfRoot}/links/cgroup-${hook}`)).toBe(true);
+    const r2 = await applyModel(m1, config(), quiet);
+    expect(r2).toMatchObject({ changed: false, writes: 0, datapathChanges: [] });
+    expect(r2.summary).toMatch(/^no changes/);
+    const entries = await readCurrentEntries(config());
+    expect(entries?.map((e) => [e.id, e.frontend.address, e.backends.map((x) => x.address)])).toEqual([
+      [1, "10.96.0.1", ["10.244.0.1", "10.244.0.2"]],
+    ]);
+    expect([...readPreviousIds(config()).backends]).toEqual(
+      expect.arrayContaining([
+        ["10.244.0.1:8080/TCP", 1],
+        ["10.244.0.2:8080/TCP", 2],
+      ]),
+    );
+  });
+
+  it("stops on a capacity error before writing anything", async () => {
+    const big = model(
+      ...Array.from({ length: 40 }, (_, i) =>
+        fe(i + 1, `10.96.1.${i + 1}`, [be(i + 1, `10.244.1.${i + 1}`)]),
+      ),
+    );
+    await expect(applyModel(big, config(), quiet)).rejects.toThrow(/kpr_lb4_svc needs \d+ entries, holds 64/);
+    const entries = await readCurrentEntries(config());
+    expect(entries?.length).toBe(1);
+  });
+
+  it("turns socket LB off: cgroup links detached", async () => {
+    const c = config();
+    c.socketLB.enabled = false;
+    const r = await applyModel(m1, c, quiet);
+    expect(r.datapathChanges).toEqual(expect.arrayContaining(["detached cgroup-connect4", "config updated"]));
+    expect(existsSync(`${topo().bpfRoot}/links/cgroup-connect4`)).toBe(false);
+  });
+});
