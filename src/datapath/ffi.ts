@@ -94,6 +94,7 @@ const libcSymbols = {
   mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
   ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
+  getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
   vsnprintf: { args: ["ptr", "u64", "ptr", "ptr"], returns: "i32" },
 } as const;
 
@@ -455,6 +456,30 @@ export function ethtoolDriver(ifname: string): string {
     const r = libc.ioctl(fd, 0x8946 /* SIOCETHTOOL */, ifr.bytes);
     if (r < 0) return "";
     return cstrRead(drv, 4, 32);
+  } finally {
+    libc.close(fd);
+  }
+}
+
+/**
+ * The cookie of the current network namespace (SO_NETNS_COOKIE, Linux 5.14+): the value
+ * bpf_get_netns_cookie() returns in socket hooks for sockets of this namespace.
+ */
+export function netnsCookie(): bigint {
+  const libc = unsafeLibc();
+  const fd = checkErrno(
+    "open socket for SO_NETNS_COOKIE",
+    libc.socket(2 /* AF_INET */, 2 /* SOCK_DGRAM */, 0),
+  );
+  try {
+    const val = new BigUint64Array(1);
+    const len = new Uint32Array([8]);
+    checkErrno(
+      "getsockopt SO_NETNS_COOKIE",
+      libc.getsockopt(fd, 1 /* SOL_SOCKET */, 71 /* SO_NETNS_COOKIE */, val, len),
+      "kernel older than 5.14: socketLB.hostNamespaceOnly needs SO_NETNS_COOKIE",
+    );
+    return val[0]!;
   } finally {
     libc.close(fd);
   }

@@ -21,7 +21,7 @@ import {
   progInfo,
 } from "./bpf.ts";
 import { ensureBpffs, ensureCgroup2 } from "./bpffs.ts";
-import { closeFd, unsafeLibbpf } from "./ffi.ts";
+import { closeFd, netnsCookie, unsafeLibbpf } from "./ffi.ts";
 import { CFG_F, checkLbCodecs, dev4, kprConfig, LB_MODE, type LbStateMap, u32Id } from "./lbmaps.ts";
 import { embeddedObject } from "./objects.ts";
 
@@ -152,17 +152,6 @@ function openConfigured(bytes: Uint8Array, name: string, cfg: Config): BpfObject
   }
 }
 
-/** The host netns cookie for socketLB.hostNamespaceOnly (SO_NETNS_COOKIE), when ffi.ts offers it. */
-async function hostNetnsCookie(): Promise<bigint> {
-  const ffi = (await import("./ffi.ts")) as unknown as Record<string, unknown>;
-  const fn = ffi.netnsCookie;
-  if (typeof fn !== "function")
-    throw new KprError(
-      "configure socketLB.hostNamespaceOnly: this build cannot read the network namespace cookie (set socketLB.hostNamespaceOnly=false)",
-    );
-  return (fn as () => bigint)();
-}
-
 function bytesEqual(a: Uint8Array | undefined, b: Uint8Array): boolean {
   if (!a || a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -286,7 +275,7 @@ export async function configValue(cfg: Config): Promise<Uint8Array> {
     nodeport_min: cfg.nodePort.range[0],
     nodeport_max: cfg.nodePort.range[1],
     lb_mode: LB_MODE[cfg.loadBalancer.mode],
-    host_netns_cookie: cfg.socketLB.enabled && cfg.socketLB.hostNamespaceOnly ? await hostNetnsCookie() : 0n,
+    host_netns_cookie: cfg.socketLB.enabled && cfg.socketLB.hostNamespaceOnly ? netnsCookie() : 0n,
   });
 }
 
