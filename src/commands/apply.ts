@@ -114,6 +114,12 @@ export default defineCommand({
       nodeAddresses = readDeviceAddresses(cfg.devices, args.config ?? DEFAULT_CONFIG_PATH);
     }
 
+    if (nodeAddresses === undefined && !state.nodes.some((n) => n.metadata.name === cfg.nodeName)) {
+      alog.warn(
+        `no devices configured and no Node object named "${cfg.nodeName}" in the manifests: NodePorts listen on 0.0.0.0 and 127.0.0.1 only (set devices or nodeName)`,
+      );
+    }
+
     const recon = await loadReconcile();
     let current: ServiceEntryJson[] | undefined;
     let previous: PreviousIds | undefined;

@@ -333,6 +333,9 @@ function isList(v: unknown): boolean {
   );
 }
 
+/** A block-mapping key at column 0 (a document's top-level key). */
+const TOP_KEY = /^([A-Za-z0-9_"'][^:#]*?)\s*:(?:\s|$)/;
+
 /**
  * Bun's native YAML parser, ~50x faster than the `yaml` library here, with each document's first
  * line found by scanning for `---` separators. Undefined (use the exact path) on a parse error or
@@ -348,6 +351,17 @@ function fastParse(text: string): { value: unknown; line: number }[] | undefined
     return undefined;
   }
   const lines = text.split("\n");
+  // Bun's parser keeps the last of duplicate keys silently. The common case, files concatenated
+  // without "---" (two objects merged into one), shows as a repeated top-level key: exact path.
+  let keys = new Set<string>();
+  for (const l of lines) {
+    if (/^---(\s|$)/.test(l)) keys = new Set();
+    const m = TOP_KEY.exec(l);
+    if (m) {
+      if (keys.has(m[1]!)) return undefined;
+      keys.add(m[1]!);
+    }
+  }
   const content = (l: string) => l.trim() !== "" && !l.trimStart().startsWith("#");
   const firstContent = (from: number) => {
     for (let i = from; i < lines.length && !/^---(\s|$)/.test(lines[i]!); i++)

@@ -1,7 +1,7 @@
 import type { Config } from "../config/config.ts";
 import { InputError, type InputProblem } from "../errors.ts";
 import type { ClusterState, EndpointPort, EndpointSlice, Pod, Service, ServicePort } from "../k8s/types.ts";
-import { compareAddr, type Family, l4Key, parseCidr, parseIp } from "./ip.ts";
+import { addrSortKey, type Family, ipSortKey, l4Key, parseCidr, parseIp } from "./ip.ts";
 import type {
   Backend,
   BackendState,
@@ -57,6 +57,10 @@ const IANA_SVC_NAME = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
 /** One usable address of an endpoint, with its conditions, for one service port. */
 interface Candidate {
   address: string;
+  /** Sorts backends by address, port, protocol: ipSortKey(address), port as a char, protocol. */
+  sort: string;
+  /** l4Key of the backend this candidate becomes */
+  key: string;
   family: Family;
   port: number;
   ready: boolean;
@@ -76,6 +80,8 @@ interface Planned {
   service: string;
   portName: string;
   backends: Omit<Backend, "id">[];
+  /** l4Key of each backend, and a key that sorts backends by address, port, protocol. */
+  backendKeys: { key: string; sort: string }[];
   scope: Scope;
   affinityTimeoutSeconds?: number;
   sourceRanges?: SourceRanges;
@@ -149,7 +155,25 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   }
 
   const list = [...planned.values()];
-  const backendKeys = new Set(list.flatMap((p) => p.backends.map(l4Key)));
+  // One id slot per distinct backend; frontends sharing a backend array (e.g. every NodePort
+  // address of a port) share the slot array too.
+  const slots = new Map<string, IdSlot>();
+  const slotArrays = new Map<object, IdSlot[]>();
+  const beSlots = list.map((p) => {
+    let arr = slotArrays.get(p.backendKeys);
+    if (!arr) {
+      arr = p.backendKeys.map((k) => {
+        let r = slots.get(k.key);
+        if (!r) {
+          r = { key: k.key, sort: k.sort, id: 0 };
+          slots.set(k.key, r);
+        }
+        return r;
+      });
+      slotArrays.set(p.backendKeys, arr);
+    }
+    return arr;
+  });
   const limit = Math.min(cfg.bpf.lbMapMax, MAX_FRONTEND_ID);
   if (list.length > limit) {
     problems.push({
@@ -157,15 +181,18 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
       message: `${list.length} frontends exceed the capacity of ${limit} (raise bpf.lbMapMax; at most ${MAX_FRONTEND_ID})`,
     });
   }
-  if (backendKeys.size > cfg.bpf.lbMapMax) {
+  if (slots.size > cfg.bpf.lbMapMax) {
     problems.push({
       field: "bpf.lbMapMax",
-      message: `${backendKeys.size} backends exceed bpf.lbMapMax (${cfg.bpf.lbMapMax})`,
+      message: `${slots.size} backends exceed bpf.lbMapMax (${cfg.bpf.lbMapMax})`,
     });
   }
   if (problems.length > 0) throw new InputError(problems);
 
-  return { node, frontends: assignIds(list, opts.previous) };
+  const bySort = (a: { sort: string }, b: { sort: string }) =>
+    a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0;
+  assignSlots([...slots.values()].sort(bySort), opts.previous?.backends, MAX_BACKEND_ID);
+  return { node, frontends: buildFrontends(list, beSlots, opts.previous?.frontends) };
 }
 
 function svcName(s: { metadata: { namespace?: string; name?: string } }): string {
@@ -348,10 +375,9 @@ function candidates(
 ): Candidate[] {
   const byKey = new Map<string, Candidate>();
   const put = (c: Candidate) => {
-    const k = `${c.address}|${c.port}`;
-    const prev = byKey.get(k);
+    const prev = byKey.get(c.key);
     // The same address in two slices (possible during a slice handover): keep the better state.
-    if (!prev || rank(c) > rank(prev)) byKey.set(k, c);
+    if (!prev || rank(c) > rank(prev)) byKey.set(c.key, c);
   };
   const report = (
     o: { source?: { file: string; line?: number } },
@@ -384,6 +410,7 @@ function candidates(
         report(s, object, { field: "addressType", message: `got "${at}", expected IPv4, IPv6 or FQDN` });
       }
       checkSlicePorts(s, object, s.ports, "ports");
+      const port = matchPort(s.ports, sp);
       (s.endpoints ?? []).forEach((ep, j) => {
         const addr = ep.addresses?.[0];
         if (addr === undefined) {
@@ -409,24 +436,26 @@ function candidates(
           });
           return;
         }
-        const port = matchPort(s.ports, sp);
         if (port === undefined || port < 1 || port > 65535) return;
         const cond = ep.conditions ?? {};
         // The API says: ready unset means ready, serving unset means "same as ready".
         const terminating = cond.terminating ?? false;
         const ready = cond.ready ?? !terminating;
         const zones = ep.hints?.forZones?.map((z) => z.name).filter((z): z is string => z !== undefined);
-        put({
+        const c: Candidate = {
           address: ip.text,
+          sort: `${ipSortKey(ip)}${String.fromCharCode(port)}${sp.protocol}`,
+          key: l4Key({ address: ip.text, port, protocol: sp.protocol }),
           family: ip.family,
           port,
           ready,
           serving: cond.serving ?? ready,
           terminating,
-          ...(ep.nodeName !== undefined ? { nodeName: ep.nodeName } : {}),
-          ...(ep.zone !== undefined ? { zone: ep.zone } : {}),
-          ...(zones !== undefined && zones.length > 0 ? { hints: zones } : {}),
-        });
+        };
+        if (ep.nodeName !== undefined) c.nodeName = ep.nodeName;
+        if (ep.zone !== undefined) c.zone = ep.zone;
+        if (zones !== undefined && zones.length > 0) c.hints = zones;
+        put(c);
       });
       validated.add(s);
     }
@@ -448,6 +477,8 @@ function candidates(
           if (port === undefined || port < 1 || port > 65535) return;
           put({
             address: ip.text,
+            sort: `${ipSortKey(ip)}${String.fromCharCode(port)}${sp.protocol}`,
+            key: l4Key({ address: ip.text, port, protocol: sp.protocol }),
             family: ip.family,
             port,
             ready,
@@ -464,6 +495,12 @@ function candidates(
   return [...byKey.values()];
 }
 
+/** The backends of one frontend, with their keys (see Planned). */
+interface Selected {
+  backends: Omit<Backend, "id">[];
+  keys: { key: string; sort: string }[];
+}
+
 /**
  * Picks the backends of one frontend, as kube-proxy does: Ready endpoints (narrowed by topology
  * hints for Cluster scope); when none, Serving+Terminating ones, chosen separately per scope.
@@ -475,11 +512,12 @@ function selectBackends(
   publishNotReady: boolean,
   protocol: Protocol,
   node: NodeInfo,
-): Omit<Backend, "id">[] {
+): Selected {
   const pool = all.filter((c) => c.family === family && (scope === "Cluster" || c.nodeName === node.name));
-  let chosen: { c: Candidate; state: BackendState }[];
+  let chosen: Candidate[];
+  let state: BackendState = "active";
   if (publishNotReady) {
-    chosen = pool.map((c) => ({ c, state: "active" }));
+    chosen = pool;
   } else {
     let ready = pool.filter((c) => c.ready);
     if (scope === "Cluster" && node.zone !== undefined && ready.length > 0 && ready.every((c) => c.hints)) {
@@ -488,22 +526,29 @@ function selectBackends(
       // Hints are used only when complete and at least one names this node's zone (else all endpoints).
       if (inZone.length > 0) ready = inZone;
     }
-    chosen =
-      ready.length > 0
-        ? ready.map((c) => ({ c, state: "active" }))
-        : pool.filter((c) => c.serving && c.terminating).map((c) => ({ c, state: "terminating" }));
+    chosen = ready;
+    if (ready.length === 0) {
+      chosen = pool.filter((c) => c.serving && c.terminating);
+      state = "terminating";
+    }
   }
-  return chosen
-    .sort((a, b) => compareAddr(a.c.address, b.c.address) || a.c.port - b.c.port)
-    .map(({ c, state }) => ({
+  const sorted = [...chosen].sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0));
+  const backends: Omit<Backend, "id">[] = [];
+  const keys: { key: string; sort: string }[] = [];
+  for (const c of sorted) {
+    const b: Omit<Backend, "id"> = {
       address: c.address,
       port: c.port,
       protocol,
       state,
-      ...(c.nodeName !== undefined ? { nodeName: c.nodeName } : {}),
       local: c.nodeName === node.name,
-      ...(c.zone !== undefined ? { zone: c.zone } : {}),
-    }));
+    };
+    if (c.nodeName !== undefined) b.nodeName = c.nodeName;
+    if (c.zone !== undefined) b.zone = c.zone;
+    backends.push(b);
+    keys.push({ key: c.key, sort: c.sort });
+  }
+  return { backends, keys };
 }
 
 function serviceFrontends(
@@ -693,7 +738,7 @@ function serviceFrontends(
   const allow = (t: FrontendType) => allowedTypes === undefined || allowedTypes.has(t);
   for (const sp of ports) {
     const cands = candidates(sp, slices, legacy, problems, validated);
-    const memo = new Map<string, Omit<Backend, "id">[]>();
+    const memo = new Map<string, Selected>();
     const backendsFor = (family: Family, scope: Scope) => {
       const k = `${family}/${scope}`;
       let b = memo.get(k);
@@ -712,7 +757,7 @@ function serviceFrontends(
         type: t,
         service: name,
         portName: sp.name,
-        backends: backendsFor(family, scope),
+        ...(({ backends, keys }) => ({ backends, backendKeys: keys }))(backendsFor(family, scope)),
         scope,
         ...(affinity !== undefined ? { affinityTimeoutSeconds: affinity } : {}),
         // Source ranges guard LoadBalancer frontends only: Cilium's default (NodePort and ClusterIP
@@ -802,6 +847,12 @@ function hostPortFrontends(pod: Pod, cfg: Config, node: NodeInfo, problems: Inpu
                 ...(node.zone !== undefined ? { zone: node.zone } : {}),
               },
             ],
+            backendKeys: [
+              {
+                key: l4Key({ address: podIP, port: containerPort, protocol }),
+                sort: `${addrSortKey(podIP)}${String.fromCharCode(containerPort)}${protocol}`,
+              },
+            ],
             scope: "Cluster",
             owner: `Pod ${name}`,
           });
@@ -812,57 +863,78 @@ function hostPortFrontends(pod: Pod, cfg: Config, node: NodeInfo, problems: Inpu
   return out;
 }
 
-/** Gives every frontend and backend an id: previous ids kept, new ones the lowest free, in sorted order. */
-function assignIds(list: Planned[], previous: PreviousIds | undefined): Frontend[] {
-  const order = (a: Planned, b: Planned) =>
-    cmpStr(a.service, b.service) ||
-    TYPE_ORDER.indexOf(a.type) - TYPE_ORDER.indexOf(b.type) ||
-    compareAddr(a.frontend.address, b.frontend.address) ||
-    a.frontend.port - b.frontend.port ||
-    cmpStr(a.frontend.protocol, b.frontend.protocol);
-  const sorted = [...list].sort(order);
-
-  const feIds = allocate(
-    sorted.map((p) => p.key),
-    previous?.frontends,
-    MAX_FRONTEND_ID,
-  );
-  const beKeys = new Map<string, Omit<Backend, "id">>();
-  for (const p of sorted) for (const b of p.backends) beKeys.set(l4Key(b), b);
-  const sortedBe = [...beKeys.entries()]
-    .sort(
-      ([, a], [, b]) =>
-        compareAddr(a.address, b.address) || a.port - b.port || cmpStr(a.protocol, b.protocol),
-    )
-    .map(([k]) => k);
-  const beIds = allocate(sortedBe, previous?.backends, MAX_BACKEND_ID);
-
-  return sorted
-    .map((p): Frontend => {
-      const { key, owner: _owner, backends, ...rest } = p;
-      return {
-        id: feIds.get(key)!,
-        ...rest,
-        backends: backends.map((b) => ({ id: beIds.get(l4Key(b))!, ...b })),
-        ...(backends.length === 0 ? { reject: true } : {}),
-      };
-    })
-    .sort((a, b) => a.id - b.id);
+/** A key that gets an id; `sort` orders new ids. */
+interface IdSlot {
+  key: string;
+  sort: string;
+  id: number;
 }
 
-/** Keeps previous ids of keys still present (each id once); the rest get the lowest ids not in previous. */
-function allocate(
-  keys: string[],
+/** Builds the frontends with their ids, sorted by id; backend ids come from their (assigned) slots. */
+function buildFrontends(
+  list: Planned[],
+  beSlots: IdSlot[][],
   previous: Map<string, number> | undefined,
-  max: number,
-): Map<string, number> {
-  const out = new Map<string, number>();
+): Frontend[] {
+  // Sort keys: service, kind, address, port, protocol ("\0" sorts a name before its extensions).
+  const fe = list.map((p, i) => ({
+    i,
+    slot: {
+      key: p.key,
+      sort: `${p.service}\0${String.fromCharCode(TYPE_ORDER.indexOf(p.type))}${addrSortKey(p.frontend.address)}${String.fromCharCode(p.frontend.port)}${p.frontend.protocol}`,
+      id: 0,
+    },
+  }));
+  fe.sort((a, b) => (a.slot.sort < b.slot.sort ? -1 : a.slot.sort > b.slot.sort ? 1 : 0));
+  assignSlots(
+    fe.map((x) => x.slot),
+    previous,
+    MAX_FRONTEND_ID,
+  );
+  const out = fe.map(({ i, slot }): Frontend => {
+    const p = list[i]!;
+    const ids = beSlots[i]!;
+    const f: Frontend = {
+      id: slot.id,
+      frontend: p.frontend,
+      type: p.type,
+      service: p.service,
+      portName: p.portName,
+      backends: p.backends.map((b, j) => {
+        const be: Backend = {
+          id: ids[j]!.id,
+          address: b.address,
+          port: b.port,
+          protocol: b.protocol,
+          state: b.state,
+          local: b.local,
+        };
+        if (b.nodeName !== undefined) be.nodeName = b.nodeName;
+        if (b.zone !== undefined) be.zone = b.zone;
+        return be;
+      }),
+      scope: p.scope,
+    };
+    if (p.affinityTimeoutSeconds !== undefined) f.affinityTimeoutSeconds = p.affinityTimeoutSeconds;
+    if (p.sourceRanges !== undefined) f.sourceRanges = p.sourceRanges;
+    if (p.healthCheckNodePort !== undefined) f.healthCheckNodePort = p.healthCheckNodePort;
+    if (p.backends.length === 0) f.reject = true;
+    return f;
+  });
+  return out.sort((a, b) => a.id - b.id);
+}
+
+/**
+ * Sets each slot's id (slots in sorted order): its previous id when it had one (each id once);
+ * otherwise the lowest id not taken and not held by any previous entry.
+ */
+function assignSlots(slots: IdSlot[], previous: Map<string, number> | undefined, max: number): void {
   const used = new Set<number>();
-  if (previous) {
-    for (const k of keys) {
-      const id = previous.get(k);
+  if (previous && previous.size > 0) {
+    for (const s of slots) {
+      const id = previous.get(s.key);
       if (id !== undefined && Number.isInteger(id) && id >= 1 && id <= max && !used.has(id)) {
-        out.set(k, id);
+        s.id = id;
         used.add(id);
       }
     }
@@ -870,12 +942,11 @@ function allocate(
     // tracking entries naming them, which must not reverse-translate to a different frontend.
     for (const id of previous.values()) used.add(id);
   }
+  // `next` only grows, so only previous ids need a lookup.
   let next = 1;
-  for (const k of keys) {
-    if (out.has(k)) continue;
-    while (used.has(next)) next++;
-    out.set(k, next);
-    used.add(next);
+  for (const s of slots) {
+    if (s.id !== 0) continue;
+    if (used.size > 0) while (used.has(next)) next++;
+    s.id = next++;
   }
-  return out;
 }

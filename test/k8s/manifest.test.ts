@@ -109,6 +109,11 @@ status: {addresses: [{type: InternalIP, address: 192.168.50.2}]}
     expect(manifestsFromText(text, "f.yaml")).toEqual(manifestsFromText(text, "f.yaml", { exact: true }));
   });
 
+  it("reports files concatenated without --- (duplicate keys) instead of merging objects", () => {
+    const ps = problems(() => manifestsFromText(`${SVC}${SVC.replace("name: web", "name: b")}`, "cat.yaml"));
+    expect(ps[0]).toMatch(/^cat\.yaml:8 \| invalid YAML: Map keys must be unique/);
+  });
+
   it("reports unparsable YAML with its line", () => {
     expect(problems(() => manifestsFromText("kind: Service\nmetadata: {name: a\n", "bad.yaml"))[0]).toMatch(
       /^bad\.yaml:\d+ \| invalid YAML: /,
