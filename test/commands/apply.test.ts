@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileArgs } from "../../src/commands/apply.ts";
@@ -170,17 +170,6 @@ spec:
     const r = await kpr(args);
     expect(r.code).toBe(2);
     expect(r.messages.join("\n")).toContain(want);
-  });
-});
-
-describe("kpr apply (no --dry-run)", () => {
-  const hasReconcile = existsSync(join(ROOT, "src/datapath/reconcile.ts"));
-  if (hasReconcile)
-    console.log("skip: src/datapath/reconcile.ts exists; the datapath's own tests cover a real apply");
-  it.skipIf(hasReconcile)("fails with exit 1 and says why while the build has no datapath", async () => {
-    const r = await kpr(["apply", "--config", CONFIG, "-f", DEMO]);
-    expect(r.code).toBe(1);
-    expect(r.messages.join("\n")).toContain("this build has no datapath");
   });
 });
 
