@@ -1,35 +1,11 @@
 import { defineCommand } from "citty";
-import type { Config } from "../config/config.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
-import { InputError, KprError } from "../errors.ts";
-import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
+import type { MapState } from "../datapath/mapstate.ts";
+import { InputError } from "../errors.ts";
 import { log } from "../log.ts";
 import { commonArgs, configFromArgs, outputArg } from "./_common.ts";
 
 const alog = log.withTag("apply");
-
-/** What apply needs from the datapath reconciler (src/datapath/reconcile.ts). */
-export interface ReconcileModule {
-  /** Programs the model into the kernel (diff against the pinned maps, ordered, transactional). */
-  applyModel(model: LbModel, cfg: Config, opts: { log: typeof log }): Promise<unknown>;
-  /** Entries currently programmed on this node; undefined when kpr has no state here. */
-  readCurrentEntries(cfg: Config): Promise<ServiceEntryJson[] | undefined> | ServiceEntryJson[] | undefined;
-  /** Frontend and backend ids programmed on this node, so the new plan keeps them. */
-  readPreviousIds?(cfg: Config): PreviousIds;
-}
-
-/** Loads the reconciler; undefined when this build has none (the module does not exist yet). */
-async function loadReconcile(): Promise<ReconcileModule | undefined> {
-  try {
-    // The `as string` keeps tsc from resolving a module that may not exist yet; the bundler still
-    // sees a literal specifier and embeds the module once it does.
-    return (await import("../datapath/reconcile.ts" as string)) as ReconcileModule;
-  } catch (e) {
-    const msg = (e as Error).message ?? "";
-    if (/cannot find module|not found/i.test(msg) && msg.includes("reconcile")) return undefined;
-    throw e;
-  }
-}
 
 /** Values of every -f/--file occurrence (citty keeps only the last one). */
 export function fileArgs(rawArgs: string[]): string[] {
@@ -46,21 +22,6 @@ export function fileArgs(rawArgs: string[]): string[] {
     } else if (/^-f[^=]/.test(a)) out.push(a.slice(2));
   }
   return out;
-}
-
-/** Ids of the current entries, so a plan keeps them (backend ids only when entries carry them). */
-function previousFrom(entries: ServiceEntryJson[]): PreviousIds {
-  const prev: PreviousIds = { frontends: new Map(), backends: new Map() };
-  const key = (a: { address: string; port: number; protocol: string }) =>
-    `${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}/${a.protocol}`;
-  for (const e of entries) {
-    prev.frontends.set(key(e.frontend), e.id);
-    for (const b of e.backends) {
-      const id = (b as { id?: unknown }).id;
-      if (typeof id === "number") prev.backends.set(key(b), id);
-    }
-  }
-  return prev;
 }
 
 /** `kpr apply -f PATH... [--dry-run] [-o table|json]`: manifests in, services programmed (or the plan printed). */
@@ -120,20 +81,18 @@ export default defineCommand({
       );
     }
 
-    const recon = await loadReconcile();
-    let current: ServiceEntryJson[] | undefined;
-    let previous: PreviousIds | undefined;
-    if (recon && args["dry-run"]) {
-      // A plan is worth printing even when the node's state cannot be read.
-      try {
-        current = await recon.readCurrentEntries(cfg);
-        previous = recon.readPreviousIds?.(cfg) ?? (current ? previousFrom(current) : undefined);
-      } catch (e) {
-        alog.warn(`read current state: ${(e as Error).message} (showing the plan without a diff)`);
-      }
-    } else if (recon) {
-      previous = recon.readPreviousIds?.(cfg);
+    const recon = await import("../datapath/reconcile.ts");
+    const { previousIdsFromState } = await import("../datapath/mapstate.ts");
+    // The node's programmed state, read once: ids to keep, the dry-run diff, and the apply's base.
+    let programmed: MapState | undefined;
+    try {
+      programmed = recon.readPinnedState(cfg);
+    } catch (e) {
+      // A plan is worth printing even when the node's state cannot be read; a real apply is not.
+      if (!args["dry-run"]) throw e;
+      alog.warn(`read current state: ${(e as Error).message} (showing the plan without a diff)`);
     }
+    const previous = programmed ? previousIdsFromState(programmed) : undefined;
     const model = translate(state, cfg, {
       ...(nodeAddresses !== undefined ? { nodeAddresses } : {}),
       ...(previous !== undefined ? { previous } : {}),
@@ -145,19 +104,16 @@ export default defineCommand({
         process.stdout.write(`${JSON.stringify(entries, null, 2)}\n`);
       } else {
         process.stdout.write(formatServiceTable(entries));
-        if (current !== undefined) process.stdout.write(`\n${formatPlanDiff(current, entries)}`);
+        if (programmed)
+          process.stdout.write(`\n${formatPlanDiff(await recon.entriesFromState(programmed), entries)}`);
       }
       return 0;
     }
-    if (!recon) {
-      throw new KprError(
-        "apply: this build has no datapath (src/datapath/reconcile.ts is missing) (use --dry-run to print the plan)",
-      );
-    }
-    const result = (await recon.applyModel(model, cfg, { log: alog })) as { summary?: unknown } | undefined;
-    alog.info(
-      typeof result?.summary === "string" ? result.summary : `applied ${model.frontends.length} frontends`,
-    );
+    const result = await recon.applyModel(model, cfg, {
+      log: alog,
+      ...(programmed ? { current: programmed } : {}),
+    });
+    console.log(result.summary);
     return 0;
   },
 });

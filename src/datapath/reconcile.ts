@@ -99,17 +99,21 @@ export function readPreviousIds(cfg: Config): PreviousIds {
   return st ? previousIdsFromState(st) : { frontends: new Map(), backends: new Map() };
 }
 
-/**
- * The programmed frontends in DESIGN.md's JSON shape (plus the model's extra fields), decoded
- * from the kernel maps; undefined when kpr has no state on this node.
- */
-export async function readCurrentEntries(cfg: Config): Promise<ServiceEntryJson[] | undefined> {
-  const st = readPinnedState(cfg);
-  if (!st) return undefined;
+/** Decodes a programmed state into DESIGN.md's JSON entries (plus the model's extra fields). */
+export async function entriesFromState(st: MapState): Promise<ServiceEntryJson[]> {
   const { toServiceEntryJson } = await import("../lb/format.ts");
   const { frontends, warnings } = mapStateToFrontends(st);
   for (const w of warnings) rootLog.withTag("reconcile").warn(`read programmed state: ${w}`);
   return frontends.map(toServiceEntryJson);
+}
+
+/**
+ * The programmed frontends in DESIGN.md's JSON shape, decoded from the kernel maps; undefined
+ * when kpr has no state on this node.
+ */
+export async function readCurrentEntries(cfg: Config): Promise<ServiceEntryJson[] | undefined> {
+  const st = readPinnedState(cfg);
+  return st ? entriesFromState(st) : undefined;
 }
 
 /**
@@ -238,7 +242,7 @@ export interface ApplyResult {
 export async function applyModel(
   model: LbModel,
   cfg: Config,
-  opts: { log?: ConsolaInstance } = {},
+  opts: { log?: ConsolaInstance; current?: MapState } = {},
 ): Promise<ApplyResult> {
   const log = opts.log ?? rootLog.withTag("reconcile");
   const t0 = performance.now();
@@ -253,7 +257,7 @@ export async function applyModel(
   let current: MapState;
   let maxEntries: Record<LbStateMap, number>;
   try {
-    current = pinned ? readMapState(pinned) : emptyMapState();
+    current = opts.current ?? (pinned ? readMapState(pinned) : emptyMapState());
     maxEntries = pinned
       ? (Object.fromEntries(LB_STATE_MAPS.map((m) => [m, pinned[m].maxEntries])) as Record<
           LbStateMap,

@@ -48,7 +48,7 @@ describe.skipIf(!!skip)("e2e: kpr apply, service list, bpf lb list, status, clea
     expect(plan.length, "demo plan has frontends").toBeGreaterThan(3);
     const r = await kpr("apply", "-f", DEMO);
     expect(r.code, r.all).toBe(0);
-    expect(r.stderr, "apply summary").toMatch(
+    expect(r.stdout, "apply summary").toMatch(
       /\d+ frontends, \d+ backends programmed \(frontends \+\d+ ~0 -0/,
     );
     expect(await json("service", "list", "-o", "json")).toEqual(plan);
@@ -59,7 +59,7 @@ describe.skipIf(!!skip)("e2e: kpr apply, service list, bpf lb list, status, clea
   test("the same apply again reports no changes", async () => {
     const r = await kpr("apply", "-f", DEMO);
     expect(r.code, r.all).toBe(0);
-    expect(r.stderr).toMatch(/no changes \(\d+ frontends, \d+ backends programmed\)/);
+    expect(r.stdout).toMatch(/no changes \(\d+ frontends, \d+ backends programmed\)/);
   });
 
   test("bpf lb list shows master and slot entries", async () => {
@@ -109,7 +109,7 @@ describe.skipIf(!!skip)("e2e: kpr apply, service list, bpf lb list, status, clea
     rmSync(join(dir, "dns-echo.yaml"));
     const r = await kpr("apply", "-f", dir);
     expect(r.code, r.all).toBe(0);
-    expect(r.stderr).toMatch(/frontends \+0 ~0 -1; backends \+0 ~0 -1/);
+    expect(r.stdout).toMatch(/frontends \+0 ~0 -1; backends \+0 ~0 -1/);
     const after = await json("service", "list", "-o", "json");
     expect(after).toEqual(before.filter((e) => e.frontend.address !== "10.96.0.53"));
   });
