@@ -21,22 +21,26 @@ export const main = defineCommand({
   },
 });
 
-/** Finds the innermost subcommand named by rawArgs, for usage output. */
+/**
+ * Finds the innermost subcommand named by rawArgs, for usage output; `parent` is named by the
+ * whole command path ("kpr bpf lb") so nested usage lines read as typed.
+ */
 async function resolveCommand(
   cmd: CommandDef,
   rawArgs: string[],
 ): Promise<{ cmd: CommandDef; parent?: CommandDef }> {
-  let parent: CommandDef | undefined;
+  const path = ["kpr"];
   let cur = cmd;
   for (const a of rawArgs) {
     if (a.startsWith("-")) break;
     const subs = typeof cur.subCommands === "function" ? await cur.subCommands() : await cur.subCommands;
     const next = subs?.[a];
     if (!next) break;
-    parent = cur;
     cur = (typeof next === "function" ? await next() : await next) as CommandDef;
+    path.push(a);
   }
-  return { cmd: cur, parent };
+  if (path.length === 1) return { cmd: cur };
+  return { cmd: cur, parent: { meta: { name: path.slice(0, -1).join(" ") } } };
 }
 
 async function entry(rawArgs: string[]): Promise<number> {
