@@ -10,6 +10,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
+import { bpfClangArgs } from "./scripts/bpf-cflags.ts";
 
 const root = import.meta.dir;
 const bpfDir = join(root, "bpf");
@@ -58,42 +59,22 @@ function run(cmd: string[]): void {
   }
 }
 
-function multiarchInclude(): string[] {
-  const r = Bun.spawnSync(["gcc", "-print-multiarch"]);
-  const triplet = r.exitCode === 0 ? r.stdout.toString().trim() : "";
-  return triplet ? [`-I/usr/include/${triplet}`] : [];
-}
-
 // 1. eBPF objects
 mkdirSync(outBpf, { recursive: true });
-const headersNewest = newestIn(join(bpfDir, "lib"), (f) => f.endsWith(".h"));
+// headers, this script and the shared clang flags are inputs of every object
+const sharedNewest = Math.max(
+  newestIn(join(bpfDir, "lib"), (f) => f.endsWith(".h")),
+  mtime(import.meta.path),
+  mtime(join(root, "scripts", "bpf-cflags.ts")),
+);
 const sources = readdirSync(bpfDir).filter((f) => f.endsWith(".bpf.c"));
 let compiled = 0;
 for (const src of sources) {
   const inPath = join(bpfDir, src);
   const outPath = join(outBpf, basename(src, ".c") + ".o");
-  if (!force && mtime(outPath) > Math.max(mtime(inPath), headersNewest, mtime(import.meta.path))) continue;
+  if (!force && mtime(outPath) > Math.max(mtime(inPath), sharedNewest)) continue;
   console.log(`build: clang ${src}`);
-  run([
-    "clang",
-    "-O2",
-    "-g",
-    "-target",
-    "bpfel",
-    "-mcpu=v3",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-    "-Wno-unused-parameter",
-    "-Wno-missing-field-initializers",
-    "-I",
-    join(bpfDir, "lib"),
-    ...multiarchInclude(),
-    "-c",
-    inPath,
-    "-o",
-    outPath,
-  ]);
+  run(bpfClangArgs(inPath, outPath, [join(bpfDir, "lib")]));
   compiled++;
 }
 console.log(`build: eBPF objects: ${compiled} compiled, ${sources.length - compiled} up to date`);

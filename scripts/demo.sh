@@ -60,6 +60,9 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+# A closed stdout (`demo.sh | head`) must not kill the script before its cleanup: with SIGPIPE
+# ignored, the failed write ends the script through `set -e`, and the EXIT trap runs.
+trap '' PIPE
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP

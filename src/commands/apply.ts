@@ -3,7 +3,7 @@ import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
 import type { MapState } from "../datapath/mapstate.ts";
 import { InputError } from "../errors.ts";
 import { log } from "../log.ts";
-import { commonArgs, configFromArgs, outputArg } from "./_common.ts";
+import { commonArgs, configFromArgs, outputArg, outputProblem } from "./_common.ts";
 
 const alog = log.withTag("apply");
 
@@ -55,13 +55,8 @@ export default defineCommand({
         message: "required: a manifest file, directory or - (stdin)",
       });
     }
-    if (args.output !== "table" && args.output !== "json") {
-      flagProblems.push({
-        file: "<flags>",
-        field: "-o",
-        message: `got "${args.output}", expected table or json`,
-      });
-    }
+    const badOutput = outputProblem(args.output);
+    if (badOutput) flagProblems.push(badOutput);
     if (flagProblems.length > 0) throw new InputError(flagProblems);
 
     const cfg = await configFromArgs(args);

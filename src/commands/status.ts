@@ -1,6 +1,5 @@
 import { defineCommand } from "citty";
-import { InputError } from "../errors.ts";
-import { commonArgs, configFromArgs, outputArg } from "./_common.ts";
+import { checkOutput, commonArgs, configFromArgs, outputArg } from "./_common.ts";
 
 /** `kpr status [--verbose] [-o json]`: kube-proxy replacement state of this node, from the kernel. */
 export default defineCommand({
@@ -11,10 +10,7 @@ export default defineCommand({
     verbose: { type: "boolean", description: "Show the KubeProxyReplacement details block", default: false },
   },
   async run({ args }) {
-    if (args.output !== "table" && args.output !== "json")
-      throw new InputError([
-        { file: "<flags>", field: "-o", message: `got "${args.output}", expected table or json` },
-      ]);
+    checkOutput(args.output);
     const cfg = await configFromArgs(args);
     const { formatStatus, readNodeStatus, statusReport } = await import("../datapath/nodestatus.ts");
     const report = statusReport(cfg, readNodeStatus(cfg));

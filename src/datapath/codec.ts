@@ -3,6 +3,7 @@
  * layout drift between bpf/lib/abi.h and TypeScript stops at load with the struct and field named.
  */
 import { KprError } from "../errors.ts";
+import { formatIpv4Bytes, formatIpv6Bytes, parseIpv4Bytes, parseIpv6Bytes } from "../lb/ip.ts";
 import type { Btf } from "./btf.ts";
 
 /** Field kinds: little-endian integers, network-order be16/be32, addresses, bytes, padding. */
@@ -86,85 +87,29 @@ function kindAlign(k: FieldKind): number {
   return kindSize(k);
 }
 
-/** "10.0.0.1" → 4 bytes; throws on bad text. */
+/** "10.0.0.1" → 4 bytes (written into `out` at `off`); throws on bad text. */
 export function parseIp4(s: string, out: Uint8Array = new Uint8Array(4), off = 0): Uint8Array {
-  const parts = s.split(".");
-  if (parts.length !== 4) throw new KprError(`parse IPv4 address "${s}": want a.b.c.d`);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    const n = Number(p);
-    if (!/^\d{1,3}$/.test(p) || n > 255) throw new KprError(`parse IPv4 address "${s}": bad octet "${p}"`);
-    out[off + i] = n;
-  }
+  const b = parseIpv4Bytes(s);
+  if (!b)
+    throw new KprError(`parse IPv4 address "${s}": want a.b.c.d (decimal octets 0-255, no leading zeros)`);
+  out.set(b, off);
   return out;
 }
 
 /** 4 bytes → "10.0.0.1". */
-export function formatIp4(b: Uint8Array, off = 0): string {
-  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
-}
+export const formatIp4: (b: Uint8Array, off?: number) => string = formatIpv4Bytes;
 
-/** IPv6 text (with "::" and an optional dotted IPv4 tail) → 16 bytes. */
+/** IPv6 text (with "::" and an optional dotted IPv4 tail) → 16 bytes; throws on bad text. */
 export function parseIp6(s: string, out: Uint8Array = new Uint8Array(16), off = 0): Uint8Array {
-  const bad = (why: string) => new KprError(`parse IPv6 address "${s}": ${why}`);
-  let text = s;
-  const words: number[] = [];
-  const v4 = text.match(/^(.*:)(\d+\.\d+\.\d+\.\d+)$/);
-  let tail: number[] = [];
-  if (v4) {
-    const b = parseIp4(v4[2]!);
-    tail = [(b[0]! << 8) | b[1]!, (b[2]! << 8) | b[3]!];
-    text = v4[1]!.endsWith("::") ? v4[1]! : v4[1]!.slice(0, -1);
-  }
-  const halves = text.split("::");
-  if (halves.length > 2) throw bad("more than one '::'");
-  const parse = (h: string) =>
-    h === ""
-      ? []
-      : h.split(":").map((w) => {
-          if (!/^[0-9a-fA-F]{1,4}$/.test(w)) throw bad(`bad group "${w}"`);
-          return Number.parseInt(w, 16);
-        });
-  const head = parse(halves[0]!);
-  const rest = halves.length === 2 ? parse(halves[1]!) : [];
-  const total = head.length + rest.length + tail.length;
-  if (halves.length === 2) {
-    if (total > 7) throw bad("too many groups");
-    words.push(...head, ...new Array(8 - total).fill(0), ...rest, ...tail);
-  } else {
-    if (total !== 8) throw bad("want 8 groups");
-    words.push(...head, ...tail);
-  }
-  for (let i = 0; i < 8; i++) {
-    out[off + 2 * i] = words[i]! >> 8;
-    out[off + 2 * i + 1] = words[i]! & 0xff;
-  }
+  const b = parseIpv6Bytes(s);
+  if (!b)
+    throw new KprError(`parse IPv6 address "${s}": want 8 hex groups of up to 4 digits, at most one "::"`);
+  out.set(b, off);
   return out;
 }
 
 /** 16 bytes → RFC 5952 text ("2001:db8::1"). */
-export function formatIp6(b: Uint8Array, off = 0): string {
-  const w: number[] = [];
-  for (let i = 0; i < 8; i++) w.push((b[off + 2 * i]! << 8) | b[off + 2 * i + 1]!);
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (w[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && w[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (a: number[]) => a.map((x) => x.toString(16)).join(":");
-  if (bestStart < 0) return hex(w);
-  return `${hex(w.slice(0, bestStart))}::${hex(w.slice(bestStart + bestLen))}`;
-}
+export const formatIp6: (b: Uint8Array, off?: number) => string = formatIpv6Bytes;
 
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();

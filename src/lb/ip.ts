@@ -10,7 +10,8 @@ export interface ParsedIp {
   text: string;
 }
 
-function parseV4Bytes(s: string): number[] | undefined {
+/** Dotted-quad IPv4 text → 4 bytes; undefined when invalid (leading zeros included). */
+export function parseIpv4Bytes(s: string): number[] | undefined {
   // Hand-rolled (no split/regex): translate parses every endpoint address.
   const out: number[] = [];
   let n = -1;
@@ -32,13 +33,14 @@ function parseV4Bytes(s: string): number[] | undefined {
   return out.length === 4 ? out : undefined;
 }
 
-function parseV6Bytes(s: string): number[] | undefined {
+/** IPv6 text (with "::" and an optional dotted IPv4 tail) → 16 bytes; undefined when invalid. */
+export function parseIpv6Bytes(s: string): number[] | undefined {
   if (s.length < 2 || s.length > 45) return undefined;
   let tail: number[] = [];
   let head = s;
   const lastColon = s.lastIndexOf(":");
   if (s.slice(lastColon + 1).includes(".")) {
-    const v4 = parseV4Bytes(s.slice(lastColon + 1));
+    const v4 = parseIpv4Bytes(s.slice(lastColon + 1));
     if (!v4) return undefined;
     tail = v4;
     head = s.slice(0, lastColon + 1);
@@ -74,9 +76,15 @@ function parseV6Bytes(s: string): number[] | undefined {
   return bytes.length === 16 ? bytes : undefined;
 }
 
-function v6Text(b: readonly number[]): string {
+/** 4 bytes at `off` → dotted quad. */
+export function formatIpv4Bytes(b: ArrayLike<number>, off = 0): string {
+  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+}
+
+/** 16 bytes at `off` → RFC 5952 text ("2001:db8::1"). */
+export function formatIpv6Bytes(b: ArrayLike<number>, off = 0): string {
   const g: number[] = [];
-  for (let i = 0; i < 16; i += 2) g.push((b[i]! << 8) | b[i + 1]!);
+  for (let i = off; i < off + 16; i += 2) g.push((b[i]! << 8) | b[i + 1]!);
   // RFC 5952: compress the longest run (>= 2) of zero groups, the first one on a tie.
   let best = -1;
   let bestLen = 1;
@@ -98,13 +106,13 @@ function v6Text(b: readonly number[]): string {
 /** Parses an IPv4 or IPv6 address; undefined when invalid. */
 export function parseIp(s: string): ParsedIp | undefined {
   if (s.includes(":")) {
-    const b = parseV6Bytes(s);
+    const b = parseIpv6Bytes(s);
     if (!b) return undefined;
-    return { family: 6, bytes: b, text: v6Text(b) };
+    return { family: 6, bytes: b, text: formatIpv6Bytes(b) };
   }
-  const b = parseV4Bytes(s);
+  const b = parseIpv4Bytes(s);
   if (!b) return undefined;
-  return { family: 4, bytes: b, text: `${b[0]}.${b[1]}.${b[2]}.${b[3]}` };
+  return { family: 4, bytes: b, text: formatIpv4Bytes(b) };
 }
 
 export interface ParsedCidr {
@@ -123,7 +131,7 @@ export function parseCidr(s: string): ParsedCidr | undefined {
   if (!ip || prefix > ip.bytes.length * 8) return undefined;
   const bytes = [...ip.bytes];
   for (let bit = prefix; bit < bytes.length * 8; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  const net = ip.family === 4 ? bytes.join(".") : v6Text(bytes);
+  const net = ip.family === 4 ? bytes.join(".") : formatIpv6Bytes(bytes);
   return { ip, prefix, text: `${net}/${prefix}` };
 }
 

@@ -1,12 +1,12 @@
 /**
  * Test lab for the datapath objects: opens .build/bpf/{tc,sock}.bpf.o, programs their maps
- * through codecs that mirror bpf/lib/abi.h (checked against the object's BTF), runs tc programs
+ * through src/datapath/lbmaps.ts's codecs (checked against the object's BTF), runs tc programs
  * with BPF_PROG_TEST_RUN and reads the reason counters.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { BPF_ANY, type BpfObject, openObject } from "../../src/datapath/bpf.ts";
-import { checkAgainstBtf, defineStruct, type StructCodec } from "../../src/datapath/codec.ts";
+import * as codecs from "../../src/datapath/lbmaps.ts";
 import { REPO_ROOT } from "../harness/netns.ts";
 
 /** tc verdicts (linux/pkt_cls.h). */
@@ -38,104 +38,10 @@ export function abi(name: string): number {
   return v;
 }
 
-export const codecs = {
-  lb4Key: defineStruct("kpr_lb4_key", {
-    address: "ip4",
-    dport: "be16",
-    slot: "u16",
-    proto: "u8",
-    scope: "u8",
-    pad: ["pad", 2],
-  }),
-  lb4Service: defineStruct("kpr_lb4_service", {
-    backend_id: "u32",
-    affinity_timeout: "u32",
-    count: "u16",
-    rev_nat_id: "u16",
-    flags: "u16",
-    algorithm: "u8",
-    active_count: "u8",
-  }),
-  lb4Backend: defineStruct("kpr_lb4_backend", {
-    address: "ip4",
-    port: "be16",
-    proto: "u8",
-    state: "u8",
-    flags: "u8",
-    pad: ["pad", 3],
-  }),
-  lb4Revnat: defineStruct("kpr_lb4_revnat", { address: "ip4", port: "be16", pad: ["pad", 2] }),
-  srcrKey: defineStruct("kpr_lb4_srcr_key", {
-    prefixlen: "u32",
-    rev_nat_id: "u16",
-    pad: ["pad", 2],
-    address: "ip4",
-  }),
-  affKey: defineStruct("kpr_lb4_aff_key", {
-    client: "u64",
-    rev_nat_id: "u16",
-    netns_cookie: "u8",
-    pad: ["pad", 5],
-  }),
-  affVal: defineStruct("kpr_lb4_aff_val", { backend_id: "u32", last_used: "u32" }),
-  ct4Key: defineStruct("kpr_ct4_key", {
-    saddr: "ip4",
-    daddr: "ip4",
-    sport: "be16",
-    dport: "be16",
-    proto: "u8",
-    dir: "u8",
-    pad: ["pad", 2],
-  }),
-  ct4Entry: defineStruct("kpr_ct4_entry", {
-    last_seen_ns: "u64",
-    packets: "u64",
-    bytes: "u64",
-    backend_id: "u32",
-    nat_addr: "ip4",
-    nat_port: "be16",
-    rev_nat_id: "u16",
-    flags: "u16",
-    pad: ["pad", 2],
-  }),
-  snat4Entry: defineStruct("kpr_snat4_entry", {
-    last_seen_ns: "u64",
-    client_addr: "ip4",
-    fe_addr: "ip4",
-    client_port: "be16",
-    fe_port: "be16",
-    rev_nat_id: "u16",
-    flags: "u16",
-  }),
-  sk4RnatKey: defineStruct("kpr_sk4_rnat_key", {
-    cookie: "u64",
-    address: "ip4",
-    port: "be16",
-    pad: ["pad", 2],
-  }),
-  sk4RnatVal: defineStruct("kpr_sk4_rnat_val", { address: "ip4", port: "be16", rev_nat_id: "u16" }),
-  dev4: defineStruct("kpr_dev4", { address: "ip4", mac: ["bytes", 6], pad: ["pad", 2] }),
-  config: defineStruct("kpr_config", {
-    flags: "u32",
-    snat_port_min: "u16",
-    snat_port_max: "u16",
-    nodeport_min: "u16",
-    nodeport_max: "u16",
-    lb_mode: "u8",
-    pad: ["pad", 3],
-    host_netns_cookie: "u64",
-  }),
-  stats: defineStruct("kpr_stats", { packets: "u64", bytes: "u64" }),
-};
-
-const u32 = (n: number): Uint8Array => {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, n, true);
-  return b;
-};
+const u32 = (n: number): Uint8Array => codecs.u32Id.encode({ v: n });
 
 export type Proto = "tcp" | "udp";
-const PROTO_NUM: Record<Proto, number> = { tcp: 6, udp: 17 };
+const PROTO_NUM: Record<Proto, number> = { tcp: codecs.PROTO_NUM.TCP, udp: codecs.PROTO_NUM.UDP };
 
 export interface BackendSpec {
   id: number;
@@ -180,9 +86,6 @@ const TEST_MAX_ENTRIES: Record<string, number> = {
   kpr_be_stats: 1024,
 };
 
-/** Which codec checks which struct of an object's BTF. */
-const BTF_CHECKED: StructCodec<unknown>[] = Object.values(codecs) as StructCodec<unknown>[];
-
 export class Lab implements Disposable {
   private constructor(readonly obj: BpfObject) {}
 
@@ -196,9 +99,9 @@ export class Lab implements Disposable {
     return new Lab(obj);
   }
 
-  /** Throws when a codec here disagrees with the object's BTF. */
-  checkBtf(): void {
-    for (const c of BTF_CHECKED) checkAgainstBtf(this.obj.btf, c, this.obj.name);
+  /** Checks lbmaps.ts's codecs against the object's BTF map by map; returns the maps checked. */
+  checkBtf(): string[] {
+    return codecs.checkLbCodecs(this.obj);
   }
 
   /** Programs one frontend: backends, slots 1..n, master slot 0. */
@@ -237,7 +140,7 @@ export class Lab implements Disposable {
     this.obj
       .map("kpr_lb4_rnat")
       .update(
-        new Uint8Array([s.revNatId & 0xff, s.revNatId >> 8]),
+        codecs.u16Id.encode({ v: s.revNatId }),
         codecs.lb4Revnat.encode({ address: s.address, port: s.port }),
       );
   }
@@ -262,7 +165,7 @@ export class Lab implements Disposable {
   setConfig(c: ConfigSpec): void {
     this.obj.map("kpr_config").update(
       u32(0),
-      codecs.config.encode({
+      codecs.kprConfig.encode({
         flags: (c.flags ?? []).reduce((acc, f) => acc | abi(`KPR_CFG_F_${f}`), 0),
         snat_port_min: c.snatPorts?.[0] ?? 0,
         snat_port_max: c.snatPorts?.[1] ?? 0,
@@ -284,8 +187,8 @@ export class Lab implements Disposable {
     this.obj
       .map("kpr_lb4_srcr")
       .update(
-        codecs.srcrKey.encode({ prefixlen: 32 + Number(len), rev_nat_id: revNatId, address: addr ?? "" }),
-        new Uint8Array([1]),
+        codecs.lb4SrcrKey.encode({ prefixlen: 32 + Number(len), rev_nat_id: revNatId, address: addr ?? "" }),
+        codecs.u8Val.encode({ v: 1 }),
         BPF_ANY,
       );
   }

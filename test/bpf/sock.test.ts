@@ -9,9 +9,10 @@ import { mkdirSync, rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { attachCgroup, type CgroupHook } from "../../src/datapath/attach.ts";
 import type { BpfLink } from "../../src/datapath/bpf.ts";
+import { stats } from "../../src/datapath/lbmaps.ts";
 import { needs } from "../harness/env.ts";
 import { cgroup2Mount, ensureBpffs, pollUntil, REPO_ROOT } from "../harness/netns.ts";
-import { type ConfigSpec, codecs, Lab } from "./_lab.ts";
+import { type ConfigSpec, Lab } from "./_lab.ts";
 
 const skip = needs({ root: true, tools: ["clang", "ip", "nsenter", "python3"] }, "socket LB tests");
 
@@ -200,7 +201,7 @@ describe.skipIf(!!skip)("socket LB programs", () => {
       const v = lab.obj.map(map).lookup(k);
       if (!v) return 0;
       const per = lab.obj.map(map).valueStride / lab.obj.map(map).valueSize;
-      return codecs.stats.decodeMany(v, per).reduce((a, s) => a + Number(s.packets), 0);
+      return stats.decodeMany(v, per).reduce((a, s) => a + Number(s.packets), 0);
     };
     expect({ svc: sum("kpr_svc_stats", 1), be: sum("kpr_be_stats", 1) }).toEqual({ svc: 3, be: 3 });
     expect(lab.reasons().KPR_R_SOCK_LB).toBe(3);

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
+import { MAP_CODECS } from "../../src/datapath/lbmaps.ts";
 import { needs } from "../harness/env.ts";
 import { ensureBpffs, REPO_ROOT } from "../harness/netns.ts";
 import { buildPacket, fromHex, parsePacket, toHex, verifyChecksums } from "../harness/packet.ts";
@@ -70,7 +71,7 @@ describe.skipIf(!!skip)("tc programs", () => {
   });
 
   it("ABI codecs match the object's BTF; reasons fit kpr_reasons", () => {
-    lab.checkBtf();
+    expect(lab.checkBtf().sort()).toEqual(Object.keys(MAP_CODECS).sort());
     expect(REASONS.length).toBeLessThanOrEqual(abi("KPR_REASON_MAX"));
     expect(REASONS[0]).toBe("KPR_R_PASS");
     expect(lab.obj.map("kpr_reasons").maxEntries).toBe(abi("KPR_REASON_MAX"));

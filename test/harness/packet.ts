@@ -10,58 +10,19 @@
  * Checksums and lengths are computed unless a spec overrides them (to craft broken packets).
  */
 
+import { formatIp4, formatIp6, parseIp4, parseIp6 } from "../../src/datapath/codec.ts";
+
 // ---------------------------------------------------------------------------------------------
 // Addresses
 
 /** Parses dotted-quad IPv4 text into 4 bytes; throws on anything else. */
 export function ip4Bytes(text: string): Uint8Array {
-  const parts = text.split(".");
-  if (parts.length !== 4) throw new Error(`parse IPv4 address "${text}": want 4 dotted octets`);
-  const out = new Uint8Array(4);
-  parts.forEach((p, i) => {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255)
-      throw new Error(`parse IPv4 address "${text}": bad octet "${p}"`);
-    out[i] = Number(p);
-  });
-  return out;
+  return parseIp4(text);
 }
 
 /** Parses IPv6 text ("fd00::1", "::ffff:10.0.0.1") into 16 bytes; throws on anything else. */
 export function ip6Bytes(text: string): Uint8Array {
-  const fail = (why: string) => new Error(`parse IPv6 address "${text}": ${why}`);
-  let s = text;
-  const words: number[] = [];
-  let tailV4: Uint8Array | undefined;
-  const lastColon = s.lastIndexOf(":");
-  if (s.slice(lastColon + 1).includes(".")) {
-    tailV4 = ip4Bytes(s.slice(lastColon + 1));
-    s = `${s.slice(0, lastColon + 1)}0:0`;
-  }
-  const halves = s.split("::");
-  if (halves.length > 2) throw fail("more than one '::'");
-  const parseWords = (h: string): number[] =>
-    h === ""
-      ? []
-      : h.split(":").map((w) => {
-          if (!/^[0-9a-fA-F]{1,4}$/.test(w)) throw fail(`bad group "${w}"`);
-          return Number.parseInt(w, 16);
-        });
-  const head = parseWords(halves[0] ?? "");
-  if (halves.length === 2) {
-    const tail = parseWords(halves[1] ?? "");
-    if (head.length + tail.length > 7) throw fail("too many groups");
-    words.push(...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail);
-  } else {
-    if (head.length !== 8) throw fail("want 8 groups");
-    words.push(...head);
-  }
-  const out = new Uint8Array(16);
-  words.forEach((w, i) => {
-    out[2 * i] = w >> 8;
-    out[2 * i + 1] = w & 0xff;
-  });
-  if (tailV4) out.set(tailV4, 12);
-  return out;
+  return parseIp6(text);
 }
 
 /** Parses IPv4 or IPv6 text (by the presence of ':'). */
@@ -71,29 +32,9 @@ export function ipBytes(text: string): Uint8Array {
 
 /** Formats 4 or 16 bytes as IPv4 dotted quad or RFC 5952 IPv6 text. */
 export function ipText(b: Uint8Array): string {
-  if (b.length === 4) return Array.from(b).join(".");
+  if (b.length === 4) return formatIp4(b);
   if (b.length !== 16) throw new Error(`format IP address: ${b.length} bytes (want 4 or 16)`);
-  const w: number[] = [];
-  for (let i = 0; i < 8; i++) w.push(((b[2 * i] ?? 0) << 8) | (b[2 * i + 1] ?? 0));
-  // RFC 5952: compress the longest run (>= 2) of zero groups, the first one on a tie.
-  let bestAt = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (w[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && w[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestAt = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (a: number[]) => a.map((x) => x.toString(16)).join(":");
-  if (bestAt < 0) return hex(w);
-  return `${hex(w.slice(0, bestAt))}::${hex(w.slice(bestAt + bestLen))}`;
+  return formatIp6(b);
 }
 
 /** Parses "02:00:00:00:00:01" into 6 bytes. */

@@ -1,15 +1,11 @@
 import { defineCommand } from "citty";
-import { InputError } from "../../errors.ts";
-import { commonArgs, configFromArgs, outputArg } from "../_common.ts";
+import { checkOutput, commonArgs, configFromArgs, outputArg } from "../_common.ts";
 
 const list = defineCommand({
   meta: { name: "list", description: "List the raw service map entries (master and backend slots)" },
   args: { ...commonArgs, ...outputArg },
   async run({ args }) {
-    if (args.output !== "table" && args.output !== "json")
-      throw new InputError([
-        { file: "<flags>", field: "-o", message: `got "${args.output}", expected table or json` },
-      ]);
+    checkOutput(args.output);
     const cfg = await configFromArgs(args);
     const { readPinnedState } = await import("../../datapath/reconcile.ts");
     const { formatLbList, lbListRows } = await import("../../datapath/nodestatus.ts");

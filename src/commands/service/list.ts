@@ -1,7 +1,6 @@
 import { defineCommand } from "citty";
-import { InputError } from "../../errors.ts";
 import { log } from "../../log.ts";
-import { commonArgs, configFromArgs, outputArg } from "../_common.ts";
+import { checkOutput, commonArgs, configFromArgs, outputArg } from "../_common.ts";
 
 /** `kpr service list [-o json]`: frontends and backends decoded from the kernel maps. */
 export default defineCommand({
@@ -11,10 +10,7 @@ export default defineCommand({
   },
   args: { ...commonArgs, ...outputArg },
   async run({ args }) {
-    if (args.output !== "table" && args.output !== "json")
-      throw new InputError([
-        { file: "<flags>", field: "-o", message: `got "${args.output}", expected table or json` },
-      ]);
+    checkOutput(args.output);
     const cfg = await configFromArgs(args);
     const { readCurrentEntries } = await import("../../datapath/reconcile.ts");
     const { formatServiceTable } = await import("../../lb/format.ts");
