@@ -79,6 +79,8 @@ export default defineCommand({
     const recon = await import("../datapath/reconcile.ts");
     const { previousIdsFromState } = await import("../datapath/mapstate.ts");
     // The node's programmed state, read once: ids to keep, the dry-run diff, and the apply's base.
+    // A real apply holds the state lock from the read it plans from to its last write.
+    using _lock = args["dry-run"] ? undefined : await recon.lockState(cfg, alog);
     let programmed: MapState | undefined;
     try {
       programmed = recon.readPinnedState(cfg);

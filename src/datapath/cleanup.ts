@@ -10,9 +10,12 @@
 import { existsSync, lstatSync, readdirSync, rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Config } from "../config/config.ts";
+import { log as rootLog } from "../log.ts";
 import { detachClsact, detachPinnedLink, type TcDirection } from "./attach.ts";
 import { mountOf } from "./bpffs.ts";
-import { listInterfaces } from "./ffi.ts";
+import { listInterfaces, lockDirectory } from "./ffi.ts";
+
+const log = rootLog.withTag("cleanup");
 
 /** Pin names kpr uses for its links under `${bpf.root}/links`. */
 export const linkPin = {
@@ -47,6 +50,10 @@ export function cleanup(cfg: Config): CleanupResult {
   const removed: string[] = [];
   const root = cfg.bpf.root;
   const onBpffs = existsSync(root) && mountOf(root)?.fsType === "bpf";
+  // Not while an apply is writing: wait for it, then remove what it left.
+  using _lock = onBpffs
+    ? lockDirectory(root, () => log.info(`waiting for another kpr process that holds ${root}`))
+    : undefined;
 
   // 1. links: detach, then unpin (a link also pinned elsewhere would otherwise keep its hook)
   const linksDir = join(root, "links");

@@ -95,6 +95,8 @@ const libcSymbols = {
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
   ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
   getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
+  open: { args: ["ptr", "i32", "u32"], returns: "i32" },
+  flock: { args: ["i32", "i32"], returns: "i32" },
   vsnprintf: { args: ["ptr", "u64", "ptr", "ptr"], returns: "i32" },
 } as const;
 
@@ -483,4 +485,35 @@ export function netnsCookie(): bigint {
   } finally {
     libc.close(fd);
   }
+}
+
+const O_RDONLY = 0;
+const O_DIRECTORY = 0o200000;
+const O_CLOEXEC = 0o2000000;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const EWOULDBLOCK = 11;
+
+/**
+ * Takes an exclusive flock on a directory (kpr's bpf root), so two kpr processes never program
+ * the same state at once. Calls onWait once before blocking when another process holds it.
+ * The lock is released by dispose (or when the process exits).
+ */
+export function lockDirectory(path: string, onWait?: () => void): Disposable {
+  const libc = unsafeLibc();
+  const fd = checkErrno(
+    `open ${path} for locking`,
+    libc.open(cstr(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0),
+  );
+  try {
+    if (libc.flock(fd, LOCK_EX | LOCK_NB) < 0) {
+      if (errno() !== EWOULDBLOCK) checkErrno(`lock ${path}`, -1);
+      onWait?.();
+      checkErrno(`lock ${path}`, libc.flock(fd, LOCK_EX));
+    }
+  } catch (e) {
+    libc.close(fd);
+    throw e;
+  }
+  return { [Symbol.dispose]: () => void libc.close(fd) };
 }

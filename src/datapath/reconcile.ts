@@ -93,6 +93,19 @@ export function readPinnedState(cfg: Config): MapState | undefined {
   }
 }
 
+/**
+ * Holds the node's kpr state for one writer: an exclusive lock on the bpf root (created when
+ * missing). Take it before reading the state a write is planned from; release with `using`.
+ */
+export async function lockState(cfg: Config, log?: ConsolaInstance): Promise<Disposable> {
+  const { ensureBpffs } = await import("./bpffs.ts");
+  const { lockDirectory } = await import("./ffi.ts");
+  ensureBpffs(cfg.bpf.root);
+  return lockDirectory(cfg.bpf.root, () =>
+    (log ?? rootLog).info(`waiting for another kpr process that holds ${cfg.bpf.root}`),
+  );
+}
+
 /** Frontend and backend ids programmed on this node (empty maps when nothing is pinned). */
 export function readPreviousIds(cfg: Config): PreviousIds {
   const st = readPinnedState(cfg);
