@@ -74,6 +74,8 @@ async function entry(rawArgs: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  const code = await entry(process.argv.slice(2));
-  process.exit(code);
+  // Not process.exit(): it drops stdout still queued for a pipe (output cut at 64-128 KiB). The
+  // process ends when the queue is written; the unref'd timer only ends one that lingers.
+  process.exitCode = await entry(process.argv.slice(2));
+  setTimeout(() => process.exit(), 10_000).unref();
 }

@@ -74,6 +74,35 @@ describe("fileArgs", () => {
 });
 
 describe("kpr apply --dry-run", () => {
+  it("writes all of a large plan to a pipe before exiting (3000 services, > 128 KiB of JSON)", async () => {
+    const items = [];
+    for (let i = 0; i < 3000; i++) {
+      const ip = `10.96.${(i / 250) | 0}.${(i % 250) + 1}`;
+      items.push(
+        {
+          apiVersion: "v1",
+          kind: "Service",
+          metadata: { name: `s${i}`, namespace: "big" },
+          spec: { clusterIP: ip, clusterIPs: [ip], ports: [{ port: 80, protocol: "TCP", targetPort: 8080 }] },
+        },
+        {
+          apiVersion: "discovery.k8s.io/v1",
+          kind: "EndpointSlice",
+          metadata: { name: `s${i}-a`, namespace: "big", labels: { "kubernetes.io/service-name": `s${i}` } },
+          addressType: "IPv4",
+          ports: [{ port: 8080, protocol: "TCP" }],
+          endpoints: [{ addresses: [`10.244.${(i / 250) | 0}.${(i % 250) + 1}`], conditions: { ready: true } }],
+        },
+      );
+    }
+    const file = join(tmp, "big.json");
+    writeFileSync(file, JSON.stringify({ apiVersion: "v1", kind: "List", items }));
+    const r = await kpr(["apply", "--config", CONFIG, "--dry-run", "-o", "json", "-f", file]);
+    expect(r.code, r.messages.join("\n")).toBe(0);
+    expect(r.stdout.length, "plan bytes on the pipe").toBeGreaterThan(128 * 1024);
+    expect((JSON.parse(r.stdout) as unknown[]).length, "entries in the piped plan").toBe(3000);
+  });
+
   it("prints the demo plan as cilium service list does (exit 0)", async () => {
     const r = await kpr(["apply", "--config", CONFIG, "--dry-run", "-f", DEMO]);
     expect(r.messages).toEqual([]);
