@@ -3,18 +3,20 @@
  * and with 10,000 services programmed by `kpr apply`, next to a no-op tc program, in one run.
  *
  *   bun bench/datapath.ts [--services 1,10000] [--endpoints 10] [--packets 100000]
+ *                         [--object tc.bpf.o] [--baseline other-tc.bpf.o] [--kpr dist/kpr]
  *
- * Cases per service count:
+ * Cases per service count (each object; --baseline adds a "before" object measured in the same
+ * run, case by case, per-call cases interleaved 1,000 calls at a time):
  *   - no-op tc program (bpf/probe.bpf.c's probe_tc): the cost of BPF_PROG_TEST_RUN itself;
  *   - packet to no service (lookup miss, passed);
+ *   - established flow, warm: a DNAT ping-pong pair of frontends run with `repeat` (each run
+ *     is a CT hit that rewrites the packet into the other frontend's flow);
  *   - TCP SYN of a new flow to a NodePort frontend whose backends are all local (selection,
- *     CT insert, DNAT, checksums);
- *   - TCP ACK of an established flow (CT hit, DNAT).
- * A rewriting program is run once per packet (repeat=1, fresh packet, new 5-tuple per SYN) and
- * averaged over --packets calls, because test_run's repeat loop runs on the same skb, which the
- * first run has already rewritten. The no-op and the miss, which do not rewrite, are also run
- * with repeat=--packets in one call. Each service count gets its own netns and bpf root; the
- * programs are loaded by this script on kpr's pinned maps, inside that netns.
+ *     CT insert, DNAT, checksums), one packet per call, a new 5-tuple each;
+ *   - TCP ACK of an established flow (CT hit, DNAT), one packet per call.
+ * test_run's repeat loop runs on one skb, which a rewriting program changes, hence the
+ * ping-pong pair and the per-call cases. Per-call durations include the fixed cost of one run
+ * and cold caches: compare them with the per-call no-op, the repeat ones with the repeat no-op.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -49,34 +51,89 @@ interface CaseResult {
   how: "per-call" | "repeat";
 }
 
-type InnerResult = Record<string, CaseResult>;
+/** object path → case → result */
+type InnerResult = Record<string, Record<string, CaseResult>>;
+
+/**
+ * Programs the ping-pong pair of the established-flow `repeat` case straight into the pinned
+ * maps (kpr's codecs): external frontends P:30100 and Q:30200, each with one node-local backend,
+ * the other frontend. Ids are taken from the top of their ranges and checked unused first.
+ */
+async function pingPong(tcObj: import("../src/datapath/bpf.ts").BpfObject) {
+  const { lb4Key, lb4Service, lb4Backend, lb4Revnat, SVC_F, BE_F, PROTO_NUM } = await import(
+    "../src/datapath/lbmaps.ts"
+  );
+  const svcMap = tcObj.map("kpr_lb4_svc");
+  const beMap = tcObj.map("kpr_lb4_be");
+  const rnatMap = tcObj.map("kpr_lb4_rnat");
+  const u32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
+  const u16 = (n: number) => new Uint8Array(new Uint16Array([n]).buffer);
+  const ends = [
+    { addr: "192.168.77.101", port: 30100, rev: 65534, be: 0xfffffff0 },
+    { addr: "192.168.77.102", port: 30200, rev: 65535, be: 0xfffffff1 },
+  ] as const;
+  for (const [i, e] of ends.entries()) {
+    const other = ends[1 - i]!;
+    if (beMap.lookup(u32(e.be)) || rnatMap.lookup(u16(e.rev)))
+      throw new Error(`ping-pong: backend id ${e.be} or rev_nat_id ${e.rev} is already used by kpr`);
+    const key = { address: e.addr, dport: e.port, slot: 0, proto: PROTO_NUM.TCP, scope: 0 };
+    const master = {
+      backend_id: 0,
+      affinity_timeout: 0,
+      count: 1,
+      rev_nat_id: e.rev,
+      flags: SVC_F.EXTERNALIP,
+      algorithm: 0,
+      active_count: 1,
+    };
+    // backend `e.be` is the other frontend's address:port
+    beMap.update(
+      u32(e.be),
+      lb4Backend.encode({
+        address: other.addr,
+        port: other.port,
+        proto: PROTO_NUM.TCP,
+        state: 0,
+        flags: BE_F.LOCAL,
+      }),
+    );
+    rnatMap.update(u16(e.rev), lb4Revnat.encode({ address: e.addr, port: e.port }));
+    svcMap.update(lb4Key.encode({ ...key, slot: 1 }), lb4Service.encode({ ...master, backend_id: e.be }));
+    svcMap.update(lb4Key.encode(key), lb4Service.encode(master));
+  }
+  return { p: ends[0].addr, pPort: ends[0].port, q: ends[1].addr, qPort: ends[1].port };
+}
 
 // ---------------------------------------------------------------------------------------------
 // inner mode: inside the netns, load the programs on the pinned maps and run them
 
-async function inner(cfgPath: string, packets: number): Promise<void> {
+async function inner(cfgPath: string, packets: number, objects: string[]): Promise<void> {
   const { loadConfig } = await import("../src/config/load.ts");
   const { openObject, BpfMap } = await import("../src/datapath/bpf.ts");
-  const { buildPacket, parsePacket } = await import("../test/harness/packet.ts");
+  const { buildPacket, parsePacket, verifyChecksums } = await import("../test/harness/packet.ts");
   const cfg = loadConfig(cfgPath);
   const mapsDir = `${cfg.bpf.root}/maps`;
 
-  const tcObj = openObject(new Uint8Array(readFileSync(join(REPO, ".build/bpf/tc.bpf.o"))), "kpr_tc");
-  // share kpr's pinned maps: same sizes as the pins, reuse only (no new pins)
-  const pinned = tcObj.maps().filter((m) => existsSync(`${mapsDir}/${m}`));
-  for (const m of pinned) {
-    using pm = BpfMap.openPinned(`${mapsDir}/${m}`);
-    tcObj.setMaxEntries(m, pm.maxEntries);
-  }
-  tcObj.pinMaps(mapsDir, pinned);
-  tcObj.load();
+  // every tc object shares kpr's pinned maps: same sizes as the pins, reuse only (no new pins)
+  const tcObjs = objects.map((path, i) => {
+    const o = openObject(new Uint8Array(readFileSync(path)), `kpr_tc${i}`);
+    const pinned = o.maps().filter((m) => existsSync(`${mapsDir}/${m}`));
+    for (const m of pinned) {
+      using pm = BpfMap.openPinned(`${mapsDir}/${m}`);
+      o.setMaxEntries(m, pm.maxEntries);
+    }
+    o.pinMaps(mapsDir, pinned);
+    o.load();
+    return o;
+  });
   const probeObj = openObject(
     new Uint8Array(readFileSync(join(REPO, ".build/bpf/probe.bpf.o"))),
     "kpr_probe",
   );
   probeObj.load();
-  const lb = tcObj.program("kpr_tc_ingress");
   const noop = probeObj.program("probe_tc");
+  type Prog = typeof noop;
+  const lbs = tcObjs.map((o) => o.program("kpr_tc_ingress"));
 
   const eth = { src: "02:00:00:00:00:02", dst: "02:00:00:00:00:01" };
   const client = (i: number) => `172.16.${(i >>> 8) & 255}.${i & 255}`;
@@ -102,45 +159,98 @@ async function inner(cfgPath: string, packets: number): Promise<void> {
     tcp: { sport: 40001, dport: 80, flags: "A", seq: 2, ack: 1 },
   });
 
-  // the path each case takes is checked once before it is timed
-  const expectDnat = (what: string, out: Uint8Array, retval: number) => {
-    const p = parsePacket(out);
-    if (retval !== 0 || !p.ip4?.dst.startsWith("10.128.") || p.tcp?.dport !== 8080)
+  // Established flow under `repeat`: two external frontends whose only (node-local) backend is
+  // the other one, P:30100 -> Q:30200 and Q:30200 -> P:30100. Once both flows are tracked, every
+  // run of the repeat loop is a CT hit that rewrites address, port and checksums, and hands the
+  // next run the other frontend: the whole established path, warm, with no rewrite undone.
+  const pp = await pingPong(tcObjs[0]!);
+  const ppPacket = (dst: string, dport: number, flags: "S" | "A") =>
+    buildPacket({
+      eth,
+      ip4: { src: "172.31.255.3", dst },
+      tcp: { sport: 40002, dport, flags, seq: flags === "S" ? 1 : 2, ack: flags === "S" ? 0 : 1 },
+    });
+  const ppAck = ppPacket(pp.p, pp.pPort, "A");
+
+  // the path each case takes is checked once, for every object, before anything is timed
+  const expectTo = (
+    what: string,
+    lb: Prog,
+    data: Uint8Array,
+    dst: string | RegExp,
+    dport: number,
+    repeat = 1,
+  ) => {
+    const rr = lb.testRun({ data, repeat });
+    const p = parsePacket(rr.data);
+    const sums = verifyChecksums(rr.data);
+    const dstOk = typeof dst === "string" ? p.ip4?.dst === dst : dst.test(p.ip4?.dst ?? "");
+    if (rr.retval !== 0 || !dstOk || p.tcp?.dport !== dport || !sums.ok)
       throw new Error(
-        `${what}: expected TC_ACT_OK and DNAT to a 10.128.x.x:8080 backend, got verdict ${retval}, dst ${p.ip4?.dst}:${p.tcp?.dport}`,
+        `${what}: expected TC_ACT_OK to ${dst}:${dport} with valid checksums, got verdict ${rr.retval}, ` +
+          `dst ${p.ip4?.dst}:${p.tcp?.dport} ${sums.errors.join("; ")}`,
       );
   };
-  let r = lb.testRun({ data: ackSyn });
-  expectDnat("SYN opening the established flow", r.data, r.retval);
-  r = lb.testRun({ data: ack });
-  expectDnat("ACK of the established flow", r.data, r.retval);
-  r = lb.testRun({ data: miss });
-  if (r.retval !== 0 || parsePacket(r.data).ip4?.dst !== "10.200.0.1")
-    throw new Error(`packet to no service: expected TC_ACT_OK unchanged, got verdict ${r.retval}`);
+  const backend = /^10\.128\./;
+  for (const [i, lb] of lbs.entries()) {
+    const what = (c: string) => `${objects[i]}: ${c}`;
+    expectTo(what("SYN opening the established flow"), lb, ackSyn, backend, 8080);
+    expectTo(what("ACK of the established flow"), lb, ack, backend, 8080);
+    expectTo(what("packet to no service"), lb, miss, "10.200.0.1", 80);
+    expectTo(what("SYN of a new flow"), lb, syn(0x7fffff00 + i), backend, 8080);
+    expectTo(what("ping-pong SYN to P"), lb, ppPacket(pp.p, pp.pPort, "S"), pp.q, pp.qPort);
+    expectTo(what("ping-pong SYN to Q"), lb, ppPacket(pp.q, pp.qPort, "S"), pp.p, pp.pPort);
+    expectTo(what("ping-pong ACK, repeat=2"), lb, ppAck, pp.p, pp.pPort, 2);
+    expectTo(what("ping-pong ACK, repeat=3"), lb, ppAck, pp.q, pp.qPort, 3);
+  }
 
-  const perCall = (prog: typeof lb, data: (i: number) => Uint8Array): CaseResult => {
+  const perCall = (prog: Prog, data: (i: number) => Uint8Array): CaseResult => {
     let total = 0;
     for (let i = 0; i < packets; i++) total += prog.testRun({ data: data(i) }).durationNs;
     return { ns: total / packets, how: "per-call" };
   };
-  const repeated = (prog: typeof lb, data: Uint8Array): CaseResult => ({
+  const repeated = (prog: Prog, data: Uint8Array): CaseResult => ({
     ns: prog.testRun({ data, repeat: packets }).durationNs,
     how: "repeat",
   });
 
+  // every SYN is built before the timing starts (building one between two calls would evict the
+  // program's code and maps from the caches and be charged to the next call); each object gets
+  // its own 5-tuples, so every SYN opens a new flow
+  const syns = lbs.map((_, k) => Array.from({ length: packets }, (_, i) => syn(k * packets + i + 1)));
   // warm-up (page in the code paths and map buckets)
   for (let i = 0; i < 1000; i++) noop.testRun({ data: miss });
-  const res: InnerResult = {
-    noopRepeat: repeated(noop, miss),
-    missRepeat: repeated(lb, miss),
-    noopCall: perCall(noop, () => miss),
-    missCall: perCall(lb, () => miss),
-    synNew: perCall(lb, (i) => syn(i + 1)),
-    ackEstablished: perCall(lb, () => ack),
+  // case by case, the objects back to back, so that a drift of the machine hits them alike
+  const res: InnerResult = {};
+  const put = (k: number, c: string, r: CaseResult) => {
+    res[objects[k]!] ??= {};
+    res[objects[k]!]![c] = r;
   };
-  r = lb.testRun({ data: syn(packets + 7) });
-  expectDnat("SYN of a new flow", r.data, r.retval);
-  tcObj.close();
+  const each = (c: string, f: (lb: Prog, k: number) => CaseResult) => {
+    for (const [k, lb] of lbs.entries()) put(k, c, f(lb, k));
+  };
+  // per-call cases run the objects interleaved, 1,000 calls at a time: the SYNs fill the shared
+  // CT map, and the object run second would otherwise pay all the LRU evictions
+  const eachCall = (c: string, data: (k: number, i: number) => Uint8Array) => {
+    const total = lbs.map(() => 0);
+    for (let i0 = 0; i0 < packets; i0 += 1000)
+      for (const [k, lb] of lbs.entries())
+        for (let i = i0; i < Math.min(i0 + 1000, packets); i++)
+          total[k]! += lb.testRun({ data: data(k, i) }).durationNs;
+    for (const k of lbs.keys()) put(k, c, { ns: total[k]! / packets, how: "per-call" });
+  };
+  const noopR = repeated(noop, miss);
+  each("missRepeat", (lb) => repeated(lb, miss));
+  each("estRepeat", (lb) => repeated(lb, ppAck));
+  const noopC = perCall(noop, () => miss);
+  eachCall("missCall", () => miss);
+  eachCall("synNew", (k, i) => syns[k]![i]!);
+  eachCall("ackEstablished", () => ack);
+  for (const k of lbs.keys()) {
+    put(k, "noopRepeat", noopR);
+    put(k, "noopCall", noopC);
+  }
+  for (const o of tcObjs) o.close();
   probeObj.close();
   console.log(JSON.stringify(res));
 }
@@ -153,12 +263,18 @@ async function main(): Promise<void> {
       services: { type: "string", default: "1,10000" },
       endpoints: { type: "string", default: "10" },
       packets: { type: "string", default: "100000" },
+      object: { type: "string", default: join(REPO, ".build/bpf/tc.bpf.o") },
+      baseline: { type: "string" },
+      kpr: { type: "string", default: KPR },
       inner: { type: "boolean", default: false },
       config: { type: "string" },
     },
   });
   const packets = Number(values.packets);
-  if (values.inner) return inner(values.config!, packets);
+  // the measured objects, baseline first
+  const objects = [...(values.baseline ? [values.baseline] : []), values.object];
+  if (values.inner) return inner(values.config!, packets, objects);
+  const kpr = values.kpr;
 
   const sizes = values.services.split(",").map(Number);
   const E = Number(values.endpoints);
@@ -171,10 +287,9 @@ async function main(): Promise<void> {
   const missing: string[] = [];
   if (process.getuid?.() !== 0) missing.push("root");
   for (const t of ["ip", "nsenter"]) if (!have(t)) missing.push(t);
-  if (!existsSync(KPR)) missing.push("dist/kpr (run: bun build.ts)");
-  for (const o of ["tc", "probe"])
-    if (!existsSync(join(REPO, ".build/bpf", `${o}.bpf.o`)))
-      missing.push(`.build/bpf/${o}.bpf.o (run: bun build.ts)`);
+  if (!existsSync(kpr)) missing.push(`${kpr} (run: bun build.ts)`);
+  for (const o of [...objects, join(REPO, ".build/bpf/probe.bpf.o")])
+    if (!existsSync(o)) missing.push(`${o} (run: bun build.ts)`);
   if (missing.length > 0) {
     console.error(`bench/datapath: cannot run, missing: ${missing.join(", ")}`);
     process.exit(1);
@@ -218,7 +333,7 @@ async function main(): Promise<void> {
     });
     cleanupKprRoot(cleanup, ns, cfgPath, bpfRoot);
     console.log(`datapath: ${n} services (${frontends} frontends): kpr apply …`);
-    await run([KPR, "apply", "-f", dir, "--config", cfgPath], { ns, env: { KPR_LOG_LEVEL: "warn" } });
+    await run([kpr, "apply", "-f", dir, "--config", cfgPath], { ns, env: { KPR_LOG_LEVEL: "warn" } });
     console.log(`datapath: ${n} services: ${packets} packets per case …`);
     const r = await run(
       [
@@ -229,6 +344,9 @@ async function main(): Promise<void> {
         cfgPath,
         "--packets",
         String(packets),
+        "--object",
+        values.object,
+        ...(values.baseline ? ["--baseline", values.baseline] : []),
       ],
       {
         ns,
@@ -244,32 +362,43 @@ async function main(): Promise<void> {
   const cases: [string, string][] = [
     ["noopRepeat", `no-op tc program (repeat=${packets})`],
     ["missRepeat", `kpr: packet to no service (repeat=${packets})`],
+    ["estRepeat", `kpr: established flow, DNAT ping-pong (repeat=${packets})`],
     ["noopCall", "no-op tc program (one packet per call)"],
     ["missCall", "kpr: packet to no service (per call)"],
     ["synNew", "kpr: NodePort SYN, new flow, local backend (per call)"],
     ["ackEstablished", "kpr: NodePort ACK, established flow (per call)"],
   ];
+  // columns: each service count × each object; then, for the largest count, each object's cost
+  // above the no-op of the same mode, and after/before when a baseline was measured
+  const label = (o: string) => (objects.length > 1 ? (o === values.baseline ? " before" : " after") : "");
+  const headers = ["case (ns/packet)"];
+  for (const x of results) for (const o of objects) headers.push(`${x.services} svc${label(o)}`);
+  for (const o of objects) headers.push(`minus no-op${label(o)}`);
+  if (objects.length > 1) headers.push("after/before (minus no-op)");
+  const last = results.at(-1)!.r;
+  const above = (o: string, k: string): number | undefined => {
+    const c = last[o]?.[k];
+    if (!c || k.startsWith("noop")) return undefined;
+    return c.ns - (last[o]?.[c.how === "repeat" ? "noopRepeat" : "noopCall"]?.ns ?? 0);
+  };
   console.log("");
-  const base = results[0]!;
-  const headers = ["case (ns/packet)", ...results.map((x) => `${x.services} svc`)];
-  if (results.length > 1) headers.push(`${results.at(-1)!.services}/${base.services} svc`);
-  headers.push("vs no-op (same mode)", "minus no-op");
   printTable(
     headers,
-    cases.map(([k, label]) => {
-      const last = results.at(-1)!.r;
-      const noopKey = last[k]?.how === "repeat" ? "noopRepeat" : "noopCall";
-      const row = [label, ...results.map((x) => (x.r[k] ? x.r[k].ns.toFixed(1) : "—"))];
-      if (results.length > 1) row.push(fmtRatio(last[k]?.ns, base.r[k]?.ns));
-      row.push(fmtRatio(last[k]?.ns, last[noopKey]?.ns));
-      row.push(k.startsWith("noop") ? "" : ((last[k]?.ns ?? 0) - (last[noopKey]?.ns ?? 0)).toFixed(1));
+    cases.map(([k, text]) => {
+      const row = [text];
+      for (const x of results) for (const o of objects) row.push(x.r[o]?.[k]?.ns.toFixed(1) ?? "—");
+      for (const o of objects) row.push(above(o, k)?.toFixed(1) ?? "");
+      if (objects.length > 1)
+        row.push(k.startsWith("noop") ? "" : fmtRatio(above(values.object, k), above(values.baseline!, k)));
       return row;
     }),
   );
   console.log("");
   console.log(
-    "Per-call rows include test_run's fixed cost of one run (timer, bh disable); compare them with the " +
-      "per-call no-op. The last two columns use the largest service count.",
+    "repeat rows: one call, the program run N times on one skb (warm caches); per-call rows: one call " +
+      "per packet, each including test_run's fixed cost of one run (two clock reads, bh disable) and " +
+      "cold caches after the syscall; compare each with the no-op of its mode. 'minus no-op' uses the " +
+      `largest service count${objects.length > 1 ? `; before = ${values.baseline}, after = ${values.object}` : ""}.`,
   );
 }
 

@@ -206,12 +206,16 @@ static __always_inline int snat4_alloc(const struct kpr_pkt4 *p, const struct kp
 
 /*
  * Sends p's flow (client -> frontend, tracked by ct) to backend be: DNAT for a node-local
- * backend; DNAT + SNAT + redirect for a remote one (KPR_CT_F_SNAT). Makes sure the reverse
- * entry exists (kpr_ct4 REPLY for local, kpr_snat4 for SNAT). Returns a kpr_reason.
+ * backend; DNAT + SNAT + redirect for a remote one (KPR_CT_F_SNAT). For a new flow ct is the
+ * caller's entry to be inserted (SNAT fills nat_addr/nat_port). Makes sure the reverse entry
+ * exists (kpr_ct4 REPLY for local, kpr_snat4 for SNAT) on a new flow and, for a tracked one,
+ * when refresh says ct's last_seen was just refreshed (about once a second per flow): the check
+ * only repairs an entry lost to LRU pressure, which does not need a lookup on every packet.
+ * Returns a kpr_reason.
  */
 static __always_inline int lb4_forward(struct __sk_buff *skb, struct kpr_pkt4 *p,
 				       struct kpr_ct4_entry *ct, const struct kpr_lb4_backend *be,
-				       int is_new, __u64 now)
+				       int is_new, int refresh, __u64 now)
 {
 	__u32 bid = ct->backend_id;
 	__u16 rev_nat_id = ct->rev_nat_id;
@@ -228,9 +232,11 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, struct kpr_pkt4 *p
 		rk.dport = p->sport;
 		rk.proto = p->proto;
 		rk.dir = KPR_CT_REPLY;
-		struct kpr_ct4_entry *re = bpf_map_lookup_elem(&kpr_ct4, &rk);
-		if (!re || re->backend_id != bid || re->nat_addr != p->daddr ||
-		    re->nat_port != p->dport) {
+		/* a new flow writes its reverse entry without looking first */
+		struct kpr_ct4_entry *re = is_new || !refresh ? NULL : bpf_map_lookup_elem(&kpr_ct4, &rk);
+		if ((is_new || refresh) &&
+		    (!re || re->backend_id != bid || re->nat_addr != p->daddr ||
+		     re->nat_port != p->dport)) {
 			struct kpr_ct4_entry rv = {};
 			rv.last_seen_ns = now;
 			rv.backend_id = bid;
@@ -266,7 +272,7 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, struct kpr_pkt4 *p
 			return ret;
 		ct->nat_addr = nat_addr;
 		ct->nat_port = nat_port;
-	} else {
+	} else if (refresh) {
 		struct kpr_ct4_key rk = {};
 		rk.saddr = be_addr;
 		rk.daddr = nat_addr;
@@ -276,7 +282,8 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, struct kpr_pkt4 *p
 		rk.dir = KPR_CT_REPLY;
 		struct kpr_snat4_entry *se = bpf_map_lookup_elem(&kpr_snat4, &rk);
 		if (se) {
-			se->last_seen_ns = now;
+			if (ct4_refresh_due(se->last_seen_ns, now))
+				se->last_seen_ns = now;
 		} else {
 			/* evicted by LRU pressure while the flow lives: put it back */
 			struct kpr_snat4_entry v = {};
@@ -291,10 +298,7 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, struct kpr_pkt4 *p
 		}
 	}
 
-	ret = nat4_set_dst(skb, p, be_addr, be_port);
-	if (ret < 0)
-		return ret;
-	ret = nat4_set_src(skb, p, nat_addr, nat_port);
+	ret = nat4_set_both(skb, p, nat_addr, nat_port, be_addr, be_port);
 	if (ret < 0)
 		return ret;
 	ret = nat4_redirect(skb, p, &fib, fib_rc);
@@ -316,28 +320,30 @@ static __always_inline int lb4_snat_reply(struct __sk_buff *skb, struct kpr_pkt4
 	__u16 client_port = se->client_port;
 	__u32 fe_addr = se->fe_addr;
 	__u16 fe_port = se->fe_port;
-	se->last_seen_ns = now;
+	int refresh = ct4_refresh_due(se->last_seen_ns, now);
+	if (refresh)
+		se->last_seen_ns = now;
 	__u16 flags = ct4_next_flags(se->flags, p->tcp_flags);
 	if (flags != se->flags)
 		se->flags = flags;
 
-	struct kpr_ct4_key fk = {};
-	fk.saddr = client_addr;
-	fk.daddr = fe_addr;
-	fk.sport = client_port;
-	fk.dport = fe_port;
-	fk.proto = p->proto;
-	fk.dir = KPR_CT_INGRESS;
-	ct4_touch_key(&fk, p, now);
+	/* the flow's ingress entry: refreshed with this one, or when p may change its flags */
+	if (refresh || ct4_flags_may_change(p)) {
+		struct kpr_ct4_key fk = {};
+		fk.saddr = client_addr;
+		fk.daddr = fe_addr;
+		fk.sport = client_port;
+		fk.dport = fe_port;
+		fk.proto = p->proto;
+		fk.dir = KPR_CT_INGRESS;
+		ct4_touch_key(&fk, p, now);
+	}
 
 	struct bpf_fib_lookup fib;
 	int fib_rc = nat4_fib_lookup(skb, p, fe_addr, client_addr, &fib);
 	if (fib_rc < 0)
 		return fib_rc;
-	int ret = nat4_set_dst(skb, p, client_addr, client_port);
-	if (ret < 0)
-		return ret;
-	ret = nat4_set_src(skb, p, fe_addr, fe_port);
+	int ret = nat4_set_both(skb, p, fe_addr, fe_port, client_addr, client_port);
 	if (ret < 0)
 		return ret;
 	ret = nat4_redirect(skb, p, &fib, fib_rc);
@@ -353,12 +359,15 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb)
 	int ret = kpr_parse4(skb, &p);
 	if (ret < 0)
 		return ret;
-	__u64 now = bpf_ktime_get_ns();
+	/* The clock (a helper call, ~40 ns here) is read only once a packet needs it: not for
+	 * packets to no frontend. */
+	__u64 now = 0;
 
 	/* Replies of SNATed flows only arrive on SNAT ports: skip the LRU lookup for the rest. */
 	__u32 snat_min, snat_max, dport = bpf_ntohs(p.dport);
 	snat4_port_range(&snat_min, &snat_max);
 	if (dport >= snat_min && dport <= snat_max) {
+		now = bpf_ktime_get_ns();
 		ct4_key_of(&ck, &p, KPR_CT_REPLY);
 		struct kpr_snat4_entry *se = snat4_lookup(&ck, now);
 		if (se)
@@ -378,14 +387,16 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb)
 	if (!(svc->flags & KPR_SVC_F_EXTERNAL))
 		return -KPR_R_PASS_CLUSTERIP;
 
+	if (!now)
+		now = bpf_ktime_get_ns();
 	ct4_key_of(&ck, &p, KPR_CT_INGRESS);
 	struct kpr_ct4_entry *ct = ct4_lookup(&ck, now);
 	if (ct) {
 		__u32 bid = ct->backend_id;
 		struct kpr_lb4_backend *be = bpf_map_lookup_elem(&kpr_lb4_be, &bid);
 		if (be) {
-			ct4_touch(ct, &p, now);
-			return lb4_forward(skb, &p, ct, be, 0, now);
+			int refresh = ct4_touch(ct, &p, now);
+			return lb4_forward(skb, &p, ct, be, 0, refresh, now);
 		}
 		/* the backend was removed: the flow is re-balanced below */
 	}
@@ -407,12 +418,14 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb)
 	e.backend_id = bid;
 	e.rev_nat_id = svc->rev_nat_id;
 	e.flags = ct4_next_flags((be->flags & KPR_BE_F_LOCAL) ? 0 : KPR_CT_F_SNAT, p.tcp_flags);
+	ret = lb4_forward(skb, &p, &e, be, 1, 1, now);
+	if (ret < 0)
+		return ret;
+	/* Inserted once the packet is translated (no lookup of the new entry afterwards). Fail
+	 * closed: a flow that cannot be tracked is dropped, its retransmission tries again. */
 	if (bpf_map_update_elem(&kpr_ct4, &ck, &e, BPF_ANY) < 0)
 		return -KPR_R_DROP_MAP_UPDATE;
-	ct = bpf_map_lookup_elem(&kpr_ct4, &ck);
-	if (!ct)
-		return -KPR_R_DROP_MAP_UPDATE;
-	return lb4_forward(skb, &p, ct, be, 1, now);
+	return ret;
 }
 
 static __always_inline int lb4_egress(struct __sk_buff *skb)
@@ -422,24 +435,30 @@ static __always_inline int lb4_egress(struct __sk_buff *skb)
 	int ret = kpr_parse4(skb, &p);
 	if (ret < 0)
 		return ret;
-	__u64 now = bpf_ktime_get_ns();
 
 	ct4_key_of(&ck, &p, KPR_CT_REPLY);
-	struct kpr_ct4_entry *re = ct4_lookup(&ck, now);
+	struct kpr_ct4_entry *re = bpf_map_lookup_elem(&kpr_ct4, &ck);
 	if (!re)
+		return -KPR_R_PASS;
+	/* the clock only for packets of tracked flows (not for the node's other traffic) */
+	__u64 now = bpf_ktime_get_ns();
+	if (ct4_expired(re->last_seen_ns, p.proto, re->flags, now))
 		return -KPR_R_PASS;
 	__u32 fe_addr = re->nat_addr;
 	__u16 fe_port = re->nat_port;
-	ct4_touch(re, &p, now);
+	int refresh = ct4_touch(re, &p, now);
 
-	struct kpr_ct4_key fk = {};
-	fk.saddr = p.daddr;
-	fk.daddr = fe_addr;
-	fk.sport = p.dport;
-	fk.dport = fe_port;
-	fk.proto = p.proto;
-	fk.dir = KPR_CT_INGRESS;
-	ct4_touch_key(&fk, &p, now);
+	/* the flow's ingress entry: refreshed with this one, or when p may change its flags */
+	if (refresh || ct4_flags_may_change(&p)) {
+		struct kpr_ct4_key fk = {};
+		fk.saddr = p.daddr;
+		fk.daddr = fe_addr;
+		fk.sport = p.dport;
+		fk.dport = fe_port;
+		fk.proto = p.proto;
+		fk.dir = KPR_CT_INGRESS;
+		ct4_touch_key(&fk, &p, now);
+	}
 
 	ret = nat4_set_src(skb, &p, fe_addr, fe_port);
 	if (ret < 0)

@@ -17,6 +17,12 @@
 #define KPR_CT_LIFETIME_UDP_S 60 /* UDP (and other non-TCP) flows: 60 s idle */
 #endif
 
+/* CT/SNAT entries' last_seen_ns is rewritten at most once per this many seconds of a flow
+ * (and the reverse entry re-checked then): must stay well below the shortest lifetime. */
+#ifndef KPR_CT_REFRESH_S
+#define KPR_CT_REFRESH_S 1
+#endif
+
 /* SNAT source ports used when kpr_config leaves snat_port_min/max at 0 (above the default
  * NodePort range, like Cilium's NodePort SNAT range). */
 #ifndef KPR_SNAT_PORT_MIN_DEFAULT

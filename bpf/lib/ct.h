@@ -59,24 +59,56 @@ static __always_inline __u16 ct4_next_flags(__u16 flags, __u8 tcp_flags)
 	return flags;
 }
 
-/* Accounts one packet of p on entry e. */
-static __always_inline void ct4_touch(struct kpr_ct4_entry *e, const struct kpr_pkt4 *p, __u64 now)
+/*
+ * Whether last_seen_ns is due for a refresh at now. An entry is rewritten at most once per
+ * KPR_CT_REFRESH_S per direction instead of on every packet (the lifetimes are 10 s and more):
+ * no store to a shared cache line per packet, and the work tied to a refresh (checking the
+ * reverse entry) runs once a second per flow. A last_seen ahead of now (written by another CPU
+ * a moment later) is not due.
+ */
+static __always_inline int ct4_refresh_due(__u64 last_seen_ns, __u64 now)
 {
-	e->last_seen_ns = now;
-	__sync_fetch_and_add(&e->packets, 1);
-	__sync_fetch_and_add(&e->bytes, (__u64)p->tot_len);
-	__u16 flags = ct4_next_flags(e->flags, p->tcp_flags);
-	if (flags != e->flags)
-		e->flags = flags;
+	return now > last_seen_ns && now - last_seen_ns >= KPR_CT_REFRESH_S * KPR_NSEC_PER_SEC;
 }
 
-/* Refreshes the kpr_ct4 entry k (if any) for a packet of the other direction. */
+/* Whether p may change a CT entry's flags (ct4_next_flags): FIN, RST or SYN set. */
+static __always_inline int ct4_flags_may_change(const struct kpr_pkt4 *p)
+{
+	return p->tcp_flags & (KPR_TCP_FIN | KPR_TCP_RST | KPR_TCP_SYN);
+}
+
+/*
+ * Accounts one packet of p on entry e. Returns 1 when last_seen_ns was refreshed (see
+ * ct4_refresh_due), else 0. packets/bytes are plain adds, not atomic: a flow's packets are
+ * handled by one CPU at a time in practice, and a lost increment only makes a counter low.
+ */
+static __always_inline int ct4_touch(struct kpr_ct4_entry *e, const struct kpr_pkt4 *p, __u64 now)
+{
+	e->packets += 1;
+	e->bytes += p->tot_len;
+	if (ct4_flags_may_change(p)) {
+		__u16 flags = ct4_next_flags(e->flags, p->tcp_flags);
+		if (flags != e->flags)
+			e->flags = flags;
+	}
+	if (!ct4_refresh_due(e->last_seen_ns, now))
+		return 0;
+	e->last_seen_ns = now;
+	return 1;
+}
+
+/*
+ * Refreshes the kpr_ct4 entry k (if any) for a packet of the other direction. Callers only
+ * call it when that direction's own entry was refreshed or p may change flags, so a flow
+ * costs this lookup about once a second per direction.
+ */
 static __always_inline void ct4_touch_key(const struct kpr_ct4_key *k, const struct kpr_pkt4 *p,
 					  __u64 now)
 {
 	struct kpr_ct4_entry *e = bpf_map_lookup_elem(&kpr_ct4, k);
 	if (e) {
-		e->last_seen_ns = now;
+		if (ct4_refresh_due(e->last_seen_ns, now))
+			e->last_seen_ns = now;
 		__u16 flags = ct4_next_flags(e->flags, p->tcp_flags);
 		if (flags != e->flags)
 			e->flags = flags;

@@ -16,10 +16,6 @@
 #define AF_INET 2
 #endif
 
-/* Offsets of the source / destination port: the same in TCP and UDP headers. */
-#define KPR_L4_SPORT_OFF 0
-#define KPR_L4_DPORT_OFF 2
-
 /*
  * Rewrites the destination to addr:port (network order) and updates p.
  * Returns 0 or a negative kpr_reason.
@@ -27,15 +23,7 @@
 static __always_inline int nat4_set_dst(struct __sk_buff *skb, struct kpr_pkt4 *p, __u32 addr,
 					__u16 port)
 {
-	int ret = kpr_csum_set_addr(skb, p, KPR_IP_DADDR_OFF, p->daddr, addr);
-	if (ret < 0)
-		return ret;
-	ret = kpr_csum_set_port(skb, p, p->l4_off + KPR_L4_DPORT_OFF, p->dport, port);
-	if (ret < 0)
-		return ret;
-	p->daddr = addr;
-	p->dport = port;
-	return 0;
+	return kpr_csum_set_tuple(skb, p, p->saddr, p->sport, addr, port);
 }
 
 /*
@@ -45,15 +33,17 @@ static __always_inline int nat4_set_dst(struct __sk_buff *skb, struct kpr_pkt4 *
 static __always_inline int nat4_set_src(struct __sk_buff *skb, struct kpr_pkt4 *p, __u32 addr,
 					__u16 port)
 {
-	int ret = kpr_csum_set_addr(skb, p, KPR_IP_SADDR_OFF, p->saddr, addr);
-	if (ret < 0)
-		return ret;
-	ret = kpr_csum_set_port(skb, p, p->l4_off + KPR_L4_SPORT_OFF, p->sport, port);
-	if (ret < 0)
-		return ret;
-	p->saddr = addr;
-	p->sport = port;
-	return 0;
+	return kpr_csum_set_tuple(skb, p, addr, port, p->daddr, p->dport);
+}
+
+/*
+ * Rewrites source and destination at once (same helper calls as one of them alone).
+ * Returns 0 or a negative kpr_reason.
+ */
+static __always_inline int nat4_set_both(struct __sk_buff *skb, struct kpr_pkt4 *p, __u32 saddr,
+					 __u16 sport, __u32 daddr, __u16 dport)
+{
+	return kpr_csum_set_tuple(skb, p, saddr, sport, daddr, dport);
 }
 
 /*
@@ -95,7 +85,6 @@ static __always_inline int nat4_redirect(struct __sk_buff *skb, struct kpr_pkt4 
 	int ret = kpr_csum_set_ttl(skb, p, p->ttl - 1);
 	if (ret < 0)
 		return ret;
-	p->ttl -= 1;
 
 	if (fib_rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		if (bpf_redirect_neigh(fib->ifindex, NULL, 0, 0) != TC_ACT_REDIRECT)

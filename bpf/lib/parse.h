@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Packet parsing for the tc programs: Ethernet + IPv4 + TCP/UDP into a small summary.
- * Headers are copied with bpf_skb_load_bytes, which bounds-checks every access and also works
- * when the headers are not in the linear part of the skb.
+ * Headers are read in place (direct packet access, bounds-checked against data_end) when they
+ * are in the linear part of the skb, which is the common case; otherwise they are copied with
+ * bpf_skb_load_bytes. Reading in place costs nothing, a helper call ~30 ns on this class of
+ * machine (every helper call pays the call/return mitigations). The programs never write
+ * packet data directly: that would make the verifier unclone every cloned skb in a prologue,
+ * also for the packets they pass untouched.
  */
 #ifndef KPR_PARSE_H
 #define KPR_PARSE_H
@@ -50,6 +54,8 @@ struct kpr_pkt4 {
 	__u8 tcp_flags;    /* KPR_TCP_* */
 	__u8 ttl;
 	__u8 udp_nocsum;   /* UDP with checksum 0 */
+	__u16 ip_check;    /* IPv4 header checksum as in the packet (kept current by csum.h) */
+	__u16 pad;
 };
 
 /*
@@ -62,7 +68,11 @@ static __always_inline int kpr_parse4(struct __sk_buff *skb, struct kpr_pkt4 *p)
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return -KPR_R_PASS_NOT_L4;
-	if (bpf_skb_load_bytes(skb, KPR_L3_OFF, &ip, sizeof(ip)) < 0)
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + KPR_L3_OFF + sizeof(ip) <= data_end)
+		__builtin_memcpy(&ip, data + KPR_L3_OFF, sizeof(ip));
+	else if (bpf_skb_load_bytes(skb, KPR_L3_OFF, &ip, sizeof(ip)) < 0)
 		return -KPR_R_DROP_MALFORMED;
 	if (ip.version != 4 || ip.ihl < 5)
 		return -KPR_R_DROP_MALFORMED;
@@ -81,8 +91,10 @@ static __always_inline int kpr_parse4(struct __sk_buff *skb, struct kpr_pkt4 *p)
 	p->daddr = ip.daddr;
 	p->proto = ip.protocol;
 	p->ttl = ip.ttl;
+	p->ip_check = ip.check;
 	p->tot_len = tot_len;
-	p->l4_off = KPR_L3_OFF + ihl_len;
+	__u32 l4_off = KPR_L3_OFF + ihl_len;
+	p->l4_off = l4_off;
 	p->tcp_flags = 0;
 	p->seq = 0;
 	p->ack_seq = 0;
@@ -90,7 +102,9 @@ static __always_inline int kpr_parse4(struct __sk_buff *skb, struct kpr_pkt4 *p)
 
 	if (ip.protocol == IPPROTO_TCP) {
 		struct tcphdr th;
-		if (bpf_skb_load_bytes(skb, p->l4_off, &th, sizeof(th)) < 0)
+		if (data + l4_off + sizeof(th) <= data_end)
+			__builtin_memcpy(&th, data + l4_off, sizeof(th));
+		else if (bpf_skb_load_bytes(skb, l4_off, &th, sizeof(th)) < 0)
 			return -KPR_R_DROP_MALFORMED;
 		__u32 doff = (__u32)th.doff * 4;
 		if (doff < sizeof(th) || ihl_len + doff > tot_len)
@@ -101,18 +115,20 @@ static __always_inline int kpr_parse4(struct __sk_buff *skb, struct kpr_pkt4 *p)
 		p->ack_seq = th.ack_seq;
 		/* byte 13 of the TCP header holds CWR..FIN */
 		p->tcp_flags = ((__u8 *)&th)[13];
-		p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
+		p->csum_off = l4_off + offsetof(struct tcphdr, check);
 		p->payload_len = tot_len - ihl_len - doff;
 	} else {
 		struct udphdr uh;
-		if (bpf_skb_load_bytes(skb, p->l4_off, &uh, sizeof(uh)) < 0)
+		if (data + l4_off + sizeof(uh) <= data_end)
+			__builtin_memcpy(&uh, data + l4_off, sizeof(uh));
+		else if (bpf_skb_load_bytes(skb, l4_off, &uh, sizeof(uh)) < 0)
 			return -KPR_R_DROP_MALFORMED;
 		if (ihl_len + sizeof(uh) > tot_len)
 			return -KPR_R_DROP_MALFORMED;
 		p->sport = uh.source;
 		p->dport = uh.dest;
 		p->udp_nocsum = uh.check == 0;
-		p->csum_off = p->l4_off + offsetof(struct udphdr, check);
+		p->csum_off = l4_off + offsetof(struct udphdr, check);
 		p->payload_len = tot_len - ihl_len - sizeof(uh);
 	}
 	return 0;
