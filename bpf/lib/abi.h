@@ -94,9 +94,13 @@ struct kpr_svc_meta {
 	char port_name[32];        /* service port name, NUL padded */
 	__u16 health_check_port;   /* host order; 0 = none */
 	__u8 reject;               /* 1 when the frontend has no usable backend */
-	__u8 pad[5];
+	__u8 proto;                /* the frontend (master key) this id names: IP protocol, */
+	__u32 address;             /* address (network order) */
+	__u16 port;                /* and port (network order), to find its entries by id */
+	__u8 pad[6];
+	__u64 digest;              /* hash of this frontend's programmed entries; 0 = unknown */
 };
-_Static_assert(sizeof(struct kpr_svc_meta) == 136, "kpr_svc_meta size");
+_Static_assert(sizeof(struct kpr_svc_meta) == 152, "kpr_svc_meta size");
 
 /* ---- source ranges: kpr_lb4_srcr (LPM trie) ----------------------------------------------- */
 
@@ -216,8 +220,9 @@ struct kpr_config {
 	__u8 lb_mode;         /* 0 snat, 1 dsr, 2 hybrid */
 	__u8 pad[3];
 	__u64 host_netns_cookie; /* for socketLB.hostNamespaceOnly */
+	__u64 datapath_digest;   /* user space: hash of the attached objects; 0 = unknown */
 };
-_Static_assert(sizeof(struct kpr_config) == 24, "kpr_config size");
+_Static_assert(sizeof(struct kpr_config) == 32, "kpr_config size");
 
 /* ---- counters: kpr_svc_stats / kpr_be_stats (per-CPU hash, key __u32 id) ------------------ */
 

@@ -2,6 +2,7 @@ import { defineCommand } from "citty";
 import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
 import type { MapState } from "../datapath/mapstate.ts";
 import { InputError } from "../errors.ts";
+import type { PreviousIds } from "../lb/model.ts";
 import { log } from "../log.ts";
 import { commonArgs, configFromArgs, outputArg, outputProblem } from "./_common.ts";
 
@@ -78,18 +79,23 @@ export default defineCommand({
 
     const recon = await import("../datapath/reconcile.ts");
     const { previousIdsFromState } = await import("../datapath/mapstate.ts");
-    // The node's programmed state, read once: ids to keep, the dry-run diff, and the apply's base.
-    // A real apply holds the state lock from the read it plans from to its last write.
+    // A real apply holds the state lock from the read it plans from to its last write, and reads
+    // only the ids it must keep (applyModel compares per-frontend digests, not whole maps). A dry
+    // run reads the whole programmed state, for the diff it prints.
     using _lock = args["dry-run"] ? undefined : await recon.lockState(cfg, alog);
     let programmed: MapState | undefined;
-    try {
-      programmed = recon.readPinnedState(cfg);
-    } catch (e) {
-      // A plan is worth printing even when the node's state cannot be read; a real apply is not.
-      if (!args["dry-run"]) throw e;
-      alog.warn(`read current state: ${(e as Error).message} (showing the plan without a diff)`);
+    let previous: PreviousIds | undefined;
+    if (args["dry-run"]) {
+      try {
+        programmed = recon.readPinnedState(cfg);
+        if (programmed) previous = previousIdsFromState(programmed);
+      } catch (e) {
+        // A plan is worth printing even when the node's state cannot be read.
+        alog.warn(`read current state: ${(e as Error).message} (showing the plan without a diff)`);
+      }
+    } else {
+      previous = recon.readPreviousIds(cfg);
     }
-    const previous = programmed ? previousIdsFromState(programmed) : undefined;
     const model = translate(state, cfg, {
       ...(nodeAddresses !== undefined ? { nodeAddresses } : {}),
       ...(previous !== undefined ? { previous } : {}),
@@ -106,10 +112,7 @@ export default defineCommand({
       }
       return 0;
     }
-    const result = await recon.applyModel(model, cfg, {
-      log: alog,
-      ...(programmed ? { current: programmed } : {}),
-    });
+    const result = await recon.applyModel(model, cfg, { log: alog });
     console.log(result.summary);
     return 0;
   },

@@ -114,7 +114,11 @@ export const svcMeta = defineStruct("kpr_svc_meta", {
   port_name: ["str", META_PORT_NAME_LEN],
   health_check_port: "u16",
   reject: "u8",
-  pad: ["pad", 5],
+  proto: "u8",
+  address: "ip4",
+  port: "be16",
+  pad: ["pad", 6],
+  digest: "u64",
 });
 
 export const lb4SrcrKey = defineStruct("kpr_lb4_srcr_key", {
@@ -184,6 +188,7 @@ export const kprConfig = defineStruct("kpr_config", {
   lb_mode: "u8",
   pad: ["pad", 3],
   host_netns_cookie: "u64",
+  datapath_digest: "u64",
 });
 
 export const stats = defineStruct("kpr_stats", { packets: "u64", bytes: "u64" });

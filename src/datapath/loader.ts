@@ -11,18 +11,20 @@ import type { Config } from "../config/config.ts";
 import { KprError } from "../errors.ts";
 import { log as rootLog } from "../log.ts";
 import { attachCgroup, attachTc, type CgroupHook, detachPinnedLink, detachTc, hasTcx } from "./attach.ts";
-import {
-  BpfLink,
-  type BpfMap,
-  type BpfObject,
-  type BpfProgram,
-  LinkType,
-  openObject,
-  progInfo,
-} from "./bpf.ts";
+import { BpfLink, BpfMap, type BpfObject, type BpfProgram, LinkType, openObject, progInfo } from "./bpf.ts";
 import { ensureBpffs, ensureCgroup2 } from "./bpffs.ts";
 import { closeFd, netnsCookie, unsafeLibbpf } from "./ffi.ts";
-import { CFG_F, checkLbCodecs, dev4, kprConfig, LB_MODE, type LbStateMap, u32Id } from "./lbmaps.ts";
+import {
+  CFG_F,
+  checkLbCodecs,
+  dev4,
+  kprConfig,
+  LB_MODE,
+  LB_STATE_MAPS,
+  type LbStateMap,
+  MAP_CODECS,
+  u32Id,
+} from "./lbmaps.ts";
 import { embeddedObject } from "./objects.ts";
 
 /** Socket hooks kpr attaches, with the sock object's program for each (v6 ones when built). */
@@ -159,14 +161,48 @@ function bytesEqual(a: Uint8Array | undefined, b: Uint8Array): boolean {
 }
 
 /**
+ * Hash of what the attached programs and their maps depend on: the embedded objects' bytes, map
+ * sizing, the codec layouts they were checked against and the socket-LB switch and cgroup (which
+ * links exist). Stored in kpr_config once everything is attached; while it matches, re-applies
+ * skip loading and verifying the objects.
+ */
+export async function datapathDigest(cfg: Config): Promise<bigint> {
+  const layouts = Object.entries(MAP_CODECS).map(([name, c]) => [
+    name,
+    c.key.name,
+    c.key.size,
+    c.value.name,
+    c.value.size,
+    c.value.fields.map((f) => [f.name, f.offset]),
+  ]);
+  const params = JSON.stringify([
+    1,
+    cfg.bpf.lbMapMax,
+    SRCR_MAX_ENTRIES,
+    cfg.socketLB.enabled,
+    cfg.cgroup.root,
+    hasTcx(),
+    layouts,
+  ]);
+  let h = Bun.hash.wyhash(params, 0n);
+  for (const name of ["sock", "tc"] as const) h = Bun.hash.wyhash(await embeddedObject(name), h);
+  return h === 0n ? 1n : h; // 0 means "unknown"
+}
+
+/**
  * Loads and attaches the datapath for `cfg` and writes its config and device entries; each
  * write only when the kernel's copy differs. Stale links (devices or hooks no longer
- * configured) are detached.
+ * configured) are detached. When the pinned links already run the embedded objects (the digest
+ * in kpr_config matches and every link is in place), the objects are not loaded again: the
+ * pinned maps are opened instead.
  */
 export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } = {}): Promise<Datapath> {
   const log = opts.log ?? rootLog.withTag("loader");
   ensureBpffs(cfg.bpf.root);
   const devices = cfg.devices.map(readDevice);
+  const digest = await datapathDigest(cfg);
+  const fast = reusePinned(cfg, devices, digest);
+  if (fast) return fast;
   const changes: string[] = [];
   const objects: BpfObject[] = [];
   const closeObjects = () => {
@@ -179,7 +215,9 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
     const tc = openConfigured(await embeddedObject("tc"), "kpr_tc", cfg);
     objects.push(tc);
 
-    writeConfig(cfg, tc.map("kpr_config"), changes, await configValue(cfg));
+    // the digest is cleared while links change, and set once they all run these objects
+    const config = await configValue(cfg);
+    writeConfig(tc.map("kpr_config"), changes, config);
     writeDevices(tc.map("kpr_dev4"), devices, changes);
 
     const wantLinks = new Set<string>();
@@ -212,6 +250,8 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
       }
     }
     detachStale(cfg, wantLinks, changes);
+    // clsact attachments have no pinned link to check: such nodes always take this path
+    if (hasTcx()) writeConfig(tc.map("kpr_config"), changes, withDigest(config, digest));
     if (changes.length > 0) log.debug(`datapath: ${changes.join(", ")}`);
 
     const lbMaps = {
@@ -225,6 +265,94 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
   } catch (e) {
     closeObjects();
     throw e;
+  }
+}
+
+function withDigest(config: Uint8Array, digest: bigint): Uint8Array {
+  const out = config.slice();
+  new DataView(out.buffer).setBigUint64(CONFIG_DIGEST, digest, true);
+  return out;
+}
+
+const CONFIG_DIGEST = kprConfig.fields.find((f) => f.name === "datapath_digest")!.offset;
+
+/** Whether the pinned link at `path` is live, of `linkType`, on `ifindex`, running program `prog`. */
+function linkRuns(path: string, linkType: number, ifindex: number | undefined, prog: string): boolean {
+  try {
+    using link = BpfLink.openPinned(path);
+    const info = link.info();
+    if (info.type !== linkType || !info.progId) return false;
+    if (ifindex !== undefined && info.ifindex !== ifindex) return false;
+    const fd = unsafeLibbpf().bpf_prog_get_fd_by_id(info.progId);
+    if (fd < 0) return false;
+    try {
+      // bpf_prog_info.name holds the first 15 characters
+      return progInfo(fd).name === prog.slice(0, 15);
+    } finally {
+      closeFd(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The datapath from the pins alone, when kpr_config's digest says the attached programs are the
+ * embedded ones for this config and every link is in place; undefined otherwise (load it).
+ */
+function reusePinned(cfg: Config, devices: DeviceInfo[], digest: bigint): Datapath | undefined {
+  if (!hasTcx() || !existsSync(`${paths.maps(cfg)}/kpr_config`)) return undefined;
+  const opened = new Map<string, BpfMap>();
+  const closeAll = () => {
+    for (const m of opened.values()) m.close();
+    opened.clear();
+  };
+  const open = (name: string): BpfMap => {
+    let m = opened.get(name);
+    if (!m) {
+      m = BpfMap.openPinned(`${paths.maps(cfg)}/${name}`);
+      opened.set(name, m);
+    }
+    return m;
+  };
+  try {
+    const configMap = open("kpr_config");
+    const cur = configMap.lookup(u32Id.encode({ v: 0 }));
+    if (!cur || cur.length < CONFIG_DIGEST + 8) return fail();
+    if (new DataView(cur.buffer, cur.byteOffset).getBigUint64(CONFIG_DIGEST, true) !== digest) return fail();
+    // links: exactly the wanted ones, each live and running the expected program
+    const want = new Map<string, [number, number | undefined, string]>();
+    if (cfg.socketLB.enabled)
+      for (const { hook, prog } of CGROUP_PROGRAMS)
+        want.set(paths.cgroupLink(cfg, hook), [LinkType.CGROUP, undefined, prog]);
+    for (const d of devices)
+      for (const dir of ["ingress", "egress"] as const)
+        want.set(paths.tcLink(cfg, dir, d.name), [LinkType.TCX, d.ifindex, TC_PROGRAMS[dir]]);
+    const dir = paths.links(cfg);
+    const pinned = existsSync(dir) ? readdirSync(dir).map((n) => `${dir}/${n}`) : [];
+    for (const p of pinned) {
+      const w = want.get(p);
+      if (!w || !linkRuns(p, ...w)) return fail();
+    }
+    // every tc link, and the socket hooks (the v6 ones only exist when built)
+    for (const [p, [type]] of want)
+      if ((type === LinkType.TCX || p.endsWith("-connect4")) && !pinned.includes(p)) return fail();
+    for (const name of [...LB_STATE_MAPS, "kpr_lb4_aff", "kpr_dev4"]) {
+      const m = open(name);
+      const c = MAP_CODECS[name]!;
+      if (m.keySize !== c.key.size || m.valueSize !== c.value.size) return fail();
+    }
+    const changes: string[] = [];
+    writeConfig(configMap, changes, withDigest(configValueSync(cfg), digest));
+    writeDevices(open("kpr_dev4"), devices, changes);
+    const lbMaps = Object.fromEntries(LB_STATE_MAPS.map((n) => [n, open(n)])) as Record<LbStateMap, BpfMap>;
+    return { lbMaps, map: open, changes, close: closeAll };
+  } catch {
+    return fail();
+  }
+  function fail(): undefined {
+    closeAll();
+    return undefined;
   }
 }
 
@@ -261,8 +389,12 @@ function detachStale(cfg: Config, want: Set<string>, changes: string[]): void {
   }
 }
 
-/** The kpr_config entry for `cfg`. */
+/** The kpr_config entry for `cfg` (datapath_digest 0). */
 export async function configValue(cfg: Config): Promise<Uint8Array> {
+  return configValueSync(cfg);
+}
+
+function configValueSync(cfg: Config): Uint8Array {
   let flags = 0;
   if (cfg.socketLB.enabled) flags |= CFG_F.SOCKET_LB;
   if (cfg.socketLB.hostNamespaceOnly) flags |= CFG_F.HOST_NS_ONLY;
@@ -276,14 +408,18 @@ export async function configValue(cfg: Config): Promise<Uint8Array> {
     nodeport_max: cfg.nodePort.range[1],
     lb_mode: LB_MODE[cfg.loadBalancer.mode],
     host_netns_cookie: cfg.socketLB.enabled && cfg.socketLB.hostNamespaceOnly ? netnsCookie() : 0n,
+    datapath_digest: 0n,
   });
 }
 
-function writeConfig(_cfg: Config, map: BpfMap, changes: string[], value: Uint8Array): void {
+/** Writes kpr_config when it differs; a change of the digest alone is not reported. */
+function writeConfig(map: BpfMap, changes: string[], value: Uint8Array): void {
   const key = u32Id.encode({ v: 0 });
-  if (bytesEqual(map.lookup(key), value)) return;
+  const cur = map.lookup(key);
+  if (bytesEqual(cur, value)) return;
   map.update(key, value);
-  changes.push("config updated");
+  const settings = (b: Uint8Array) => b.subarray(0, CONFIG_DIGEST);
+  if (!cur || !bytesEqual(settings(cur), settings(value))) changes.push("config updated");
 }
 
 function writeDevices(map: BpfMap, devices: DeviceInfo[], changes: string[]): void {

@@ -147,109 +147,330 @@ export interface DesiredState {
 
 /**
  * The desired content of every LB map for `model`: master and slot entries, backends (LOCAL
- * flag from Backend.local), reverse NAT, service metadata and source-range LPM entries. IPv6
- * frontends are left out (the datapath is IPv4 only) and listed in `skipped`.
+ * flag from Backend.local), reverse NAT, service metadata (with each frontend's digest) and
+ * source-range LPM entries. IPv6 frontends are left out (the datapath is IPv4 only) and listed
+ * in `skipped`.
  */
 export function modelToMapState(model: LbModel, _cfg: Config): DesiredState {
-  const st = emptyMapState();
+  const enc = encodeModel(model);
+  return { state: encodedState(enc, enc.frontends, enc.backendIds()), skipped: enc.skipped };
+}
+
+// ---- the model encoded per frontend, with digests --------------------------------------------
+
+/** One frontend's desired entries, encoded. */
+export interface FrontendEnc {
+  id: number;
+  /** master key (slot 0) */
+  key: Uint8Array;
+  master: Uint8Array;
+  /** backend id of slot i + 1 */
+  backendIds: number[];
+  rnat: Uint8Array;
+  /** kpr_svc_meta value, digest included */
+  meta: Uint8Array;
+  srcrKeys: Uint8Array[];
+  /** the digest as two u32 halves (low, high), as stored little-endian in meta */
+  digestLo: number;
+  digestHi: number;
+}
+
+/**
+ * Backend id → dense index. Ids are small integers handed out by translate, so an array beats a
+ * Map (whose inserts dominated encoding 100k backends); a Map takes any id past the array's reach.
+ */
+export class IdIndex {
+  private dense = new Int32Array(1024).fill(-1);
+  private sparse = new Map<number, number>();
+  private ids: number[] = [];
+  get size(): number {
+    return this.ids.length;
+  }
+  get(id: number): number | undefined {
+    if (id < this.dense.length) {
+      const j = this.dense[id]!;
+      return j < 0 ? undefined : j;
+    }
+    return this.sparse.get(id);
+  }
+  has(id: number): boolean {
+    return this.get(id) !== undefined;
+  }
+  /** Adds `id` with the next index (it must be absent); returns the index. */
+  add(id: number): number {
+    const j = this.ids.length;
+    this.ids.push(id);
+    if (id < 1 << 22) {
+      if (id >= this.dense.length) {
+        let n = this.dense.length;
+        while (n <= id) n *= 2;
+        const grown = new Int32Array(n).fill(-1);
+        grown.set(this.dense);
+        this.dense = grown;
+      }
+      this.dense[id] = j;
+    } else this.sparse.set(id, j);
+    return j;
+  }
+  /** Ids in index order. */
+  keys(): readonly number[] {
+    return this.ids;
+  }
+}
+
+/** A model encoded for the maps: frontends with digests and every backend's value. */
+export interface EncodedModel {
+  frontends: FrontendEnc[];
+  byId: Map<number, FrontendEnc>;
+  /** backend id → index into `beValues` (12-byte values) */
+  beIndex: IdIndex;
+  beValues: Uint8Array;
+  backendIds(): Iterable<number>;
+  beValue(id: number): Uint8Array | undefined;
+  skipped: DesiredState["skipped"];
+}
+
+// Offsets of the fields written by hand in hot loops (checked against BTF through the codecs).
+const BE_SIZE = lb4Backend.size;
+const BE_ADDR = fieldOffset(lb4Backend, "address");
+const BE_PORT = fieldOffset(lb4Backend, "port");
+const BE_PROTO = fieldOffset(lb4Backend, "proto");
+const BE_STATE_OFF = fieldOffset(lb4Backend, "state");
+const BE_FLAGS = fieldOffset(lb4Backend, "flags");
+/** Offset of kpr_svc_meta.digest. */
+export const META_DIGEST = fieldOffset(svcMeta, "digest");
+/** Bumped when what a digest covers changes, so old digests never match. */
+const DIGEST_VERSION = 1;
+
+/** "a.b.c.d" → its 4 bytes at `out[off]`; false when the text is not a plain dotted quad. */
+function putIp4(s: string, out: Uint8Array, off: number): boolean {
+  let part = 0;
+  let n = 0;
+  let digits = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || part > 2) return false;
+      out[off + part++] = n;
+      n = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      n = n * 10 + (c - 48);
+      if (++digits > 3 || n > 255) return false;
+    } else return false;
+  }
+  if (digits === 0 || part !== 3) return false;
+  out[off + 3] = n;
+  return true;
+}
+
+/** Reads the digest of a kpr_svc_meta value (two u32 halves; 0,0 = none). */
+export function metaDigest(value: Uint8Array, off = 0): [number, number] {
+  const dv = new DataView(value.buffer, value.byteOffset + off, value.byteLength - off);
+  return [dv.getUint32(META_DIGEST, true), dv.getUint32(META_DIGEST + 4, true)];
+}
+
+/**
+ * Encodes `model` frontend by frontend. Each frontend's digest covers every byte it programs:
+ * master key and value, slots (backend ids), reverse NAT, metadata, source ranges and the values
+ * of the backends its slots name, so equal digests mean equal entries.
+ */
+export function encodeModel(model: LbModel): EncodedModel {
   const skipped: DesiredState["skipped"] = [];
-  const backends = new Map<number, Backend>();
   const arena = new Arena();
+  // backends first: a backend shared by several frontends is terminating for one only if it is
+  // for all, and its value is part of each frontend's digest
+  const beIndex = new IdIndex();
+  const beList: Backend[] = [];
+  const v4: { f: Frontend; slots: Backend[]; activeCount: number; idx: Int32Array }[] = [];
   for (const f of model.frontends) {
-    const fe = f.frontend;
-    if (!isIp4(fe.address)) {
-      skipped.push({ frontend: l4Key(fe), reason: "IPv6 frontends are not programmed yet (IPv4 datapath)" });
+    if (!isIp4(f.frontend.address)) {
+      skipped.push({
+        frontend: l4Key(f.frontend),
+        reason: "IPv6 frontends are not programmed yet (IPv4 datapath)",
+      });
       continue;
     }
-    const proto = PROTO_NUM[fe.protocol];
     const { slots, activeCount } = backendSlots(f);
     if (slots.length > 0xffff)
       throw new KprError(
-        `program frontend ${l4Key(fe)}: ${slots.length} backends, at most 65535 fit one frontend`,
+        `program frontend ${l4Key(f.frontend)}: ${slots.length} backends, at most 65535 fit one frontend`,
       );
-    const flags = frontendFlags(f);
-    const masterKey = arena.encode(lb4Key, { address: fe.address, dport: fe.port, slot: 0, proto, scope: 0 });
-    put(
-      st.kpr_lb4_svc,
-      masterKey,
-      arena.encode(lb4Service, {
-        backend_id: 0,
-        affinity_timeout: f.affinityTimeoutSeconds ?? 0,
-        count: slots.length,
-        rev_nat_id: f.id,
-        flags,
-        // The datapath selects at random for every algorithm (no Maglev tables yet): say so
-        // honestly in the maps rather than promise consistent hashing.
-        algorithm: ALG.RANDOM,
-        active_count: activeCount,
-      }),
-    );
-    // Slots carry only what the datapath reads (backend_id) plus rev_nat_id for inspection, so a
-    // change of the master's count or flags does not rewrite every slot.
-    const slotValue = lb4Service.encode({
+    const idx = new Int32Array(slots.length);
+    for (let i = 0; i < slots.length; i++) {
+      const b = slots[i]!;
+      let j = beIndex.get(b.id);
+      if (j === undefined) {
+        j = beIndex.add(b.id);
+        beList.push(b);
+      } else {
+        const seen = beList[j]!;
+        if (seen !== b) {
+          if (seen.address !== b.address || seen.port !== b.port || seen.protocol !== b.protocol)
+            throw new KprError(`program backend ${b.id}: id names both ${l4Key(seen)} and ${l4Key(b)}`);
+          if (seen.state !== "active" && b.state === "active") beList[j] = b;
+        }
+      }
+      idx[i] = j;
+    }
+    v4.push({ f, slots, activeCount, idx });
+  }
+  // 12-byte values, read back as three u32 words when hashed
+  const beValues = new Uint8Array(beList.length * BE_SIZE);
+  const beWords = new Uint32Array(beValues.buffer);
+  for (let bi = 0; bi < beList.length; bi++) {
+    const b = beList[bi]!;
+    const o = bi * BE_SIZE;
+    if (!putIp4(b.address, beValues, o + BE_ADDR))
+      throw new KprError(`program backend ${b.id}: "${b.address}" is not an IPv4 address`);
+    beValues[o + BE_PORT] = b.port >> 8;
+    beValues[o + BE_PORT + 1] = b.port & 0xff;
+    beValues[o + BE_PROTO] = PROTO_NUM[b.protocol];
+    beValues[o + BE_STATE_OFF] = b.state === "active" ? BE_STATE.ACTIVE : BE_STATE.TERMINATING;
+    beValues[o + BE_FLAGS] = b.local ? BE_F.LOCAL : 0;
+  }
+
+  let scratch = new Uint8Array(4096);
+  let words = new Uint32Array(scratch.buffer);
+  const frontends: FrontendEnc[] = [];
+  const byId = new Map<number, FrontendEnc>();
+  for (const { f, slots, activeCount, idx } of v4) {
+    const fe = f.frontend;
+    const proto = PROTO_NUM[fe.protocol];
+    const key = arena.encode(lb4Key, { address: fe.address, dport: fe.port, slot: 0, proto, scope: 0 });
+    const master = arena.encode(lb4Service, {
       backend_id: 0,
-      affinity_timeout: 0,
-      count: 0,
+      affinity_timeout: f.affinityTimeoutSeconds ?? 0,
+      count: slots.length,
       rev_nat_id: f.id,
-      flags: 0,
-      algorithm: 0,
-      active_count: 0,
+      flags: frontendFlags(f),
+      // The datapath selects at random for every algorithm (no Maglev tables yet): say so
+      // honestly in the maps rather than promise consistent hashing.
+      algorithm: ALG.RANDOM,
+      active_count: activeCount,
     });
-    slots.forEach((b, i) => {
-      const key = arena.alloc(masterKey.length);
-      key.set(masterKey);
-      key[KEY_SLOT] = (i + 1) & 0xff;
-      key[KEY_SLOT + 1] = (i + 1) >> 8;
-      const value = arena.alloc(slotValue.length);
-      value.set(slotValue);
-      for (let j = 0; j < 4; j++) value[SVC_BACKEND_ID + j] = (b.id >>> (8 * j)) & 0xff;
-      put(st.kpr_lb4_svc, key, value);
-      const seen = backends.get(b.id);
-      if (seen && (seen.address !== b.address || seen.port !== b.port || seen.protocol !== b.protocol))
-        throw new KprError(`program backend ${b.id}: id names both ${l4Key(seen)} and ${l4Key(b)}`);
-      // a backend shared by several frontends is terminating for one only if it is for all
-      if (!seen || (seen.state !== "active" && b.state === "active")) backends.set(b.id, b);
+    const rnat = arena.encode(lb4Revnat, { address: fe.address, port: fe.port });
+    const meta = arena.encode(svcMeta, {
+      name: truncateUtf8(f.service, META_NAME_LEN),
+      port_name: truncateUtf8(f.portName, META_PORT_NAME_LEN),
+      health_check_port: f.healthCheckNodePort ?? 0,
+      reject: f.reject || slots.length === 0 ? 1 : 0,
+      proto,
+      address: fe.address,
+      port: fe.port,
+      digest: 0n,
     });
-    put(
-      st.kpr_lb4_rnat,
-      arena.encode(u16Id, { v: f.id }),
-      arena.encode(lb4Revnat, { address: fe.address, port: fe.port }),
-    );
-    put(
-      st.kpr_svc_meta,
-      arena.encode(u16Id, { v: f.id }),
-      arena.encode(svcMeta, {
-        name: truncateUtf8(f.service, META_NAME_LEN),
-        port_name: truncateUtf8(f.portName, META_PORT_NAME_LEN),
-        health_check_port: f.healthCheckNodePort ?? 0,
-        reject: f.reject || slots.length === 0 ? 1 : 0,
-      }),
-    );
+    const srcrKeys: Uint8Array[] = [];
     for (const cidr of f.sourceRanges?.cidrs ?? []) {
       const [addr, lenText] = cidr.split("/");
       if (!addr || !isIp4(addr)) continue; // IPv6 ranges cannot match an IPv4 frontend
       const len = lenText === undefined ? 32 : Number(lenText);
-      put(
-        st.kpr_lb4_srcr,
+      srcrKeys.push(
         lb4SrcrKey.encode({ prefixlen: 32 + len, rev_nat_id: f.id, address: maskIp4(addr, len) }),
-        u8Val.encode({ v: 1 }),
       );
     }
+    const backendIds = slots.map((b) => b.id);
+
+    // digest input: version, key, master, rnat, meta (digest 0), srcr keys, (id, value) per
+    // slot; every part is a multiple of 4 bytes, so slots are copied as u32 words
+    const need =
+      4 + key.length + master.length + rnat.length + meta.length + 12 * srcrKeys.length + 16 * slots.length;
+    if (need > scratch.length) {
+      scratch = new Uint8Array(need * 2);
+      words = new Uint32Array(scratch.buffer);
+    }
+    let p = 0;
+    scratch[p++] = DIGEST_VERSION;
+    scratch[p++] = 0;
+    scratch[p++] = srcrKeys.length & 0xff;
+    scratch[p++] = srcrKeys.length >> 8;
+    scratch.set(key, p);
+    p += key.length;
+    scratch.set(master, p);
+    p += master.length;
+    scratch.set(rnat, p);
+    p += rnat.length;
+    scratch.set(meta, p);
+    p += meta.length;
+    for (const k of srcrKeys) {
+      scratch.set(k, p);
+      p += k.length;
+    }
+    let w = p >> 2;
+    for (let i = 0; i < idx.length; i++) {
+      const o = idx[i]! * 3; // BE_SIZE is 12 (abi.h asserts it)
+      words[w] = backendIds[i]!;
+      words[w + 1] = beWords[o]!;
+      words[w + 2] = beWords[o + 1]!;
+      words[w + 3] = beWords[o + 2]!;
+      w += 4;
+    }
+    p = w << 2;
+    const h = Bun.hash.wyhash(scratch.subarray(0, p), 0x6b7072n);
+    let digestLo = Number(h & 0xffffffffn);
+    const digestHi = Number(h >> 32n);
+    if (digestLo === 0 && digestHi === 0) digestLo = 1; // 0 means "no digest"
+    const dv = new DataView(meta.buffer, meta.byteOffset, meta.byteLength);
+    dv.setUint32(META_DIGEST, digestLo, true);
+    dv.setUint32(META_DIGEST + 4, digestHi, true);
+    const enc: FrontendEnc = { id: f.id, key, master, backendIds, rnat, meta, srcrKeys, digestLo, digestHi };
+    frontends.push(enc);
+    byId.set(f.id, enc);
   }
-  for (const b of backends.values()) {
-    put(
-      st.kpr_lb4_be,
-      arena.encode(u32Id, { v: b.id }),
-      arena.encode(lb4Backend, {
-        address: b.address,
-        port: b.port,
-        proto: PROTO_NUM[b.protocol],
-        state: b.state === "active" ? BE_STATE.ACTIVE : BE_STATE.TERMINATING,
-        flags: b.local ? BE_F.LOCAL : 0,
-      }),
-    );
+  return {
+    frontends,
+    byId,
+    beIndex,
+    beValues,
+    backendIds: () => beIndex.keys(),
+    beValue: (id) => {
+      const i = beIndex.get(id);
+      return i === undefined ? undefined : beValues.subarray(i * BE_SIZE, (i + 1) * BE_SIZE);
+    },
+    skipped,
+  };
+}
+
+// Slot values carry only what the datapath reads (backend_id) plus rev_nat_id for inspection,
+// so a change of the master's count or flags does not rewrite every slot.
+const SVC_REV_NAT = fieldOffset(lb4Service, "rev_nat_id");
+
+/** Adds one frontend's entries to `st` (key views share the encoded buffers). */
+function addFrontend(st: MapState, f: FrontendEnc, arena: Arena): void {
+  put(st.kpr_lb4_svc, f.key, f.master);
+  for (let i = 0; i < f.backendIds.length; i++) {
+    const key = arena.alloc(f.key.length);
+    key.set(f.key);
+    key[KEY_SLOT] = (i + 1) & 0xff;
+    key[KEY_SLOT + 1] = (i + 1) >> 8;
+    const value = arena.alloc(lb4Service.size);
+    const id = f.backendIds[i]!;
+    for (let j = 0; j < 4; j++) value[SVC_BACKEND_ID + j] = (id >>> (8 * j)) & 0xff;
+    value[SVC_REV_NAT] = f.id & 0xff;
+    value[SVC_REV_NAT + 1] = f.id >> 8;
+    put(st.kpr_lb4_svc, key, value);
   }
-  return { state: st, skipped };
+  const idKey = arena.encode(u16Id, { v: f.id });
+  put(st.kpr_lb4_rnat, idKey, f.rnat);
+  put(st.kpr_svc_meta, idKey, f.meta);
+  const one = u8Val.encode({ v: 1 });
+  for (const k of f.srcrKeys) put(st.kpr_lb4_srcr, k, one);
+}
+
+/** The map content of some frontends and backends of an encoded model. */
+export function encodedState(
+  enc: EncodedModel,
+  frontends: Iterable<FrontendEnc>,
+  backends: Iterable<number>,
+): MapState {
+  const st = emptyMapState();
+  const arena = new Arena();
+  for (const f of frontends) addFrontend(st, f, arena);
+  for (const id of backends) {
+    const v = enc.beValue(id);
+    if (v) put(st.kpr_lb4_be, arena.encode(u32Id, { v: id }), v);
+  }
+  return st;
 }
 
 function maskIp4(addr: string, len: number): string {
@@ -259,9 +480,12 @@ function maskIp4(addr: string, len: number): string {
   return [m >>> 24, (m >>> 16) & 255, (m >>> 8) & 255, m & 255].join(".");
 }
 
+const utf8 = new TextEncoder();
+
 function truncateUtf8(s: string, max: number): string {
+  if (s.length * 3 <= max) return s; // fits whatever the characters
   let out = s;
-  while (new TextEncoder().encode(out).length > max) out = out.slice(0, -1);
+  while (utf8.encode(out).length > max) out = out.slice(0, -1);
   return out;
 }
 
@@ -385,6 +609,49 @@ export function previousIdsFromState(st: MapState): PreviousIds {
   return { frontends, backends };
 }
 
+const META_PROTO = fieldOffset(svcMeta, "proto");
+const META_ADDR = fieldOffset(svcMeta, "address");
+const META_PORT = fieldOffset(svcMeta, "port");
+
+/** A batch read: `count` keys and values packed at keySize / valueStride. */
+export interface Batch {
+  keys: Uint8Array;
+  values: Uint8Array;
+  count: number;
+}
+
+/** "a.b.c.d:port/PROTO" of an IPv4 address and network-order port at `off` and `portOff`. */
+function l4KeyAt(b: Uint8Array, off: number, portOff: number, proto: number): string | undefined {
+  const protocol = protoName(proto);
+  if (!protocol) return undefined;
+  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}:${(b[portOff]! << 8) | b[portOff + 1]!}/${protocol}`;
+}
+
+/**
+ * Ids programmed on the node from batch reads of kpr_svc_meta (each entry names its frontend's
+ * key) and kpr_lb4_be, decoded in place: a re-apply learns the ids it keeps without reading the
+ * service map (100k backends in a few tens of ms).
+ */
+export function previousIdsFromBatches(meta: Batch, be: Batch): PreviousIds {
+  const frontends = new Map<string, number>();
+  const mStride = meta.values.length / Math.max(meta.count, 1);
+  const mk = new DataView(meta.keys.buffer, meta.keys.byteOffset, meta.keys.byteLength);
+  for (let i = 0; i < meta.count; i++) {
+    const o = i * mStride;
+    const key = l4KeyAt(meta.values, o + META_ADDR, o + META_PORT, meta.values[o + META_PROTO]!);
+    if (key) frontends.set(key, mk.getUint16(i * 2, true));
+  }
+  const backends = new Map<string, number>();
+  const bStride = be.values.length / Math.max(be.count, 1);
+  const bk = new DataView(be.keys.buffer, be.keys.byteOffset, be.keys.byteLength);
+  for (let i = 0; i < be.count; i++) {
+    const o = i * bStride;
+    const key = l4KeyAt(be.values, o + BE_ADDR, o + BE_PORT, be.values[o + BE_PROTO]!);
+    if (key) backends.set(key, bk.getUint32(i * 4, true));
+  }
+  return { frontends, backends };
+}
+
 // ---- diff ----------------------------------------------------------------------------------
 
 /** One map write. `prev` is the value before (undefined: the key was absent). */
@@ -404,11 +671,15 @@ function isMasterKey(key: Uint8Array): boolean {
 
 /**
  * Phase of an op (DESIGN.md's update order): new backends before the slots that name them,
- * reverse-NAT/metadata/source ranges before the master that uses them, slots before the
- * master's count; deletions in reverse: masters (count shrunk or frontend gone), then slots,
- * then per-frontend data, then backends no longer referenced.
+ * reverse-NAT/source ranges before the master that uses them, slots before the master's count;
+ * deletions in reverse: masters (count shrunk or frontend gone), then slots, then per-frontend
+ * data, then backends no longer referenced. Metadata (user space only) goes last, both ways: its
+ * digest vouches for the frontend's entries, so it is written only once they are in place, and
+ * a removed frontend's metadata outlives its entries (an interrupted apply is finished by the
+ * next one, which finds the frontend through it).
  */
 function phase(op: MapOp): number {
+  if (op.map === "kpr_svc_meta") return 8;
   const svc = op.map === "kpr_lb4_svc";
   if (op.kind === "update") {
     if (op.map === "kpr_lb4_be") return 0;
@@ -429,7 +700,7 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 /** The ordered writes that turn `current` into `desired` (empty when they are equal). */
 export function diffMapState(current: MapState, desired: MapState): MapOp[] {
   // buckets by phase; within a phase, map order then key bytes, so plans are deterministic
-  const buckets: { op: MapOp; k: string }[][][] = Array.from({ length: 8 }, () =>
+  const buckets: { op: MapOp; k: string }[][][] = Array.from({ length: 9 }, () =>
     LB_STATE_MAPS.map(() => []),
   );
   LB_STATE_MAPS.forEach((map, mi) => {
@@ -454,15 +725,175 @@ export function diffMapState(current: MapState, desired: MapState): MapOp[] {
       list.sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0));
       for (const x of list) out.push(x.op);
     }
-  return out;
+  return withDigestsCleared(out);
+}
+
+/**
+ * Prepends, for every frontend whose metadata a plan rewrites, a write of its current metadata
+ * with the digest cleared: should the apply stop half-way (killed), the next one does not take
+ * the half-written frontend for up to date.
+ */
+function withDigestsCleared(ops: MapOp[]): MapOp[] {
+  const clear: MapOp[] = [];
+  for (const op of ops) {
+    if (op.map !== "kpr_svc_meta" || op.kind !== "update" || !op.prev) continue;
+    const [lo, hi] = metaDigest(op.prev);
+    if (lo === 0 && hi === 0) continue;
+    const value = op.prev.slice();
+    value.fill(0, META_DIGEST, META_DIGEST + 8);
+    clear.push({ map: "kpr_svc_meta", kind: "update", key: op.key, value, prev: op.prev });
+  }
+  return clear.length === 0 ? ops : [...clear, ...ops];
+}
+
+// ---- planning from digests ---------------------------------------------------------------------
+
+/** What planFromDigests needs of the programmed state (the pinned maps, or a MapState read earlier). */
+export interface CurrentView {
+  /** every kpr_svc_meta entry: keys (u16 ids) and values, concatenated */
+  meta: { keys: Uint8Array; values: Uint8Array; count: number };
+  lookupBe(key: Uint8Array): Uint8Array | undefined;
+  /** every kpr_lb4_srcr entry (small: only frontends with source ranges have any) */
+  srcr(): MapContent;
+  lookupSvc(key: Uint8Array): Uint8Array | undefined;
+  lookupRnat(key: Uint8Array): Uint8Array | undefined;
+}
+
+/** A plan and the entry counts it starts from (for the capacity check). */
+export interface DigestPlan {
+  ops: MapOp[];
+  /** entries each map holds before the plan runs */
+  counts: Record<LbStateMap, number>;
+  /** frontends whose digest did not match (diffed entry by entry) */
+  dirty: number;
+}
+
+/**
+ * Plans the writes that turn the programmed state into `enc` looking only at frontends whose
+ * stored digest differs from the desired one (or is missing), plus every backend. A frontend
+ * whose digest matches is taken as programmed: its digest covers all its entries, and is written
+ * after them. Returns undefined when more than `maxDirty` frontends need a diff (the caller then
+ * diffs everything).
+ */
+export function planFromDigests(
+  enc: EncodedModel,
+  cur: CurrentView,
+  maxDirty: number,
+): DigestPlan | undefined {
+  const metaSize = svcMeta.size;
+  const clean = new Set<number>();
+  const dirtyCurrent = new Map<number, Uint8Array>(); // id → current meta value
+  const { meta } = cur;
+  const mdv = new DataView(meta.values.buffer, meta.values.byteOffset, meta.values.byteLength);
+  for (let i = 0; i < meta.count; i++) {
+    const id = meta.keys[2 * i]! | (meta.keys[2 * i + 1]! << 8);
+    const o = i * metaSize + META_DIGEST;
+    const lo = mdv.getUint32(o, true);
+    const hi = mdv.getUint32(o + 4, true);
+    const want = enc.byId.get(id);
+    if (want && (lo !== 0 || hi !== 0) && want.digestLo === lo && want.digestHi === hi) clean.add(id);
+    else {
+      dirtyCurrent.set(id, meta.values.subarray(i * metaSize, (i + 1) * metaSize));
+      if (dirtyCurrent.size > maxDirty) return undefined;
+    }
+  }
+  const dirtyDesired = enc.frontends.filter((f) => !clean.has(f.id));
+  if (dirtyDesired.length > maxDirty || dirtyCurrent.size + dirtyDesired.length > 2 * maxDirty)
+    return undefined;
+
+  // The dirty frontends' current entries: found by the key stored in their metadata and by the
+  // key they are to have (an entry there may belong to a frontend without metadata).
+  const current = emptyMapState();
+  const seenKeys = new Set<string>();
+  const readFrontend = (key: Uint8Array, slotsAtLeast: number) => {
+    const k = hex(key);
+    if (seenKeys.has(k)) return;
+    seenKeys.add(k);
+    const master = cur.lookupSvc(key);
+    let count = slotsAtLeast;
+    if (master) {
+      const m = lb4Service.decode(master);
+      if (clean.has(m.rev_nat_id)) return; // an up-to-date frontend's entry: not ours to diff
+      current.kpr_lb4_svc.set(k, { key: key.slice(), value: master });
+      count = Math.max(count, m.count);
+    }
+    for (let s = 1; s <= count; s++) {
+      const sk = key.slice();
+      sk[KEY_SLOT] = s & 0xff;
+      sk[KEY_SLOT + 1] = s >> 8;
+      const v = cur.lookupSvc(sk);
+      if (v) current.kpr_lb4_svc.set(hex(sk), { key: sk, value: v });
+    }
+  };
+  const idKey = (id: number) => new Uint8Array([id & 0xff, id >> 8]);
+  for (const [id, value] of dirtyCurrent) {
+    const m = svcMeta.decode(value);
+    const want = enc.byId.get(id);
+    if (protoName(m.proto))
+      readFrontend(
+        lb4Key.encode({ address: m.address, dport: m.port, slot: 0, proto: m.proto, scope: 0 }),
+        want?.backendIds.length ?? 0,
+      );
+    const k = idKey(id);
+    current.kpr_svc_meta.set(hex(k), { key: k, value });
+  }
+  const dirtyIds = new Set<number>(dirtyCurrent.keys());
+  for (const f of dirtyDesired) {
+    readFrontend(f.key, f.backendIds.length);
+    dirtyIds.add(f.id);
+  }
+  for (const id of dirtyIds) {
+    const k = idKey(id);
+    const r = cur.lookupRnat(k);
+    if (r) current.kpr_lb4_rnat.set(hex(k), { key: k, value: r });
+  }
+  const srcr = cur.srcr();
+  for (const [k, e] of srcr)
+    if (dirtyIds.has(lb4SrcrKey.decode(e.key).rev_nat_id)) current.kpr_lb4_srcr.set(k, e);
+
+  // Backends: those the dirty frontends name, now or before. Any other backend is named by an
+  // up-to-date frontend, whose digest covers the backend's value.
+  const candidates = new Set<number>();
+  for (const f of dirtyDesired) for (const id of f.backendIds) candidates.add(id);
+  for (const e of current.kpr_lb4_svc.values())
+    if (!isMasterKey(e.key)) candidates.add(lb4Service.decode(e.value).backend_id);
+  const desiredBe: number[] = [];
+  let beCount = enc.beIndex.size;
+  for (const id of candidates) {
+    const key = u32Id.encode({ v: id });
+    const have = cur.lookupBe(key);
+    const want = enc.beValue(id);
+    if (want && !have) beCount--;
+    if (have && !want) beCount++;
+    if (have && want && bytesEqual(have, want)) continue;
+    if (have) current.kpr_lb4_be.set(hex(key), { key, value: have });
+    if (want) desiredBe.push(id);
+  }
+  const desired = encodedState(enc, dirtyDesired, desiredBe);
+  const ops = diffMapState(current, desired);
+  let svcCount = current.kpr_lb4_svc.size;
+  for (const id of clean) svcCount += 1 + enc.byId.get(id)!.backendIds.length;
+  const counts: Record<LbStateMap, number> = {
+    kpr_lb4_svc: svcCount,
+    kpr_lb4_be: beCount,
+    kpr_lb4_rnat: clean.size + current.kpr_lb4_rnat.size,
+    kpr_svc_meta: meta.count,
+    kpr_lb4_srcr: srcr.size,
+  };
+  return { ops, counts, dirty: dirtyIds.size };
 }
 
 /** Entries each map holds at its fullest while `ops` run: upserts land before deletions. */
-export function peakEntries(current: MapState, ops: MapOp[]): Record<LbStateMap, number> {
-  const peak = Object.fromEntries(LB_STATE_MAPS.map((m) => [m, current[m].size])) as Record<
-    LbStateMap,
-    number
-  >;
+export function peakEntries(
+  current: MapState | Record<LbStateMap, number>,
+  ops: MapOp[],
+): Record<LbStateMap, number> {
+  const peak = Object.fromEntries(
+    LB_STATE_MAPS.map((m) => {
+      const c = current[m];
+      return [m, typeof c === "number" ? c : c.size];
+    }),
+  ) as Record<LbStateMap, number>;
   for (const op of ops) if (op.kind === "update" && !op.prev) peak[op.map]++;
   return peak;
 }

@@ -12,16 +12,20 @@ import { log as rootLog } from "../log.ts";
 import { BpfMap } from "./bpf.ts";
 import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
 import {
+  type CurrentView,
   diffMapState,
+  type EncodedModel,
   emptyMapState,
+  encodedState,
+  encodeModel,
   frontendChanges,
   hex,
   type MapOp,
   type MapState,
   mapStateToFrontends,
-  modelToMapState,
   peakEntries,
-  previousIdsFromState,
+  planFromDigests,
+  previousIdsFromBatches,
   summarizeOps,
 } from "./mapstate.ts";
 
@@ -49,9 +53,12 @@ export function mapPinPath(cfg: Config, name: string): string {
 }
 
 /** Reads the content of every LB state map (one batch lookup per map). */
-export function readMapState(maps: Record<LbStateMap, MapReader>): MapState {
+export function readMapState(
+  maps: Record<LbStateMap, MapReader>,
+  only: readonly LbStateMap[] = LB_STATE_MAPS,
+): MapState {
   const st = emptyMapState();
-  for (const name of LB_STATE_MAPS) {
+  for (const name of only) {
     const m = maps[name];
     const { keys, values, count } = m.lookupBatch();
     const c = st[name];
@@ -108,8 +115,13 @@ export async function lockState(cfg: Config, log?: ConsolaInstance): Promise<Dis
 
 /** Frontend and backend ids programmed on this node (empty maps when nothing is pinned). */
 export function readPreviousIds(cfg: Config): PreviousIds {
-  const st = readPinnedState(cfg);
-  return st ? previousIdsFromState(st) : { frontends: new Map(), backends: new Map() };
+  const maps = openPinnedLbMaps(cfg);
+  if (!maps) return { frontends: new Map(), backends: new Map() };
+  try {
+    return previousIdsFromBatches(maps.kpr_svc_meta.lookupBatch(), maps.kpr_lb4_be.lookupBatch());
+  } finally {
+    closeAll(maps);
+  }
 }
 
 /** Decodes a programmed state into DESIGN.md's JSON entries (plus the model's extra fields). */
@@ -133,7 +145,11 @@ export async function readCurrentEntries(cfg: Config): Promise<ServiceEntryJson[
  * Throws before any write when a map would overflow: upserts land before deletions, so the
  * peak is the current entries plus the added keys.
  */
-export function checkCapacity(current: MapState, ops: MapOp[], maxEntries: Record<LbStateMap, number>): void {
+export function checkCapacity(
+  current: MapState | Record<LbStateMap, number>,
+  ops: MapOp[],
+  maxEntries: Record<LbStateMap, number>,
+): void {
   const peak = peakEntries(current, ops);
   const over = LB_STATE_MAPS.filter((m) => peak[m] > maxEntries[m]);
   if (over.length === 0) return;
@@ -242,46 +258,85 @@ export interface ApplyResult {
   summary: string;
   /** map writes done */
   writes: number;
+  /** the writes planned (and done), in order */
+  ops: MapOp[];
+  /** how the plan was made: from per-frontend digests, or by diffing every entry */
+  planned: "digests" | "full";
   /** program / link / config changes done by the loader */
   datapathChanges: string[];
   skipped: { frontend: string; reason: string }[];
+  /** wall time of applyModel */
+  ms: number;
+}
+
+/** A CurrentView over the pinned maps: two batch reads, the rest looked up on demand. */
+function pinnedView(maps: Record<LbStateMap, BpfMap>): CurrentView {
+  return {
+    meta: maps.kpr_svc_meta.lookupBatch(),
+    lookupBe: (k) => maps.kpr_lb4_be.lookup(k),
+    srcr: () => readMapState(maps, ["kpr_lb4_srcr"]).kpr_lb4_srcr,
+    lookupSvc: (k) => maps.kpr_lb4_svc.lookup(k),
+    lookupRnat: (k) => maps.kpr_lb4_rnat.lookup(k),
+  };
 }
 
 /**
- * Programs `model` into this node: ensures bpffs, loads and attaches the programs (loader.ts),
- * diffs against the pinned maps and applies the difference. Same input twice → no writes.
- * The caller prints `summary`; progress of long runs (> 1 s) goes to `log`.
+ * Above this many frontends out of date, diffing every entry costs less than looking the
+ * changed ones up one by one.
+ */
+function maxDirty(enc: EncodedModel): number {
+  return Math.max(256, enc.frontends.length >> 1);
+}
+
+/**
+ * Programs `model` into this node: ensures bpffs, loads and attaches the programs (loader.ts;
+ * skipped when the pinned links run the embedded objects), plans the writes and applies them.
+ * The plan looks only at frontends whose stored digest (kpr_svc_meta) differs from the desired
+ * one, and diffs every entry when there is no usable digest for most of them (first apply).
+ * Same input twice → no writes. The caller prints `summary`; progress of long runs (> 1 s)
+ * goes to `log`.
  */
 export async function applyModel(
   model: LbModel,
   cfg: Config,
-  opts: { log?: ConsolaInstance; current?: MapState } = {},
+  opts: { log?: ConsolaInstance } = {},
 ): Promise<ApplyResult> {
   const log = opts.log ?? rootLog.withTag("reconcile");
   const t0 = performance.now();
   const { ensureBpffs } = await import("./bpffs.ts");
   const { loadDatapath, lbMapMaxEntries } = await import("./loader.ts");
-  const desired = modelToMapState(model, cfg);
-  for (const s of desired.skipped) log.warn(`skipped frontend ${s.frontend}: ${s.reason}`);
+  const enc = encodeModel(model);
+  for (const s of enc.skipped) log.warn(`skipped frontend ${s.frontend}: ${s.reason}`);
   ensureBpffs(cfg.bpf.root);
 
-  // Diff and capacity check before anything is written (maps, programs or config).
+  // Plan and capacity check before anything is written (maps, programs or config).
   const pinned = openPinnedLbMaps(cfg);
-  let current: MapState;
+  let ops: MapOp[];
+  let counts: MapState | Record<LbStateMap, number>;
   let maxEntries: Record<LbStateMap, number>;
+  let planned: ApplyResult["planned"] = "digests";
   try {
-    current = opts.current ?? (pinned ? readMapState(pinned) : emptyMapState());
     maxEntries = pinned
       ? (Object.fromEntries(LB_STATE_MAPS.map((m) => [m, pinned[m].maxEntries])) as Record<
           LbStateMap,
           number
         >)
       : lbMapMaxEntries(cfg);
+    const view = pinned ? pinnedView(pinned) : undefined;
+    const plan = view ? planFromDigests(enc, view, maxDirty(enc)) : undefined;
+    if (plan) {
+      ops = plan.ops;
+      counts = plan.counts;
+    } else {
+      planned = "full";
+      const current = pinned ? readMapState(pinned) : emptyMapState();
+      ops = diffMapState(current, encodedState(enc, enc.frontends, enc.backendIds()));
+      counts = current;
+    }
   } finally {
     closeAll(pinned);
   }
-  const ops = diffMapState(current, desired.state);
-  checkCapacity(current, ops, maxEntries);
+  checkCapacity(counts, ops, maxEntries);
   const planMs = performance.now() - t0;
   if (planMs > 1000)
     log.info(`planned ${ops.length} map writes in ${Math.round(planMs)} ms; loading the datapath`);
@@ -290,14 +345,15 @@ export async function applyModel(
   let writes = 0;
   try {
     writes = executeOps(ops, dp.lbMaps, { log });
-    if (ops.some((o) => o.kind === "delete")) pruneAffinity(dp.map("kpr_lb4_aff"), desired.state);
+    if (ops.some((o) => o.kind === "delete")) pruneAffinity(dp.map("kpr_lb4_aff"), enc);
   } finally {
     dp.close();
   }
+  const ms = performance.now() - t0;
   const fc = frontendChanges(ops);
   const s = summarizeOps(ops);
-  const nBackends = desired.state.kpr_lb4_be.size;
-  const nFrontends = model.frontends.length - desired.skipped.length;
+  const nBackends = enc.beIndex.size;
+  const nFrontends = enc.frontends.length;
   const changed = writes > 0 || dp.changes.length > 0;
   const detail = [
     `frontends +${fc.added} ~${fc.changed} -${fc.removed}`,
@@ -305,27 +361,32 @@ export async function applyModel(
     `${writes} map writes`,
     ...dp.changes,
   ];
+  const took = ms < 10 ? ms.toFixed(1) : String(Math.round(ms));
   const summary = changed
-    ? `${nFrontends} frontends, ${nBackends} backends programmed (${detail.join("; ")})`
-    : `no changes (${nFrontends} frontends, ${nBackends} backends programmed)`;
-  return { changed, summary, writes, datapathChanges: dp.changes, skipped: desired.skipped };
+    ? `${nFrontends} frontends, ${nBackends} backends programmed (${detail.join("; ")}) in ${took} ms`
+    : `no changes (${nFrontends} frontends, ${nBackends} backends programmed); checked in ${took} ms`;
+  return {
+    changed,
+    summary,
+    writes,
+    ops,
+    planned,
+    datapathChanges: dp.changes,
+    skipped: enc.skipped,
+    ms,
+  };
 }
 
 /**
  * Drops session-affinity entries whose frontend or backend is gone, so a returning id never
  * inherits a stale choice (the datapath checks slots only for small frontends).
  */
-function pruneAffinity(aff: BpfMap, st: MapState): void {
-  const frontendIds = new Set<number>();
-  for (const e of st.kpr_lb4_rnat.values()) frontendIds.add(e.key[0]! | (e.key[1]! << 8));
-  const backendIds = new Set<number>();
-  for (const e of st.kpr_lb4_be.values())
-    backendIds.add(new DataView(e.key.buffer, e.key.byteOffset).getUint32(0, true));
+function pruneAffinity(aff: BpfMap, enc: EncodedModel): void {
   const stale: Uint8Array[] = [];
   for (const [k, v] of aff.entries()) {
     const key = lb4AffKey.decode(k);
     const val = lb4AffVal.decode(v);
-    if (!frontendIds.has(key.rev_nat_id) || !backendIds.has(val.backend_id)) stale.push(k);
+    if (!enc.byId.has(key.rev_nat_id) || !enc.beIndex.has(val.backend_id)) stale.push(k);
   }
   for (const k of stale) aff.delete(k);
 }

@@ -173,6 +173,7 @@ export class Lab implements Disposable {
         nodeport_max: c.nodePorts?.[1] ?? 0,
         lb_mode: 0,
         host_netns_cookie: c.hostNetnsCookie ?? 0n,
+        datapath_digest: 0n,
       }),
     );
   }

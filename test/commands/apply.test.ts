@@ -91,7 +91,9 @@ describe("kpr apply --dry-run", () => {
           metadata: { name: `s${i}-a`, namespace: "big", labels: { "kubernetes.io/service-name": `s${i}` } },
           addressType: "IPv4",
           ports: [{ port: 8080, protocol: "TCP" }],
-          endpoints: [{ addresses: [`10.244.${(i / 250) | 0}.${(i % 250) + 1}`], conditions: { ready: true } }],
+          endpoints: [
+            { addresses: [`10.244.${(i / 250) | 0}.${(i % 250) + 1}`], conditions: { ready: true } },
+          ],
         },
       );
     }

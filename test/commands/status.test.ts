@@ -18,6 +18,7 @@ function node(over: Partial<NodeStatus> = {}, flags = CFG_F.SOCKET_LB | CFG_F.NO
       nodeport_max: 32767,
       lb_mode: 0,
       host_netns_cookie: 0n,
+      datapath_digest: 0n,
     },
     cgroupHooks: SOCK_HOOKS,
     devices: [

@@ -56,7 +56,16 @@ describe("lbmaps codecs", () => {
     [
       "kpr_svc_meta",
       svcMeta,
-      { name: "default/my-nginx", port_name: "http", health_check_port: 32000, reject: 1 },
+      {
+        name: "default/my-nginx",
+        port_name: "http",
+        health_check_port: 32000,
+        reject: 1,
+        proto: 17,
+        address: "10.96.0.10",
+        port: 53,
+        digest: 0x0123456789abcdefn,
+      },
     ],
     ["kpr_lb4_srcr_key", lb4SrcrKey, { prefixlen: 56, rev_nat_id: 3, address: "10.1.0.0" }],
     ["kpr_dev4", dev4, { address: "192.168.50.2", mac: new Uint8Array([2, 0, 0, 0, 0, 1]) }],
@@ -71,6 +80,7 @@ describe("lbmaps codecs", () => {
         nodeport_max: 32767,
         lb_mode: 0,
         host_netns_cookie: 4096n,
+        datapath_digest: 0xfedcba9876543210n,
       },
     ],
   ];
@@ -83,10 +93,10 @@ describe("lbmaps codecs", () => {
     ["kpr_lb4_service", lb4Service.size, 16],
     ["kpr_lb4_backend", lb4Backend.size, 12],
     ["kpr_lb4_revnat", lb4Revnat.size, 8],
-    ["kpr_svc_meta", svcMeta.size, 136],
+    ["kpr_svc_meta", svcMeta.size, 152],
     ["kpr_lb4_srcr_key", lb4SrcrKey.size, 12],
     ["kpr_dev4", dev4.size, 12],
-    ["kpr_config", kprConfig.size, 24],
+    ["kpr_config", kprConfig.size, 32],
   ])("%s is %i bytes (abi.h's _Static_assert: %i)", (_n, size, want) => {
     expect(size).toBe(want);
   });

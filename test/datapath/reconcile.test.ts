@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { type Config, defaultConfig } from "../../src/config/config.ts";
 import { BpfMap, MapType } from "../../src/datapath/bpf.ts";
 import {
+  kprConfig,
   LB_STATE_MAPS,
   type LbStateMap,
   lb4Backend,
@@ -27,6 +28,7 @@ import {
   checkCapacity,
   executeOps,
   type MapIo,
+  openPinnedLbMaps,
   readCurrentEntries,
   readMapState,
   readPreviousIds,
@@ -81,6 +83,8 @@ function describeOp(op: MapOp): string {
     default:
       key = String(u16Id.decode(op.key).v);
   }
+  if (op.map === "kpr_svc_meta" && op.value && svcMeta.decode(op.value).digest === 0n)
+    return `clear digest ${key}`;
   return `${op.kind} ${short} ${key}`;
 }
 
@@ -124,7 +128,14 @@ describe("modelToMapState", () => {
     expect(bes).toContainEqual([2, { address: "10.244.1.11", port: 8080, proto: 6, state: 0, flags: 1 }]);
     expect(bes).toContainEqual([1, { address: "10.244.1.10", port: 8080, proto: 6, state: 1, flags: 0 }]);
     const meta = svcMeta.decode([...st.kpr_svc_meta.values()][0]!.value);
-    expect(meta).toEqual({ name: "default/web", port_name: "http", health_check_port: 32001, reject: 0 });
+    expect(meta).toMatchObject({
+      name: "default/web",
+      port_name: "http",
+      health_check_port: 32001,
+      reject: 0,
+    });
+    expect(meta).toMatchObject({ proto: 6, address: "10.96.0.10", port: 80 });
+    expect(meta.digest).not.toBe(0n);
     const srcr = [...st.kpr_lb4_srcr.values()].map((e) => lb4SrcrKey.decode(e.key));
     expect(srcr).toEqual([{ prefixlen: 56, rev_nat_id: 7, address: "10.1.2.0" }]);
   });
@@ -191,21 +202,21 @@ describe("diffMapState ordering", () => {
   const cases: [string, LbModel, LbModel, string[]][] = [
     ["same input: no ops", two, two, []],
     [
-      "new frontend: backends, then revnat/meta, then slots, then the master",
+      "new frontend: backends, then revnat, then slots, then the master, then meta (its digest)",
       model(),
       two,
       [
         "update be 1",
         "update be 2",
         "update rnat 1",
-        "update svc_meta 1",
         "update svc 10.96.0.1:80/6#1",
         "update svc 10.96.0.1:80/6#2",
         "update svc 10.96.0.1:80/6#0",
+        "update svc_meta 1",
       ],
     ],
     [
-      "removed frontend: the master first, then slots, then revnat/meta, then backends",
+      "removed frontend: the master first, then slots, then revnat, then backends, meta last",
       two,
       model(),
       [
@@ -213,26 +224,34 @@ describe("diffMapState ordering", () => {
         "delete svc 10.96.0.1:80/6#1",
         "delete svc 10.96.0.1:80/6#2",
         "delete rnat 1",
-        "delete svc_meta 1",
         "delete be 1",
         "delete be 2",
+        "delete svc_meta 1",
       ],
     ],
     [
       "grow: the new backend, its slot, then the master's count",
       two,
       model(fe(1, "10.96.0.1", [a, b, c])),
-      ["update be 3", "update svc 10.96.0.1:80/6#3", "update svc 10.96.0.1:80/6#0"],
+      [
+        "clear digest 1",
+        "update be 3",
+        "update svc 10.96.0.1:80/6#3",
+        "update svc 10.96.0.1:80/6#0",
+        "update svc_meta 1",
+      ],
     ],
     [
       "shrink in the middle: slot rewritten, master count shrunk, last slot and backend deleted",
       model(fe(1, "10.96.0.1", [a, b, c])),
       model(fe(1, "10.96.0.1", [a, c])),
       [
+        "clear digest 1",
         "update svc 10.96.0.1:80/6#2",
         "update svc 10.96.0.1:80/6#0",
         "delete svc 10.96.0.1:80/6#3",
         "delete be 2",
+        "update svc_meta 1",
       ],
     ],
     [
@@ -240,29 +259,31 @@ describe("diffMapState ordering", () => {
       two,
       model(fe(1, "10.96.0.1", [be(1, "10.244.0.1", "terminating"), b])),
       [
+        "clear digest 1",
         "update be 1",
         "update svc 10.96.0.1:80/6#1",
         "update svc 10.96.0.1:80/6#2",
         "update svc 10.96.0.1:80/6#0",
+        "update svc_meta 1",
       ],
     ],
     [
-      "backend changes node locality only: one backend write",
+      "backend changes node locality only: one backend write (and the digest)",
       two,
       model(fe(1, "10.96.0.1", [a, be(2, "10.244.0.2", "active", true)])),
-      ["update be 2"],
+      ["clear digest 1", "update be 2", "update svc_meta 1"],
     ],
     [
       "source ranges added: LPM entries before the master's flag",
       two,
       model(fe(1, "10.96.0.1", [a, b], { sourceRanges: { cidrs: ["10.0.0.0/8"], policy: "allow" } })),
-      ["update srcr 1:10.0.0.0/8", "update svc 10.96.0.1:80/6#0"],
+      ["clear digest 1", "update srcr 1:10.0.0.0/8", "update svc 10.96.0.1:80/6#0", "update svc_meta 1"],
     ],
     [
       "source ranges removed: the master's flag first, then the LPM entries",
       model(fe(1, "10.96.0.1", [a, b], { sourceRanges: { cidrs: ["10.0.0.0/8"], policy: "allow" } })),
       two,
-      ["update svc 10.96.0.1:80/6#0", "delete srcr 1:10.0.0.0/8"],
+      ["clear digest 1", "update svc 10.96.0.1:80/6#0", "delete srcr 1:10.0.0.0/8", "update svc_meta 1"],
     ],
   ];
   it.each(cases)("%s", (_name, from, to, want) => {
@@ -309,7 +330,7 @@ function kernelMaps(maxEntries = 1024): Record<LbStateMap, BpfMap> {
     kpr_lb4_svc: mk("kpr_lb4_svc", 12, 16),
     kpr_lb4_be: mk("kpr_lb4_be", 4, 12),
     kpr_lb4_rnat: mk("kpr_lb4_rnat", 2, 8),
-    kpr_svc_meta: mk("kpr_svc_meta", 2, 136),
+    kpr_svc_meta: mk("kpr_svc_meta", 2, 152),
     kpr_lb4_srcr: mk("kpr_lb4_srcr", 12, 1, MapType.LPM_TRIE),
   };
 }
@@ -480,5 +501,150 @@ describe.skipIf(!!skipApply)("applyModel (socket LB only, no devices)", () => {
     const r = await applyModel(m1, c, quiet);
     expect(r.datapathChanges).toEqual(expect.arrayContaining(["detached cgroup-connect4", "config updated"]));
     expect(existsSync(`${topo().bpfRoot}/links/cgroup-connect4`)).toBe(false);
+  });
+});
+
+describe.skipIf(!!skipApply)("applyModel plans from per-frontend digests", () => {
+  const topo = useTopology();
+  const config = (): Config => ({
+    ...defaultConfig(),
+    devices: [],
+    socketLB: { ...defaultConfig().socketLB, enabled: false },
+    bpf: { root: topo().bpfRoot, lbMapMax: 8192 },
+    cgroup: { root: topo().cgroupDir },
+  });
+  const quiet = { log: { info() {}, warn() {}, debug() {} } as never };
+  const ip = (n: number) => `10.${128 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
+  /** 300 frontends × 4 backends; `moved` frontends get endpoint 0 at a new address (new id). */
+  const services = (moved: number[] = [], extra: Partial<Record<number, Partial<Frontend>>> = {}): LbModel =>
+    model(
+      ...Array.from({ length: 300 }, (_, s) =>
+        fe(
+          s + 1,
+          `10.96.${s >> 8}.${s & 255}`,
+          Array.from({ length: 4 }, (_, e) =>
+            moved.includes(s + 1) && e === 0
+              ? be(100000 + s, ip(200000 + s))
+              : be(s * 4 + e + 1, ip(s * 4 + e)),
+          ),
+          extra[s + 1] ?? {},
+        ),
+      ),
+    );
+  const pinnedState = () => {
+    const maps = openPinnedLbMaps(config())!;
+    try {
+      return readMapState(maps);
+    } finally {
+      for (const m of Object.values(maps)) m.close();
+    }
+  };
+  /** rev-NAT ids (and backend ids) an op touches. */
+  const touched = (ops: MapOp[]) => {
+    const ids = new Set<number>();
+    const bes = new Set<number>();
+    for (const op of ops) {
+      if (op.map === "kpr_lb4_be") bes.add(u32Id.decode(op.key).v);
+      else if (op.map === "kpr_lb4_svc") ids.add(lb4Service.decode((op.value ?? op.prev)!).rev_nat_id);
+      else if (op.map === "kpr_lb4_srcr") ids.add(lb4SrcrKey.decode(op.key).rev_nat_id);
+      else ids.add(u16Id.decode(op.key).v);
+    }
+    return { ids: [...ids].sort((a, b) => a - b), bes: [...bes].sort((a, b) => a - b) };
+  };
+
+  it("first apply diffs everything; a change at a few frontends writes only theirs, equal to a full apply", async () => {
+    const r0 = await applyModel(services(), config(), quiet);
+    expect(r0.planned, "first apply").toBe("full");
+    expect(asPlain(pinnedState()), "after the first apply").toEqual(asPlain(stateOf(services())));
+
+    const m1 = services([7, 150, 299], { 42: { sourceRanges: { cidrs: ["10.0.0.0/8"], policy: "allow" } } });
+    const r1 = await applyModel(m1, config(), quiet);
+    expect(r1.planned, "re-apply").toBe("digests");
+    expect(touched(r1.ops), "entries written").toEqual({
+      ids: [7, 42, 150, 299],
+      bes: [25, 597, 1193, 100006, 100149, 100298],
+    });
+    expect(asPlain(pinnedState()), "maps after the re-apply").toEqual(asPlain(stateOf(m1)));
+    expect(r1.summary).toMatch(
+      /^300 frontends, 1200 backends programmed \(frontends \+0 ~4 -0; backends \+3 ~0 -3; \d+ map writes\) in [\d.]+ ms$/,
+    );
+
+    // back, with one frontend gone and one new
+    const m2 = model(
+      ...services().frontends.filter((f) => f.id !== 10),
+      fe(301, "10.96.9.1", [be(1, ip(0))]),
+    );
+    const r2 = await applyModel(m2, config(), quiet);
+    expect(r2.planned).toBe("digests");
+    expect(touched(r2.ops).ids).toEqual([7, 10, 42, 150, 299, 301]);
+    expect(asPlain(pinnedState()), "maps after removing and adding").toEqual(asPlain(stateOf(m2)));
+
+    const r3 = await applyModel(m2, config(), quiet);
+    expect(r3).toMatchObject({ changed: false, writes: 0, planned: "digests" });
+    expect(r3.summary).toMatch(/^no changes .*; checked in [\d.]+ ms$/);
+  });
+
+  it("diffs a frontend without a digest entry by entry (and repairs it)", async () => {
+    const m = services();
+    await applyModel(m, config(), quiet);
+    const maps = openPinnedLbMaps(config())!;
+    try {
+      // frontend 5: slot 2 names a wrong backend, its digest cleared; frontend 6: slot 2 wrong too,
+      // its digest left (trusted: not looked at)
+      for (const id of [5, 6]) {
+        const key = lb4Key.encode({ address: `10.96.0.${id - 1}`, dport: 80, slot: 2, proto: 6, scope: 0 });
+        maps.kpr_lb4_svc.update(
+          key,
+          lb4Service.encode({ ...lb4Service.decode(maps.kpr_lb4_svc.lookup(key)!), backend_id: 1 }),
+        );
+      }
+      const mk = u16Id.encode({ v: 5 });
+      maps.kpr_svc_meta.update(
+        mk,
+        svcMeta.encode({ ...svcMeta.decode(maps.kpr_svc_meta.lookup(mk)!), digest: 0n }),
+      );
+    } finally {
+      for (const x of Object.values(maps)) x.close();
+    }
+    const r = await applyModel(m, config(), quiet);
+    expect(r.planned).toBe("digests");
+    expect(touched(r.ops).ids, "only the frontend without a digest").toEqual([5]);
+    const slot2 = (id: number) =>
+      lb4Service.decode(
+        pinnedState().kpr_lb4_svc.get(
+          Buffer.from(
+            lb4Key.encode({ address: `10.96.0.${id - 1}`, dport: 80, slot: 2, proto: 6, scope: 0 }),
+          ).toString("hex"),
+        )!.value,
+      ).backend_id;
+    expect(slot2(5), "frontend 5 repaired").toBe(4 * 4 + 2);
+    expect(slot2(6), "frontend 6's digest is trusted (only a full diff would see it)").toBe(1);
+    expect(svcMeta.decode(pinnedState().kpr_svc_meta.get("0500")!.value).digest).not.toBe(0n);
+  });
+
+  it("skips loading the objects while the pinned links run them, and reloads once the digest is gone", async () => {
+    const c = config();
+    const m = services();
+    await applyModel(m, c, quiet);
+    const { datapathDigest } = await import("../../src/datapath/loader.ts");
+    const cfgMap = BpfMap.openPinned(`${c.bpf.root}/maps/kpr_config`);
+    try {
+      const read = () => kprConfig.decode(cfgMap.lookup(u32Id.encode({ v: 0 }))!).datapath_digest;
+      expect(read(), "digest stored").toBe(await datapathDigest(c));
+      cfgMap.update(
+        u32Id.encode({ v: 0 }),
+        kprConfig.encode({
+          ...kprConfig.decode(cfgMap.lookup(u32Id.encode({ v: 0 }))!),
+          datapath_digest: 0n,
+        }),
+      );
+      const r = await applyModel(m, c, quiet);
+      expect(r.datapathChanges, "same programs: nothing to replace").toEqual([]);
+      expect(read(), "digest stored again after a load").toBe(await datapathDigest(c));
+      const other = { ...c, bpf: { ...c.bpf, lbMapMax: 4096 } };
+      expect(await datapathDigest(other)).not.toBe(await datapathDigest(c));
+    } finally {
+      cfgMap.close();
+    }
   });
 });
