@@ -24,6 +24,7 @@ fi
 # package -> a file or command that proves it is installed
 declare -A need=(
   [clang]=/usr/bin/clang
+  [gcc]=/usr/bin/gcc
   [llvm]=/usr/bin/llvm-strip
   [libbpf-dev]=/usr/include/bpf/libbpf.h
   [libbpf1]=libbpf.so.1
@@ -41,6 +42,7 @@ declare -A need=(
   [iputils-ping]=/usr/bin/ping
   [tcpdump]=/usr/bin/tcpdump
   [python3]=/usr/bin/python3
+  [procps]=/usr/sbin/sysctl
 )
 missing=()
 for pkg in "${!need[@]}"; do
