@@ -19,12 +19,16 @@ export interface EndpointSpec {
 
 export interface ServiceSpec {
   name: string;
-  type: "ClusterIP" | "NodePort";
+  type: "ClusterIP" | "NodePort" | "LoadBalancer";
   clusterIP: string;
   ports: PortSpec[];
   externalIPs?: string[];
   /** ClientIP session affinity with this timeout (seconds). */
   affinitySeconds?: number;
+  externalTrafficPolicy?: "Cluster" | "Local";
+  internalTrafficPolicy?: "Cluster" | "Local";
+  /** status.loadBalancer.ingress[].ip (type LoadBalancer). */
+  loadBalancerIPs?: string[];
   endpoints: EndpointSpec[];
 }
 
@@ -54,7 +58,12 @@ export function service(s: ServiceSpec): object[] {
             sessionAffinityConfig: { clientIP: { timeoutSeconds: s.affinitySeconds } },
           }
         : {}),
+      ...(s.externalTrafficPolicy ? { externalTrafficPolicy: s.externalTrafficPolicy } : {}),
+      ...(s.internalTrafficPolicy ? { internalTrafficPolicy: s.internalTrafficPolicy } : {}),
     },
+    ...(s.loadBalancerIPs
+      ? { status: { loadBalancer: { ingress: s.loadBalancerIPs.map((ip) => ({ ip })) } } }
+      : {}),
   };
   const slice = {
     apiVersion: "discovery.k8s.io/v1",
@@ -82,5 +91,34 @@ export function node(name: string, internalIP: string): object {
     kind: "Node",
     metadata: { name, labels: { "kubernetes.io/hostname": name } },
     status: { addresses: [{ type: "InternalIP", address: internalIP }] },
+  };
+}
+
+export interface HostPortSpec {
+  hostPort: number;
+  containerPort: number;
+  protocol: "TCP" | "UDP";
+}
+
+/** A Running Pod scheduled on nodeName with podIP whose one container exposes hostPorts. */
+export function hostPortPod(name: string, nodeName: string, podIP: string, ports: HostPortSpec[]): object {
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, namespace: "default", labels: { app: name } },
+    spec: {
+      nodeName,
+      containers: [
+        {
+          name: "echo",
+          ports: ports.map((p) => ({
+            containerPort: p.containerPort,
+            hostPort: p.hostPort,
+            protocol: p.protocol,
+          })),
+        },
+      ],
+    },
+    status: { phase: "Running", podIP, podIPs: [{ ip: podIP }] },
   };
 }
