@@ -152,3 +152,28 @@ export async function spread(
   }
   return { counts, errors };
 }
+
+/** The two pods on node-1 and the one on node-2, as EndpointSlice endpoints. */
+export const LOCAL_ENDPOINTS = [
+  { ip: ADDR.podA, nodeName: "node-1" },
+  { ip: ADDR.podB, nodeName: "node-1" },
+];
+export const REMOTE_ENDPOINT = { ip: ADDR.podR, nodeName: "node-2" };
+
+/** Service port 80/TCP → the pods' HTTP echo (nodePort when given). */
+export const httpPort = (nodePort?: number) => ({
+  name: "http",
+  port: 80,
+  targetPort: HTTP_PORT,
+  protocol: "TCP" as const,
+  nodePort,
+});
+
+/** Service port 53/UDP → the pods' UDP echo (nodePort when given). */
+export const dnsPort = (nodePort?: number) => ({
+  name: "dns",
+  port: 53,
+  targetPort: UDP_PORT,
+  protocol: "UDP" as const,
+  nodePort,
+});

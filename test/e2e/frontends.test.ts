@@ -10,24 +10,26 @@ import { parse } from "yaml";
 import { needs } from "../harness/env.ts";
 import { useTopology } from "../harness/netns.ts";
 import { httpGet, startHttpEcho } from "../harness/servers.ts";
-import { ADDR, buildCluster, DEVICE, HTTP_PORT, kprOk, NS, spread, writeManifests } from "./_cluster.ts";
+import {
+  ADDR,
+  buildCluster,
+  DEVICE,
+  HTTP_PORT,
+  httpPort,
+  kprOk,
+  LOCAL_ENDPOINTS,
+  NS,
+  REMOTE_ENDPOINT,
+  spread,
+  writeManifests,
+} from "./_cluster.ts";
 import { hostPortPod, node, service } from "./_manifests.ts";
 
 const LB_IP = "203.0.113.20";
 const HOST_PORT = 18080;
 const EMPTY_NODE_PORT = 30130;
-const LOCAL = [
-  { ip: ADDR.podA, nodeName: "node-1" },
-  { ip: ADDR.podB, nodeName: "node-1" },
-];
-const REMOTE = { ip: ADDR.podR, nodeName: "node-2" };
-const http = (nodePort?: number) => ({
-  name: "http",
-  port: 80,
-  targetPort: HTTP_PORT,
-  protocol: "TCP" as const,
-  nodePort,
-});
+const LOCAL = LOCAL_ENDPOINTS;
+const REMOTE = REMOTE_ENDPOINT;
 
 const MANIFESTS = [
   node("node-1", ADDR.node1),
@@ -35,7 +37,7 @@ const MANIFESTS = [
     name: "lb",
     type: "LoadBalancer",
     clusterIP: "10.96.0.100",
-    ports: [http(30100)],
+    ports: [httpPort(30100)],
     loadBalancerIPs: [LB_IP],
     endpoints: LOCAL,
   }),
@@ -46,7 +48,7 @@ const MANIFESTS = [
     name: "etp-remote",
     type: "NodePort",
     clusterIP: "10.96.0.110",
-    ports: [http(30110)],
+    ports: [httpPort(30110)],
     externalTrafficPolicy: "Local",
     endpoints: [REMOTE],
   }),
@@ -54,7 +56,7 @@ const MANIFESTS = [
     name: "etp-mixed",
     type: "NodePort",
     clusterIP: "10.96.0.111",
-    ports: [http(30111)],
+    ports: [httpPort(30111)],
     externalTrafficPolicy: "Local",
     endpoints: [LOCAL[0]!, REMOTE],
   }),
@@ -62,14 +64,14 @@ const MANIFESTS = [
     name: "netns",
     type: "ClusterIP",
     clusterIP: "10.96.0.120",
-    ports: [http()],
+    ports: [httpPort()],
     endpoints: LOCAL,
   }),
   ...service({
     name: "empty",
     type: "NodePort",
     clusterIP: "10.96.0.130",
-    ports: [http(EMPTY_NODE_PORT)],
+    ports: [httpPort(EMPTY_NODE_PORT)],
     endpoints: [],
   }),
 ];

@@ -9,29 +9,23 @@ import { join } from "node:path";
 import { needs } from "../harness/env.ts";
 import { useTopology } from "../harness/netns.ts";
 import { BUN, httpGet, parseEcho, udpRequest } from "../harness/servers.ts";
-import { ADDR, buildCluster, HTTP_PORT, kprOk, NS, spread, UDP_PORT, writeManifests } from "./_cluster.ts";
+import {
+  ADDR,
+  buildCluster,
+  dnsPort,
+  httpPort,
+  kprOk,
+  LOCAL_ENDPOINTS,
+  NS,
+  REMOTE_ENDPOINT,
+  spread,
+  writeManifests,
+} from "./_cluster.ts";
 import { node, service } from "./_manifests.ts";
 
 const BIN = join(import.meta.dir, "bin");
-const LOCAL = [
-  { ip: ADDR.podA, nodeName: "node-1" },
-  { ip: ADDR.podB, nodeName: "node-1" },
-];
-const REMOTE = [{ ip: ADDR.podR, nodeName: "node-2" }];
-const http = (nodePort?: number) => ({
-  name: "http",
-  port: 80,
-  targetPort: HTTP_PORT,
-  protocol: "TCP" as const,
-  nodePort,
-});
-const dns = (nodePort?: number) => ({
-  name: "dns",
-  port: 53,
-  targetPort: UDP_PORT,
-  protocol: "UDP" as const,
-  nodePort,
-});
+const LOCAL = LOCAL_ENDPOINTS;
+const REMOTE = [REMOTE_ENDPOINT];
 
 const MANIFESTS = [
   node("node-1", ADDR.node1),
@@ -39,7 +33,7 @@ const MANIFESTS = [
     name: "web",
     type: "NodePort",
     clusterIP: "10.96.0.80",
-    ports: [http(30080)],
+    ports: [httpPort(30080)],
     externalIPs: [ADDR.externalIP],
     endpoints: LOCAL,
   }),
@@ -47,28 +41,28 @@ const MANIFESTS = [
     name: "dns",
     type: "NodePort",
     clusterIP: "10.96.0.53",
-    ports: [dns(30053)],
+    ports: [dnsPort(30053)],
     endpoints: LOCAL,
   }),
   ...service({
     name: "remote",
     type: "NodePort",
     clusterIP: "10.96.0.90",
-    ports: [http(30090)],
+    ports: [httpPort(30090)],
     endpoints: REMOTE,
   }),
   ...service({
     name: "mixed",
     type: "NodePort",
     clusterIP: "10.96.0.91",
-    ports: [http(30091)],
+    ports: [httpPort(30091)],
     endpoints: [LOCAL[0]!, ...REMOTE],
   }),
   ...service({
     name: "sticky",
     type: "NodePort",
     clusterIP: "10.96.0.93",
-    ports: [http(30093)],
+    ports: [httpPort(30093)],
     affinitySeconds: 600,
     endpoints: LOCAL,
   }),
@@ -76,7 +70,7 @@ const MANIFESTS = [
     name: "remote-dns",
     type: "NodePort",
     clusterIP: "10.96.0.92",
-    ports: [dns(30092)],
+    ports: [dnsPort(30092)],
     endpoints: REMOTE,
   }),
 ];
