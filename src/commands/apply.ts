@@ -1,4 +1,5 @@
 import { defineCommand } from "citty";
+import type { Config } from "../config/config.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
 import type { MapState } from "../datapath/mapstate.ts";
 import { InputError } from "../errors.ts";
@@ -22,6 +23,27 @@ export function fileArgs(rawArgs: string[]): string[] {
       i++;
     } else if (/^-f[^=]/.test(a)) out.push(a.slice(2));
   }
+  return out;
+}
+
+/**
+ * Settings this version accepts (they are valid Cilium values) but does not carry out yet, each
+ * with what happens instead, so an operator never learns it from `kpr status` only.
+ */
+export function unsupportedSettings(cfg: Config): string[] {
+  const out: string[] = [];
+  if (cfg.loadBalancer.mode !== "snat")
+    out.push(
+      `loadBalancer.mode=${cfg.loadBalancer.mode} is not implemented yet: remote backends are reached with SNAT`,
+    );
+  if (cfg.loadBalancer.algorithm !== "random")
+    out.push(
+      `loadBalancer.algorithm=${cfg.loadBalancer.algorithm} is not implemented yet: backends are chosen at random`,
+    );
+  if (cfg.loadBalancer.acceleration !== "disabled")
+    out.push(
+      `loadBalancer.acceleration=${cfg.loadBalancer.acceleration} is not implemented yet: services are served by tc only (no XDP)`,
+    );
   return out;
 }
 
@@ -61,6 +83,7 @@ export default defineCommand({
     if (flagProblems.length > 0) throw new InputError(flagProblems);
 
     const cfg = await configFromArgs(args);
+    for (const w of unsupportedSettings(cfg)) alog.warn(w);
     const { readManifests } = await import("../k8s/manifest.ts");
     const { translate } = await import("../lb/translate.ts");
     const { formatPlanDiff, formatServiceTable, toServiceEntryJson } = await import("../lb/format.ts");

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { fileArgs } from "../../src/commands/apply.ts";
+import { fileArgs, unsupportedSettings } from "../../src/commands/apply.ts";
+import { type Config, defaultConfig } from "../../src/config/config.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const MAIN = join(ROOT, "src/main.ts");
@@ -253,5 +254,35 @@ describe("kpr apply with devices (netns)", () => {
     });
     expect(r.code).toBe(2);
     expect(r.messages.join("\n")).toContain(`${c}: devices: device "kprb-none" not found`);
+  });
+});
+
+describe("settings this version does not carry out", () => {
+  it.each([
+    ["defaults", {}, []],
+    [
+      "the seed's DSR + best-effort XDP + maglev",
+      { mode: "dsr", acceleration: "best-effort", algorithm: "maglev" },
+      [
+        "loadBalancer.mode=dsr is not implemented yet: remote backends are reached with SNAT",
+        "loadBalancer.algorithm=maglev is not implemented yet: backends are chosen at random",
+        "loadBalancer.acceleration=best-effort is not implemented yet: services are served by tc only (no XDP)",
+      ],
+    ],
+  ] as const)("%s", (_name, over, want) => {
+    const base = defaultConfig();
+    const cfg = { ...base, loadBalancer: { ...base.loadBalancer, ...(over as object) } } as Config;
+    expect(unsupportedSettings(cfg)).toEqual([...want]);
+  });
+
+  it("apply --dry-run says so on stderr and still prints the plan", async () => {
+    const file = join(tmp, "dsr.yaml");
+    writeFileSync(file, "loadBalancer:\n  mode: hybrid\n");
+    const r = await kpr(["apply", "--config", file, "--dry-run", "-f", DEMO]);
+    expect(r.code).toBe(0);
+    expect(r.messages).toContain(
+      "loadBalancer.mode=hybrid is not implemented yet: remote backends are reached with SNAT",
+    );
+    expect(r.stdout, "plan").toContain("10.96.0.80:80/TCP");
   });
 });
