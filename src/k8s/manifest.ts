@@ -107,6 +107,7 @@ const KINDS: Record<
       metadata: META,
       spec: obj({
         nodeName: "string",
+        hostNetwork: "bool",
         containers: arr(
           obj({
             name: "string",

@@ -116,7 +116,11 @@ export interface ContainerPort {
 export interface Pod {
   kind: "Pod";
   metadata: ObjectMeta;
-  spec?: { nodeName?: string; containers?: { name?: string; ports?: ContainerPort[] }[] };
+  spec?: {
+    nodeName?: string;
+    hostNetwork?: boolean;
+    containers?: { name?: string; ports?: ContainerPort[] }[];
+  };
   status?: { phase?: string; podIP?: string; podIPs?: { ip?: string }[] };
   source?: ObjectSource;
 }

@@ -296,6 +296,8 @@ function servicePorts(
   const out: Port[] = [];
   const names = new Set<string>();
   const seen = new Set<string>();
+  /** nodePort/protocol → index of the first port using it (Kubernetes rejects a second one). */
+  const nodePorts = new Map<string, number>();
   raw.forEach((sp, i) => {
     const f = `spec.ports[${i}]`;
     const before = problems.length;
@@ -342,6 +344,17 @@ function servicePorts(
           message: `${nodePort} is outside nodePort.range ${lo}-${hi}`,
         });
         nodePort = undefined;
+      }
+      if (nodePort !== undefined && protocol !== undefined) {
+        const k = `${nodePort}/${protocol}`;
+        const first = nodePorts.get(k);
+        if (first !== undefined) {
+          problems.push({
+            ...where,
+            field: `${f}.nodePort`,
+            message: `duplicate nodePort ${k} (also spec.ports[${first}])`,
+          });
+        } else nodePorts.set(k, i);
       }
     }
     if (problems.length > before || protocol === undefined || port === undefined || targetPort === undefined)
@@ -438,9 +451,10 @@ function candidates(
         }
         if (port === undefined || port < 1 || port > 65535) return;
         const cond = ep.conditions ?? {};
-        // The API says: ready unset means ready, serving unset means "same as ready".
+        // discovery/v1: ready and serving unset mean true, terminating unset means false (kube-proxy
+        // reads them the same way, also for a terminating endpoint whose ready is unset).
         const terminating = cond.terminating ?? false;
-        const ready = cond.ready ?? !terminating;
+        const ready = cond.ready ?? true;
         const zones = ep.hints?.forZones?.map((z) => z.name).filter((z): z is string => z !== undefined);
         const c: Candidate = {
           address: ip.text,
@@ -449,7 +463,7 @@ function candidates(
           family: ip.family,
           port,
           ready,
-          serving: cond.serving ?? ready,
+          serving: cond.serving ?? true,
           terminating,
         };
         if (ep.nodeName !== undefined) c.nodeName = ep.nodeName;
@@ -768,9 +782,13 @@ function serviceFrontends(
       });
     };
     if (allow("ClusterIP")) for (const v of vips) add(v.text, sp.port, "ClusterIP", itp);
-    if (allow("ExternalIPs")) for (const a of externalIPs) add(a, sp.port, "ExternalIPs", etp);
+    // As kube-proxy: external and LoadBalancer IPs of a family the service does not have are not
+    // programmed (there would be no backends of that family, so the frontend could only reject).
+    const ofFamily = (a: string) => families.includes(a.includes(":") ? 6 : 4);
+    if (allow("ExternalIPs"))
+      for (const a of externalIPs) if (ofFamily(a)) add(a, sp.port, "ExternalIPs", etp);
     if (type === "LoadBalancer" && allow("LoadBalancer"))
-      for (const a of lbIPs) add(a, sp.port, "LoadBalancer", etp);
+      for (const a of lbIPs) if (ofFamily(a)) add(a, sp.port, "LoadBalancer", etp);
     if (sp.nodePort !== undefined && cfg.nodePort.enabled && allow("NodePort")) {
       for (const a of nodePortAddresses(node, families)) add(a, sp.nodePort, "NodePort", etp);
     }
@@ -791,6 +809,9 @@ function nodePortAddresses(node: NodeInfo, families: Family[]): string[] {
 
 function hostPortFrontends(pod: Pod, cfg: Config, node: NodeInfo, problems: InputProblem[]): Planned[] {
   if (pod.spec?.nodeName !== cfg.nodeName || pod.status?.phase !== "Running") return [];
+  // hostNetwork pods listen on the node itself (the API defaults their hostPort to containerPort):
+  // nothing to translate, as the CNI portmap plugin does not run for them.
+  if (pod.spec.hostNetwork === true) return [];
   const name = podName(pod);
   const where: Where = {
     file: pod.source?.file,
@@ -942,11 +963,22 @@ function assignSlots(slots: IdSlot[], previous: Map<string, number> | undefined,
     // tracking entries naming them, which must not reverse-translate to a different frontend.
     for (const id of previous.values()) used.add(id);
   }
-  // `next` only grows, so only previous ids need a lookup.
+  // `next` only grows, so only previous ids need a lookup. When the reserved ids leave no free
+  // id up to `max`, the reservation gives way: a departing entry's id is reused rather than an
+  // id past what the kernel maps can hold (a frontend id is a 16-bit reverse-NAT index).
+  const held = new Set<number>();
+  for (const s of slots) if (s.id !== 0) held.add(s.id);
+  let taken = used;
   let next = 1;
   for (const s of slots) {
     if (s.id !== 0) continue;
-    if (used.size > 0) while (used.has(next)) next++;
+    while (taken.has(next)) next++;
+    if (next > max && taken !== held) {
+      taken = held;
+      next = 1;
+      while (taken.has(next)) next++;
+    }
     s.id = next++;
+    held.add(s.id);
   }
 }

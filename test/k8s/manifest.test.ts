@@ -62,6 +62,22 @@ status: {addresses: [{type: InternalIP, address: 192.168.50.2}]}
     });
   });
 
+  it("keeps a Pod's hostNetwork (translate skips hostPorts of hostNetwork pods)", () => {
+    const s = manifestsFromText(
+      `apiVersion: v1
+kind: Pod
+metadata: {name: exporter, namespace: mon}
+spec:
+  nodeName: node-1
+  hostNetwork: true
+  containers: [{name: c, ports: [{containerPort: 9100, hostPort: 9100}]}]
+status: {phase: Running, podIP: 192.168.50.2}
+`,
+      "p.yaml",
+    );
+    expect(s.pods[0]?.spec?.hostNetwork).toBe(true);
+  });
+
   it("reads JSON and kind: List (each item with its own line)", () => {
     const json = JSON.stringify(
       {

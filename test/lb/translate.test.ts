@@ -139,6 +139,24 @@ describe("frontend kinds", () => {
         ],
       ],
       [
+        "externalIPs and LoadBalancer IPs of a family the service lacks are not programmed (kube-proxy)",
+        state({
+          services: [
+            svc(
+              "web",
+              { type: "LoadBalancer", externalIPs: ["203.0.113.1", "2001:db8::1"] },
+              { status: { loadBalancer: { ingress: [{ ip: "203.0.113.10" }, { ip: "2001:db8::10" }] } } },
+            ),
+          ],
+          endpointSlices: [web()],
+        }),
+        [
+          "ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:8080/TCP",
+          "ExternalIPs 203.0.113.1:80/TCP => 10.244.1.10:8080/TCP",
+          "LoadBalancer 203.0.113.10:80/TCP => 10.244.1.10:8080/TCP",
+        ],
+      ],
+      [
         "HostPort: running pods on this node only; node addresses + 0.0.0.0, or the hostIP",
         state({
           nodes: [node("node-1", ["192.168.50.2"])],
@@ -152,6 +170,11 @@ describe("frontend kinds", () => {
             }),
             pod("d-pending", "10.244.1.52", [{ containerPort: 80, hostPort: 8083 }], { phase: "Pending" }),
             pod("e-no-hostport", "10.244.1.53", [{ containerPort: 80 }]),
+            // The API defaults hostPort to containerPort on hostNetwork pods: no DNAT (as CNI portmap).
+            (() => {
+              const p = pod("f-host-network", "192.168.50.2", [{ containerPort: 9100, hostPort: 9100 }]);
+              return { ...p, spec: { ...p.spec, hostNetwork: true } };
+            })(),
           ],
         }),
         [
@@ -374,6 +397,27 @@ describe("backends", () => {
         "NodePort 0.0.0.0:30080/TCP => 10.244.1.10:80/TCP(t) [local]",
         "NodePort 127.0.0.1:30080/TCP => 10.244.1.10:80/TCP(t) [local]",
       ],
+    ],
+    [
+      "conditions unset mean true (discovery/v1, kube-proxy): serving unset + terminating is a fallback",
+      state({
+        services: [svc("web")],
+        endpointSlices: [web([ep("10.244.1.12", { conditions: { ready: false, terminating: true } })])],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.12:8080/TCP(t)"],
+    ],
+    [
+      "conditions unset mean true: ready unset is Ready even when terminating (as kube-proxy)",
+      state({
+        services: [svc("web")],
+        endpointSlices: [
+          web([
+            { addresses: ["10.244.1.12"], conditions: { terminating: true }, nodeName: "node-1" },
+            { addresses: ["10.244.1.13"], nodeName: "node-1" },
+          ]),
+        ],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.12:8080/TCP,10.244.1.13:8080/TCP"],
     ],
     [
       "publishNotReadyAddresses uses every endpoint",
@@ -612,6 +656,14 @@ describe("ids", () => {
     ]);
   });
 
+  it("reuses a departing entry's id rather than going past the 16-bit frontend id space", () => {
+    const frontends = new Map<string, number>();
+    for (let id = 1; id <= 65535; id++) frontends.set(`10.97.${id >> 8}.${id & 255}:80/TCP`, id);
+    const m = translate(two(), cfg(), { previous: { frontends, backends: new Map() } });
+    const ids = m.frontends.map((f) => f.id);
+    expect(ids, "frontend ids").toEqual([1, 2]);
+  });
+
   it("a service switching type keeps the ids of the frontends it keeps", () => {
     const np = state({
       services: [svc("web", { type: "NodePort", ports: [{ port: 80, nodePort: 30080 }] })],
@@ -709,6 +761,21 @@ describe("bad input", () => {
         pods: [pod("hp", "10.244.1.50", [{ containerPort: 80, hostPort: 8081 }])],
       }),
       "hp.yaml | Pod default/hp | frontend 192.168.50.2:8081/TCP (HostPort) is also claimed by Service default/a (ExternalIPs)",
+    ],
+    [
+      "two ports of one service with the same node port and protocol",
+      state({
+        services: [
+          svc("a", {
+            type: "NodePort",
+            ports: [
+              { name: "x", port: 80, nodePort: 30080 },
+              { name: "y", port: 81, nodePort: 30080 },
+            ],
+          }),
+        ],
+      }),
+      "a.yaml | Service default/a | spec.ports[1].nodePort | duplicate nodePort 30080/TCP (also spec.ports[0])",
     ],
     [
       "affinity timeout 0",
