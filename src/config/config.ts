@@ -4,6 +4,8 @@
  * when that default file is absent).
  */
 
+import { hostname } from "node:os";
+
 export type LbMode = "snat" | "dsr" | "hybrid";
 export type DsrDispatch = "opt" | "ipip";
 export type Acceleration = "disabled" | "native" | "best-effort";
@@ -27,7 +29,7 @@ export interface Config {
   socketLB: { enabled: boolean; hostNamespaceOnly: boolean };
   cgroup: { root: string };
   bpf: { root: string; lbMapMax: number };
-  /** This node's name (default: the hostname). */
+  /** This node's name (default: the hostname, lower-cased as kubelet and kube-proxy do). */
   nodeName: string;
   k8s: { serviceProxyName: string };
 }
@@ -46,7 +48,7 @@ export function defaultConfig(): Config {
     socketLB: { enabled: true, hostNamespaceOnly: false },
     cgroup: { root: "/run/kpr/cgroupv2" },
     bpf: { root: "/sys/fs/bpf/kpr", lbMapMax: 65536 },
-    nodeName: process.env.KPR_NODE_NAME ?? require("node:os").hostname(),
+    nodeName: process.env.KPR_NODE_NAME ?? hostname().toLowerCase(),
     k8s: { serviceProxyName: "" },
   };
 }
