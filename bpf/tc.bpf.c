@@ -245,6 +245,10 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, struct kpr_pkt4 *p
 			rv.rev_nat_id = rev_nat_id;
 			if (bpf_map_update_elem(&kpr_ct4, &rk, &rv, BPF_ANY) < 0)
 				return -KPR_R_DROP_MAP_UPDATE;
+		} else if (re && ct4_refresh_due(re->last_seen_ns, now)) {
+			/* the flow lives while the client speaks: its replies must still be
+			 * reverse-NATed when the backend answers after a long pause */
+			re->last_seen_ns = now;
 		}
 		ret = nat4_set_dst(skb, p, be_addr, be_port);
 		if (ret < 0)
@@ -260,7 +264,8 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, struct kpr_pkt4 *p
 		return fib_rc;
 	__u32 oif = fib.ifindex;
 	struct kpr_dev4 *dev = bpf_map_lookup_elem(&kpr_dev4, &oif);
-	if (!dev)
+	/* a device without IPv4 (user space writes 0.0.0.0) has no address to SNAT to */
+	if (!dev || !dev->address)
 		return -KPR_R_DROP_NO_DEVICE;
 	__u32 nat_addr = dev->address;
 	__u16 nat_port = ct->nat_port;

@@ -697,6 +697,25 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/** phase() of slot deletions. */
+const SLOT_DELETES = 5;
+
+function byKey(a: { k: string }, b: { k: string }): number {
+  return a.k < b.k ? -1 : a.k > b.k ? 1 : 0;
+}
+
+/**
+ * Slot deletions per frontend, highest slot first: an apply stopped among them leaves slots
+ * 1..n (after the master's count), which the next apply finds by reading up to the first gap.
+ */
+function bySlotDescending(a: { op: MapOp; k: string }, b: { op: MapOp; k: string }): number {
+  const fa = a.k.slice(0, 12) + a.k.slice(16);
+  const fb = b.k.slice(0, 12) + b.k.slice(16);
+  if (fa !== fb) return fa < fb ? -1 : 1;
+  const slot = (op: MapOp) => op.key[KEY_SLOT]! | (op.key[KEY_SLOT + 1]! << 8);
+  return slot(b.op) - slot(a.op);
+}
+
 /** The ordered writes that turn `current` into `desired` (empty when they are equal). */
 export function diffMapState(current: MapState, desired: MapState): MapOp[] {
   // buckets by phase; within a phase, map order then key bytes, so plans are deterministic
@@ -720,11 +739,12 @@ export function diffMapState(current: MapState, desired: MapState): MapOp[] {
     }
   });
   const out: MapOp[] = [];
-  for (const perMap of buckets)
+  buckets.forEach((perMap, ph) => {
     for (const list of perMap) {
-      list.sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0));
+      list.sort(ph === SLOT_DELETES ? bySlotDescending : byKey);
       for (const x of list) out.push(x.op);
     }
+  });
   return withDigestsCleared(out);
 }
 
@@ -753,6 +773,8 @@ export interface CurrentView {
   /** every kpr_svc_meta entry: keys (u16 ids) and values, concatenated */
   meta: { keys: Uint8Array; values: Uint8Array; count: number };
   lookupBe(key: Uint8Array): Uint8Array | undefined;
+  /** every kpr_lb4_be key (u32 ids), read only to finish an interrupted apply */
+  beKeys(): { keys: Uint8Array; count: number };
   /** every kpr_lb4_srcr entry (small: only frontends with source ranges have any) */
   srcr(): MapContent;
   lookupSvc(key: Uint8Array): Uint8Array | undefined;
@@ -784,6 +806,9 @@ export function planFromDigests(
   const clean = new Set<number>();
   const dirtyCurrent = new Map<number, Uint8Array>(); // id → current meta value
   const { meta } = cur;
+  // An apply that stopped half-way (a cleared digest, or metadata whose master is gone) may
+  // have left backends that no slot names any more: then every backend is looked at.
+  let interrupted = false;
   const mdv = new DataView(meta.values.buffer, meta.values.byteOffset, meta.values.byteLength);
   for (let i = 0; i < meta.count; i++) {
     const id = meta.keys[2 * i]! | (meta.keys[2 * i + 1]! << 8);
@@ -793,6 +818,7 @@ export function planFromDigests(
     const want = enc.byId.get(id);
     if (want && (lo !== 0 || hi !== 0) && want.digestLo === lo && want.digestHi === hi) clean.add(id);
     else {
+      if (lo === 0 && hi === 0) interrupted = true;
       dirtyCurrent.set(id, meta.values.subarray(i * metaSize, (i + 1) * metaSize));
       if (dirtyCurrent.size > maxDirty) return undefined;
     }
@@ -805,7 +831,7 @@ export function planFromDigests(
   // key they are to have (an entry there may belong to a frontend without metadata).
   const current = emptyMapState();
   const seenKeys = new Set<string>();
-  const readFrontend = (key: Uint8Array, slotsAtLeast: number) => {
+  const readFrontend = (key: Uint8Array, slotsAtLeast: number, programmed: boolean) => {
     const k = hex(key);
     if (seenKeys.has(k)) return;
     seenKeys.add(k);
@@ -816,13 +842,16 @@ export function planFromDigests(
       if (clean.has(m.rev_nat_id)) return; // an up-to-date frontend's entry: not ours to diff
       current.kpr_lb4_svc.set(k, { key: key.slice(), value: master });
       count = Math.max(count, m.count);
-    }
-    for (let s = 1; s <= count; s++) {
+    } else if (programmed) interrupted = true;
+    // Slots past the count are read until the first gap: an interrupted apply leaves them
+    // after shrinking or deleting the master (slots are deleted highest first, see diffMapState).
+    for (let s = 1; s <= 0xffff; s++) {
       const sk = key.slice();
       sk[KEY_SLOT] = s & 0xff;
       sk[KEY_SLOT + 1] = s >> 8;
       const v = cur.lookupSvc(sk);
       if (v) current.kpr_lb4_svc.set(hex(sk), { key: sk, value: v });
+      else if (s > count) break;
     }
   };
   const idKey = (id: number) => new Uint8Array([id & 0xff, id >> 8]);
@@ -833,13 +862,14 @@ export function planFromDigests(
       readFrontend(
         lb4Key.encode({ address: m.address, dport: m.port, slot: 0, proto: m.proto, scope: 0 }),
         want?.backendIds.length ?? 0,
+        true,
       );
     const k = idKey(id);
     current.kpr_svc_meta.set(hex(k), { key: k, value });
   }
   const dirtyIds = new Set<number>(dirtyCurrent.keys());
   for (const f of dirtyDesired) {
-    readFrontend(f.key, f.backendIds.length);
+    readFrontend(f.key, f.backendIds.length, false);
     dirtyIds.add(f.id);
   }
   for (const id of dirtyIds) {
@@ -857,6 +887,14 @@ export function planFromDigests(
   for (const f of dirtyDesired) for (const id of f.backendIds) candidates.add(id);
   for (const e of current.kpr_lb4_svc.values())
     if (!isMasterKey(e.key)) candidates.add(lb4Service.decode(e.value).backend_id);
+  if (interrupted) {
+    const { keys, count } = cur.beKeys();
+    const kdv = new DataView(keys.buffer, keys.byteOffset, keys.byteLength);
+    for (let i = 0; i < count; i++) {
+      const id = kdv.getUint32(i * 4, true);
+      if (!enc.beIndex.has(id)) candidates.add(id);
+    }
+  }
   const desiredBe: number[] = [];
   let beCount = enc.beIndex.size;
   for (const id of candidates) {

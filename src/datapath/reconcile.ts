@@ -274,6 +274,7 @@ function pinnedView(maps: Record<LbStateMap, BpfMap>): CurrentView {
   return {
     meta: maps.kpr_svc_meta.lookupBatch(),
     lookupBe: (k) => maps.kpr_lb4_be.lookup(k),
+    beKeys: () => maps.kpr_lb4_be.lookupBatch(),
     srcr: () => readMapState(maps, ["kpr_lb4_srcr"]).kpr_lb4_srcr,
     lookupSvc: (k) => maps.kpr_lb4_svc.lookup(k),
     lookupRnat: (k) => maps.kpr_lb4_rnat.lookup(k),

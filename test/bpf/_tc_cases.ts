@@ -4,6 +4,7 @@
  * neighbours) and run in a network namespace built by tc.test.ts (see _tc_fib_runner.ts).
  * No bun:test import here: the netns runner executes these outside the test runner.
  */
+import { ct4Entry, ct4Key } from "../../src/datapath/lbmaps.ts";
 import { buildPacket, type PacketSpec, toHex } from "../harness/packet.ts";
 import { type Lab, REASONS, type TC_ACT } from "./_lab.ts";
 
@@ -138,6 +139,24 @@ const BE_B = { id: 12, address: "10.244.1.6", port: 8081, local: true };
 const np = (dport = 30080): Flow => ({ src: CLIENT, sport: 40001, dst: NODE, dport });
 const toA = (f: Flow): Flow => ({ ...f, dst: BE_A.address, dport: BE_A.port });
 const toB = (f: Flow): Flow => ({ ...f, dst: BE_B.address, dport: BE_B.port });
+
+/** kpr_ct4 key of backend A's replies to np(). */
+const replyKeyA = (proto: number) => ({
+  saddr: BE_A.address,
+  daddr: CLIENT,
+  sport: BE_A.port,
+  dport: 40001,
+  proto,
+  dir: 1,
+});
+
+/** Moves a kpr_ct4 entry's last_seen `seconds` into the past (time passing, without waiting). */
+function ageCt(lab: Lab, key: Parameters<typeof ct4Key.encode>[0], seconds: number): void {
+  const e = lab.ct(key);
+  if (!e) throw new Error(`ageCt: no kpr_ct4 entry ${JSON.stringify(key)}`);
+  e.last_seen_ns -= BigInt(seconds) * 1_000_000_000n;
+  lab.obj.map("kpr_ct4").update(ct4Key.encode(key), ct4Entry.encode(e));
+}
 
 function nodePort(lab: Lab, extra: Partial<Parameters<Lab["addService"]>[0]> = {}): void {
   lab.addService({
@@ -344,6 +363,44 @@ export function hostCases(): Case[] {
         },
         {
           what: "reply",
+          prog: "kpr_tc_egress",
+          input: udp(rev(toA(np())), { macs: [NODE_MAC, CLIENT_MAC] }),
+          verdict: "OK",
+          reason: "LB_REVNAT",
+          output: udp(rev(np()), { macs: [NODE_MAC, CLIENT_MAC] }),
+        },
+      ],
+    },
+    {
+      name: "a flow the client keeps alive keeps its reply entry alive (local backend answers late)",
+      setup: (lab) => nodePort(lab, { proto: "udp" }),
+      steps: [
+        {
+          what: "first datagram",
+          prog: "kpr_tc_ingress",
+          input: udp(np()),
+          verdict: "OK",
+          reason: "LB_NEW",
+          output: udp(toA(np())),
+        },
+        {
+          what: "59 s later (only the client spoke): the next datagram refreshes the flow",
+          before: (lab) => {
+            ageCt(lab, { saddr: CLIENT, daddr: NODE, sport: 40001, dport: 30080, proto: 17, dir: 0 }, 2);
+            ageCt(lab, replyKeyA(17), 59);
+          },
+          prog: "kpr_tc_ingress",
+          input: udp(np()),
+          verdict: "OK",
+          reason: "LB_CT",
+          output: udp(toA(np())),
+        },
+        {
+          what: "2 s later the backend answers: still reverse-NATed",
+          before: (lab) => {
+            ageCt(lab, { saddr: CLIENT, daddr: NODE, sport: 40001, dport: 30080, proto: 17, dir: 0 }, 2);
+            ageCt(lab, replyKeyA(17), 2);
+          },
           prog: "kpr_tc_egress",
           input: udp(rev(toA(np())), { macs: [NODE_MAC, CLIENT_MAC] }),
           verdict: "OK",
@@ -739,6 +796,22 @@ export function fibCases(env: FibEnv): Case[] {
     {
       name: "egress device without kpr_dev4 entry: no SNAT address, dropped",
       setup: (lab) => remote(lab, FIB.remoteBe.addr, "tcp", false),
+      steps: [
+        {
+          what: "SYN",
+          prog: "kpr_tc_ingress",
+          input: tcp(fe, { macs: inMacs }),
+          verdict: "SHOT",
+          reason: "DROP_NO_DEVICE",
+        },
+      ],
+    },
+    {
+      name: "egress device without an IPv4 address (kpr_dev4 0.0.0.0): no SNAT address, dropped",
+      setup: (lab) => {
+        remote(lab, FIB.remoteBe.addr, "tcp", false);
+        lab.setDevice(env.ifindex, "0.0.0.0");
+      },
       steps: [
         {
           what: "SYN",

@@ -15,12 +15,15 @@ import {
   u32Id,
 } from "../../src/datapath/lbmaps.ts";
 import {
+  type CurrentView,
   diffMapState,
   emptyMapState,
+  encodeModel,
   type MapOp,
   type MapState,
   mapStateToFrontends,
   modelToMapState,
+  planFromDigests,
   previousIdsFromState,
 } from "../../src/datapath/mapstate.ts";
 import {
@@ -216,13 +219,13 @@ describe("diffMapState ordering", () => {
       ],
     ],
     [
-      "removed frontend: the master first, then slots, then revnat, then backends, meta last",
+      "removed frontend: the master first, then slots (highest first), then revnat, then backends, meta last",
       two,
       model(),
       [
         "delete svc 10.96.0.1:80/6#0",
-        "delete svc 10.96.0.1:80/6#1",
         "delete svc 10.96.0.1:80/6#2",
+        "delete svc 10.96.0.1:80/6#1",
         "delete rnat 1",
         "delete be 1",
         "delete be 2",
@@ -645,6 +648,71 @@ describe.skipIf(!!skipApply)("applyModel plans from per-frontend digests", () =>
       expect(await datapathDigest(other)).not.toBe(await datapathDigest(c));
     } finally {
       cfgMap.close();
+    }
+  });
+});
+
+describe("planFromDigests after an interrupted apply", () => {
+  /** A CurrentView over a MapState (what pinnedView reads from the kernel). */
+  const viewOf = (st: MapState): CurrentView => {
+    const batch = (c: MapState[LbStateMap]) => {
+      const list = [...c.values()];
+      const ks = list[0]?.key.length ?? 0;
+      const vs = list[0]?.value.length ?? 0;
+      const keys = new Uint8Array(list.length * ks);
+      const values = new Uint8Array(list.length * vs);
+      list.forEach((e, i) => {
+        keys.set(e.key, i * ks);
+        values.set(e.value, i * vs);
+      });
+      return { keys, values, count: list.length };
+    };
+    const get = (c: MapState[LbStateMap], k: Uint8Array) => c.get(Buffer.from(k).toString("hex"))?.value;
+    return {
+      meta: batch(st.kpr_svc_meta),
+      beKeys: () => batch(st.kpr_lb4_be),
+      lookupBe: (k) => get(st.kpr_lb4_be, k),
+      srcr: () => st.kpr_lb4_srcr,
+      lookupSvc: (k) => get(st.kpr_lb4_svc, k),
+      lookupRnat: (k) => get(st.kpr_lb4_rnat, k),
+    };
+  };
+  /** `st` with `ops` done (a copy). */
+  const run = (st: MapState, ops: MapOp[]): MapState => {
+    const out = emptyMapState();
+    for (const m of LB_STATE_MAPS) for (const [k, e] of st[m]) out[m].set(k, e);
+    for (const op of ops) {
+      const k = Buffer.from(op.key).toString("hex");
+      if (op.kind === "delete") out[op.map].delete(k);
+      else out[op.map].set(k, { key: op.key, value: op.value! });
+    }
+    return out;
+  };
+  const bs = (...ids: number[]) => ids.map((i) => be(i, `10.244.0.${i}`));
+  const other = fe(2, "10.96.0.2", bs(9));
+  const cases: [string, LbModel, LbModel][] = [
+    ["frontend removed", model(fe(1, "10.96.0.1", bs(1, 2, 3, 4)), other), model(other)],
+    [
+      "frontend shrunk",
+      model(fe(1, "10.96.0.1", bs(1, 2, 3, 4)), other),
+      model(fe(1, "10.96.0.1", bs(1, 2)), other),
+    ],
+    [
+      "backends replaced",
+      model(fe(1, "10.96.0.1", bs(1, 2, 3)), other),
+      model(fe(1, "10.96.0.1", bs(5)), other),
+    ],
+  ];
+  it.each(cases)("%s: the next apply finishes the work wherever the last one stopped", (_n, from, to) => {
+    const start = stateOf(from);
+    const ops = diffMapState(start, stateOf(to));
+    for (let cut = 0; cut <= ops.length; cut++) {
+      const partial = run(start, ops.slice(0, cut));
+      const plan = planFromDigests(encodeModel(to), viewOf(partial), 256)!;
+      expect(plan, `plan after ${cut} of ${ops.length} writes`).toBeDefined();
+      expect(asPlain(run(partial, plan.ops)), `state after ${cut} of ${ops.length} writes`).toEqual(
+        asPlain(stateOf(to)),
+      );
     }
   });
 });
