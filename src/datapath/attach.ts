@@ -2,7 +2,7 @@
  * Attaching programs: tc (tcx links where the kernel has them, clsact filters otherwise), XDP
  * links (native or generic) and cgroup links. Links are pinned so programs outlive kpr.
  */
-import { closeSync, existsSync, openSync } from "node:fs";
+import { closeSync, existsSync, openSync, statSync } from "node:fs";
 import { BpfLink, type BpfProgram, LinkType, unpin } from "./bpf.ts";
 import { BpfError, check, E, ifNameToIndex, Struct, unsafeLibbpf } from "./ffi.ts";
 
@@ -77,11 +77,17 @@ export function tcxPrograms(dev: string | number, dir: TcDirection): number[] {
  * Replaces the program of the link pinned at `pinPath`, if one is pinned and live; a stale pin
  * (link defunct, e.g. its device was deleted) is removed. Returns the link when updated.
  */
-function updatePinned(pinPath: string, prog: BpfProgram, wantType: number): BpfLink | undefined {
+function updatePinned(
+  pinPath: string,
+  prog: BpfProgram,
+  wantType: number,
+  sameTarget: (info: ReturnType<BpfLink["info"]>) => boolean = () => true,
+): BpfLink | undefined {
   if (!existsSync(pinPath)) return undefined;
   const link = BpfLink.openPinned(pinPath);
   try {
-    if (link.info().type === wantType) {
+    const info = link.info();
+    if (info.type === wantType && sameTarget(info)) {
       link.update(prog);
       return link;
     }
@@ -259,7 +265,15 @@ export function attachCgroup(
   pinPath: string,
 ): BpfLink {
   const type = typeof hook === "number" ? hook : AttachType[hook];
-  const updated = updatePinned(pinPath, prog, LinkType.CGROUP);
+  // A pinned link on another cgroup (cgroup.root changed) is replaced, not updated in place: the
+  // cgroup id of a cgroup v2 directory is its inode number.
+  let cgroupId: bigint;
+  try {
+    cgroupId = statSync(cgroupPath, { bigint: true }).ino;
+  } catch (e) {
+    throw new BpfError(`open cgroup ${cgroupPath}`, E.ENOENT, (e as Error).message);
+  }
+  const updated = updatePinned(pinPath, prog, LinkType.CGROUP, (i) => i.cgroupId === cgroupId);
   if (updated) return updated;
   let cgFd: number;
   try {

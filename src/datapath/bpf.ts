@@ -482,7 +482,14 @@ export class BpfLink implements Disposable {
   }
 
   /** Link type, ids and target (struct bpf_link_info). */
-  info(): { type: number; id: number; progId: number; ifindex?: number; attachType?: number } {
+  info(): {
+    type: number;
+    id: number;
+    progId: number;
+    ifindex?: number;
+    attachType?: number;
+    cgroupId?: bigint;
+  } {
     const s = new Struct(64);
     const len = new Uint32Array([64]);
     check(`read link info of ${this.what}`, unsafeLibbpf().bpf_obj_get_info_by_fd(this.fd, s.bytes, len));
@@ -491,7 +498,7 @@ export class BpfLink implements Disposable {
     // union at 16: xdp { ifindex }, tcx { ifindex, attach_type }, cgroup { cgroup_id u64, attach_type }
     if (type === LinkType.XDP) return { ...base, ifindex: s.getU32(16) };
     if (type === LinkType.TCX) return { ...base, ifindex: s.getU32(16), attachType: s.getU32(20) };
-    if (type === LinkType.CGROUP) return { ...base, attachType: s.getU32(24) };
+    if (type === LinkType.CGROUP) return { ...base, cgroupId: s.getU64(16), attachType: s.getU32(24) };
     return base;
   }
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
-import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { attachCgroup, detachPinnedLink } from "../../src/datapath/attach.ts";
 import {
@@ -330,6 +330,30 @@ describe.skipIf(!!skip)("cgroup link", () => {
     expect(existsSync(pin)).toBe(false);
     expect(Bun.spawnSync(["bpftool", "cgroup", "show", cg]).stdout.toString()).not.toContain("connect4");
     expect(detachPinnedLink(pin)).toBe(false);
+  });
+
+  it("attaching through the pin of a link on another cgroup moves the hook (cgroup.root changed)", () => {
+    const pin = `${root}/links/cgroup-connect4`;
+    const other = `${cg}-moved`;
+    mkdirSync(other);
+    try {
+      attachCgroup(obj.program("probe_connect4"), cg, "connect4", pin).close();
+      const moved = attachCgroup(obj.program("probe_connect4"), other, "connect4", pin);
+      const info = moved.info();
+      moved.close();
+      const show = (dir: string) => Bun.spawnSync(["bpftool", "cgroup", "show", dir]).stdout.toString();
+      expect(
+        {
+          cgroupId: info.cgroupId,
+          onOld: show(cg).includes("connect4"),
+          onNew: show(other).includes("connect4"),
+        },
+        "link after the move",
+      ).toEqual({ cgroupId: statSync(other, { bigint: true }).ino, onOld: false, onNew: true });
+    } finally {
+      detachPinnedLink(pin);
+      rmdirSync(other);
+    }
   });
 
   it("opening a pinned link that is not there fails with ENOENT", () => {
