@@ -5,7 +5,7 @@
  * pinned under `${bpf.root}/links`, and the kpr_config / kpr_dev4 entries. Re-running swaps
  * programs atomically (link update) only when their code changed, and keeps the maps.
  */
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
 import { KprError } from "../errors.ts";
@@ -394,16 +394,36 @@ export async function configValue(cfg: Config): Promise<Uint8Array> {
   return configValueSync(cfg);
 }
 
+/**
+ * Source ports for SNAT to remote backends: above both the kernel's ephemeral range (so a reply
+ * to a local socket's connection is never taken for a SNATed flow's) and the NodePort range.
+ * `localPortRange` is /proc/sys/net/ipv4/ip_local_port_range ("32768\t60999"). When fewer than
+ * 1024 ports are left above them, [0, 0]: the datapath's default range (consts.h).
+ */
+export function snatPortRange(cfg: Config, localPortRange: string): [number, number] {
+  const hi = Number(localPortRange.trim().split(/\s+/)[1]);
+  const lo = Math.max(Number.isInteger(hi) ? hi + 1 : 61000, cfg.nodePort.range[1] + 1);
+  return 65535 - lo + 1 >= 1024 ? [lo, 65535] : [0, 0];
+}
+
+function localPortRange(): string {
+  try {
+    return readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8");
+  } catch {
+    return "32768 60999";
+  }
+}
+
 function configValueSync(cfg: Config): Uint8Array {
   let flags = 0;
   if (cfg.socketLB.enabled) flags |= CFG_F.SOCKET_LB;
   if (cfg.socketLB.hostNamespaceOnly) flags |= CFG_F.HOST_NS_ONLY;
   if (cfg.nodePort.enabled) flags |= CFG_F.NODEPORT;
+  const [snatMin, snatMax] = snatPortRange(cfg, localPortRange());
   return kprConfig.encode({
     flags,
-    // 0: the datapath's default SNAT port range (consts.h)
-    snat_port_min: 0,
-    snat_port_max: 0,
+    snat_port_min: snatMin,
+    snat_port_max: snatMax,
     nodeport_min: cfg.nodePort.range[0],
     nodeport_max: cfg.nodePort.range[1],
     lb_mode: LB_MODE[cfg.loadBalancer.mode],
