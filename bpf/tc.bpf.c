@@ -408,8 +408,13 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb)
 
 	if (!lb4_src_allowed(svc, p.saddr))
 		return -KPR_R_DROP_SRC_RANGE;
-	if (svc->count == 0)
+	if (svc->count == 0) {
+		/* Local policy with endpoints on other nodes only: dropped, not refused, as
+		 * kube-proxy does, so a load balancer's health check moves clients elsewhere. */
+		if (svc->flags & KPR_SVC_F_DROP_NO_LOCAL)
+			return -KPR_R_DROP_NO_BACKEND;
 		return lb4_reject(skb, &p);
+	}
 
 	__u32 bid = 0;
 	struct kpr_lb4_backend *be = lb4_select_backend(&fe, svc, p.saddr, 0, &bid);

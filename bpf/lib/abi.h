@@ -25,6 +25,8 @@
 #define KPR_SVC_F_SRC_DENY     (1 << 11) /* source ranges are a deny list */
 #define KPR_SVC_F_LOOPBACK     (1 << 12) /* frontend is on 127.0.0.0/8 */
 #define KPR_SVC_F_WILDCARD     (1 << 13) /* frontend address is 0.0.0.0 (any node address) */
+#define KPR_SVC_F_DROP_NO_LOCAL (1 << 14) /* Local policy, endpoints only on other nodes: with no
+                                           * backend slots, drop (kube-proxy) rather than reject */
 
 /* Backend selection algorithms (struct kpr_lb4_service.algorithm). */
 #define KPR_ALG_RANDOM 0

@@ -22,6 +22,7 @@ export const SVC_F = {
   SRC_DENY: 1 << 11,
   LOOPBACK: 1 << 12,
   WILDCARD: 1 << 13,
+  DROP_NO_LOCAL: 1 << 14,
 } as const;
 
 /** Backend selection (KPR_ALG_*). */

@@ -120,6 +120,7 @@ export function frontendFlags(f: Frontend): number {
   }
   if (f.frontend.address.startsWith("127.")) flags |= SVC_F.LOOPBACK;
   if (f.frontend.address === "0.0.0.0") flags |= SVC_F.WILDCARD;
+  if (f.dropNoLocal) flags |= SVC_F.DROP_NO_LOCAL;
   return flags;
 }
 
@@ -354,7 +355,7 @@ export function encodeModel(model: LbModel): EncodedModel {
       name: truncateUtf8(f.service, META_NAME_LEN),
       port_name: truncateUtf8(f.portName, META_PORT_NAME_LEN),
       health_check_port: f.healthCheckNodePort ?? 0,
-      reject: f.reject || slots.length === 0 ? 1 : 0,
+      reject: f.reject || (slots.length === 0 && !f.dropNoLocal) ? 1 : 0,
       proto,
       address: fe.address,
       port: fe.port,
@@ -581,6 +582,7 @@ export function mapStateToFrontends(st: MapState): DecodeResult {
       };
     if (meta?.health_check_port) f.healthCheckNodePort = meta.health_check_port;
     if (meta?.reject) f.reject = true;
+    if (val.flags & SVC_F.DROP_NO_LOCAL) f.dropNoLocal = true;
     out.push(f);
   }
   out.sort((a, b) => a.id - b.id);

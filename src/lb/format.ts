@@ -19,6 +19,7 @@ export function toServiceEntryJson(f: Frontend): ServiceEntryJson {
     ...(f.sourceRanges !== undefined ? { sourceRanges: f.sourceRanges } : {}),
     ...(f.healthCheckNodePort !== undefined ? { healthCheckNodePort: f.healthCheckNodePort } : {}),
     ...(f.reject ? { reject: true } : {}),
+    ...(f.dropNoLocal ? { dropNoLocal: true } : {}),
   };
 }
 
@@ -140,7 +141,11 @@ export function diffEntries(before: ServiceEntryJson[], after: ServiceEntryJson[
 
 function entryLine(mark: string, e: ServiceEntryJson): string {
   const n = e.backends.length;
-  const what = e.reject ? "no backends: reject" : `${n} backend${n === 1 ? "" : "s"}`;
+  const what = e.reject
+    ? "no backends: reject"
+    : e.dropNoLocal
+      ? "no local backends: drop"
+      : `${n} backend${n === 1 ? "" : "s"}`;
   return `${mark} ${e.id} ${l4Key(e.frontend)} ${e.type} ${e.service} (${what})`;
 }
 

@@ -63,8 +63,14 @@ export interface Frontend {
   sourceRanges?: SourceRanges;
   /** healthCheckNodePort of an eTP=Local LoadBalancer/NodePort service. */
   healthCheckNodePort?: number;
-  /** True when there are no usable backends: the datapath rejects (TCP RST / ICMP unreachable). */
+  /** True when the service has no usable endpoint at all: the datapath rejects (TCP RST). */
   reject?: boolean;
+  /**
+   * True when the scope is Local and the service's usable endpoints are all on other nodes: the
+   * datapath drops (as kube-proxy does, so a load balancer's health check steers clients away)
+   * rather than rejects. backends is empty.
+   */
+  dropNoLocal?: boolean;
 }
 
 /** Node facts the translation used. */

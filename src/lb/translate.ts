@@ -86,6 +86,8 @@ interface Planned {
   affinityTimeoutSeconds?: number;
   sourceRanges?: SourceRanges;
   healthCheckNodePort?: number;
+  /** Local scope with no local backend while other nodes have some: drop, not reject. */
+  dropNoLocal?: boolean;
   /** For conflict messages: "Service ns/name" or "Pod ns/name". */
   owner: string;
 }
@@ -765,6 +767,10 @@ function serviceFrontends(
     const add = (address: string, port: number, t: FrontendType, scope: Scope) => {
       const family: Family = address.includes(":") ? 6 : 4;
       const external = t !== "ClusterIP";
+      const dropNoLocal =
+        scope === "Local" &&
+        backendsFor(family, scope).backends.length === 0 &&
+        backendsFor(family, "Cluster").backends.length > 0;
       out.push({
         key: l4Key({ address, port, protocol: sp.protocol }),
         frontend: { address, port, protocol: sp.protocol },
@@ -778,6 +784,7 @@ function serviceFrontends(
         // only with --bpf-lb-source-range-all-types) and kube-proxy's (its firewall chain is per LB IP).
         ...(sourceRanges !== undefined && t === "LoadBalancer" ? { sourceRanges } : {}),
         ...(external && etp === "Local" && hcnp !== undefined ? { healthCheckNodePort: hcnp } : {}),
+        ...(dropNoLocal ? { dropNoLocal } : {}),
         owner: `Service ${name}`,
       });
     };
@@ -939,7 +946,8 @@ function buildFrontends(
     if (p.affinityTimeoutSeconds !== undefined) f.affinityTimeoutSeconds = p.affinityTimeoutSeconds;
     if (p.sourceRanges !== undefined) f.sourceRanges = p.sourceRanges;
     if (p.healthCheckNodePort !== undefined) f.healthCheckNodePort = p.healthCheckNodePort;
-    if (p.backends.length === 0) f.reject = true;
+    if (p.dropNoLocal) f.dropNoLocal = true;
+    else if (p.backends.length === 0) f.reject = true;
     return f;
   });
   return out.sort((a, b) => a.id - b.id);

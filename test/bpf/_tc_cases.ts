@@ -498,6 +498,19 @@ export function hostCases(): Case[] {
       ],
     },
     {
+      name: "Local policy, endpoints only on other nodes: dropped, not refused (kube-proxy)",
+      setup: (lab) => nodePort(lab, { backends: [], flags: ["NODEPORT", "LOCAL_SCOPE", "DROP_NO_LOCAL"] }),
+      steps: [
+        {
+          what: "SYN gets no RST",
+          prog: "kpr_tc_ingress",
+          input: tcp(np()),
+          verdict: "SHOT",
+          reason: "DROP_NO_BACKEND",
+        },
+      ],
+    },
+    {
       name: "NodePort on 0.0.0.0 serves the ingress device's address",
       setup: (lab) => {
         lab.setConfig({ flags: ["NODEPORT"], nodePorts: [30000, 32767] });

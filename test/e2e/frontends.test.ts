@@ -150,10 +150,12 @@ describe.skipIf(!!skip)("e2e: LoadBalancer, hostPort, trafficPolicy, hostNamespa
     }
   });
 
-  test("externalTrafficPolicy Local without a local endpoint: the NodePort does not reach the remote pod", async () => {
+  test("externalTrafficPolicy Local without a local endpoint: the NodePort drops (no RST), as kube-proxy", async () => {
     const r = await httpGet(topo(), NS.client, `http://${ADDR.node1}:30110/`, { timeoutMs: 1500 });
     expect(r.ok, `eTP Local NodePort with only remote endpoints must fail, got: ${r.body}`).toBe(false);
     expect(r.echo, "no backend answered through the eTP Local NodePort").toBeUndefined();
+    // curl 28 = timed out: the SYN was dropped; 7 would be a refusal (the no-endpoints reject).
+    expect(r.curlCode, "dropped, not refused").toBe(28);
   });
 
   test("externalTrafficPolicy Local leaves the ClusterIP at Cluster scope: node-1's cgroup reaches pod-r", async () => {

@@ -111,6 +111,7 @@ export function rows(m: LbModel): string[] {
         f.sourceRanges ? `src=${f.sourceRanges.policy}:${f.sourceRanges.cidrs.join(",")}` : "",
         f.healthCheckNodePort !== undefined ? `hc=${f.healthCheckNodePort}` : "",
         f.reject ? "reject" : "",
+        f.dropNoLocal ? "drop" : "",
       ].filter((s) => s !== "");
       return `${f.type} ${l4Key(f.frontend)} => ${bs}${flags.length ? ` [${flags.join(" ")}]` : ""}`;
     })

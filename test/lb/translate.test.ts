@@ -511,10 +511,36 @@ describe("traffic policies, affinity, hints", () => {
       ],
     ],
     [
-      "iTP Local with no local endpoint: reject",
+      "iTP Local with endpoints on other nodes only: drop, not reject (kube-proxy)",
       state({
         services: [svc("web", { internalTrafficPolicy: "Local" })],
         endpointSlices: [web([ep("10.244.2.10", { nodeName: "node-2" })])],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP =>  [local drop]"],
+    ],
+    [
+      "eTP Local with endpoints on other nodes only: external frontends drop; ClusterIP serves them",
+      state({
+        services: [
+          svc("web", {
+            type: "NodePort",
+            externalTrafficPolicy: "Local",
+            ports: [{ port: 80, nodePort: 30080 }],
+          }),
+        ],
+        endpointSlices: [slice("web", "w", [{ port: 80 }], [ep("10.244.2.10", { nodeName: "node-2" })])],
+      }),
+      [
+        "ClusterIP 10.96.0.1:80/TCP => 10.244.2.10:80/TCP",
+        "NodePort 0.0.0.0:30080/TCP =>  [local drop]",
+        "NodePort 127.0.0.1:30080/TCP =>  [local drop]",
+      ],
+    ],
+    [
+      "Local policy and no usable endpoint anywhere: reject",
+      state({
+        services: [svc("web", { internalTrafficPolicy: "Local" })],
+        endpointSlices: [web([ep("10.244.2.10", { nodeName: "node-2", conditions: { ready: false } })])],
       }),
       ["ClusterIP 10.96.0.1:80/TCP =>  [local reject]"],
     ],
