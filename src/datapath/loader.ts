@@ -5,7 +5,7 @@
  * pinned under `${bpf.root}/links`, and the kpr_config / kpr_dev4 entries. Re-running swaps
  * programs atomically (link update) only when their code changed, and keeps the maps.
  */
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
 import { KprError } from "../errors.ts";
@@ -104,7 +104,9 @@ export function readDevice(dev: string): DeviceInfo {
 }
 
 /** The tag of the program a pinned link runs and, for tcx/xdp, its ifindex; undefined if none. */
-function pinnedLinkProgram(path: string): { tag: string; type: number; ifindex?: number } | undefined {
+function pinnedLinkProgram(
+  path: string,
+): { tag: string; type: number; ifindex?: number; cgroupId?: bigint } | undefined {
   if (!existsSync(path)) return undefined;
   try {
     using link = BpfLink.openPinned(path);
@@ -117,6 +119,7 @@ function pinnedLinkProgram(path: string): { tag: string; type: number; ifindex?:
         tag: progInfo(fd).tag,
         type: info.type,
         ...(info.ifindex !== undefined ? { ifindex: info.ifindex } : {}),
+        ...(info.cgroupId !== undefined ? { cgroupId: info.cgroupId } : {}),
       };
     } finally {
       closeFd(fd);
@@ -223,13 +226,21 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
     const wantLinks = new Set<string>();
     if (cfg.socketLB.enabled) {
       ensureCgroup2(cfg.cgroup.root);
+      // a cgroup v2 directory's id is its inode number: a link on another cgroup is re-attached
+      const cgroupId = statSync(cfg.cgroup.root, { bigint: true }).ino;
       const progs = new Set(sock.programs());
       for (const { hook, prog } of CGROUP_PROGRAMS) {
         if (!progs.has(prog)) continue;
         const path = paths.cgroupLink(cfg, hook);
         wantLinks.add(path);
-        attachIfChanged(sock.program(prog), path, LinkType.CGROUP, undefined, `cgroup ${hook}`, changes, () =>
-          attachCgroup(sock.program(prog), cfg.cgroup.root, hook, path).close(),
+        attachIfChanged(
+          sock.program(prog),
+          path,
+          LinkType.CGROUP,
+          { cgroupId },
+          `cgroup ${hook}`,
+          changes,
+          () => attachCgroup(sock.program(prog), cfg.cgroup.root, hook, path).close(),
         );
       }
     }
@@ -244,8 +255,14 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
           changes.push(`attached tc ${dir} on ${d.name} (clsact)`);
           continue;
         }
-        attachIfChanged(prog, path, LinkType.TCX, d.ifindex, `tc ${dir} on ${d.name}`, changes, () =>
-          attachTc(prog, d.ifindex, dir, path).link?.close(),
+        attachIfChanged(
+          prog,
+          path,
+          LinkType.TCX,
+          { ifindex: d.ifindex },
+          `tc ${dir} on ${d.name}`,
+          changes,
+          () => attachTc(prog, d.ifindex, dir, path).link?.close(),
         );
       }
     }
@@ -360,13 +377,17 @@ function attachIfChanged(
   prog: BpfProgram,
   path: string,
   linkType: number,
-  ifindex: number | undefined,
+  target: { ifindex?: number; cgroupId?: bigint },
   what: string,
   changes: string[],
   attach: () => void,
 ): void {
   const cur = pinnedLinkProgram(path);
-  const fresh = !cur || cur.type !== linkType || (ifindex !== undefined && cur.ifindex !== ifindex);
+  const fresh =
+    !cur ||
+    cur.type !== linkType ||
+    (target.ifindex !== undefined && cur.ifindex !== target.ifindex) ||
+    (target.cgroupId !== undefined && cur.cgroupId !== target.cgroupId);
   if (!fresh && cur.tag === prog.info().tag) return;
   attach();
   changes.push(fresh ? `attached ${what}` : `replaced program of ${what}`);

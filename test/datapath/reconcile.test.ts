@@ -1,5 +1,5 @@
 import { describe, expect, it } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, rmdirSync } from "node:fs";
 import { type Config, defaultConfig } from "../../src/config/config.ts";
 import { BpfMap, MapType } from "../../src/datapath/bpf.ts";
 import {
@@ -496,6 +496,29 @@ describe.skipIf(!!skipApply)("applyModel (socket LB only, no devices)", () => {
     await expect(applyModel(big, config(), quiet)).rejects.toThrow(/kpr_lb4_svc needs \d+ entries, holds 64/);
     const entries = await readCurrentEntries(config());
     expect(entries?.length).toBe(1);
+  });
+
+  it("a changed cgroup.root moves the socket hooks to the new cgroup", async () => {
+    const moved = `${topo().cgroupDir}-moved`;
+    mkdirSync(moved);
+    const show = (dir: string) => Bun.spawnSync(["bpftool", "cgroup", "show", dir]).stdout.toString();
+    try {
+      await applyModel(m1, config(), quiet);
+      expect(show(topo().cgroupDir), "hooks on the first cgroup").toContain("kpr_sock4_connect");
+      const r = await applyModel(m1, { ...config(), cgroup: { root: moved } }, quiet);
+      expect(r.datapathChanges, "reported").toEqual(expect.arrayContaining(["attached cgroup connect4"]));
+      expect(
+        {
+          old: show(topo().cgroupDir).includes("kpr_sock4_connect"),
+          moved: show(moved).includes("kpr_sock4_connect"),
+        },
+        "where connect4 runs after the move",
+      ).toEqual({ old: false, moved: true });
+      await applyModel(m1, config(), quiet);
+      expect(show(moved), "moved back").not.toContain("kpr_sock4_connect");
+    } finally {
+      rmdirSync(moved);
+    }
   });
 
   it("turns socket LB off: cgroup links detached", async () => {
