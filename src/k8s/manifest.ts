@@ -15,9 +15,13 @@ type Shape =
   | "intOrString"
   | "stringMap"
   | { array: Shape }
-  | { object: { [field: string]: Shape } };
+  | { object: { [field: string]: Shape }; fields: [string, Shape][] };
 
-const obj = (fields: { [field: string]: Shape }): Shape => ({ object: fields });
+// `fields` is the object's entries, listed once (decode runs for every field of every object).
+const obj = (fields: { [field: string]: Shape }): Shape => ({
+  object: fields,
+  fields: Object.entries(fields),
+});
 const arr = (of: Shape): Shape => ({ array: of });
 
 const META = obj({ name: "string", namespace: "string", labels: "stringMap", annotations: "stringMap" });
@@ -144,44 +148,79 @@ function typeName(v: unknown): string {
   return `${typeof v} ${JSON.stringify(v)}`;
 }
 
+/**
+ * The field path of a value being decoded, as segments (field names and list indexes), turned
+ * into text ("spec.ports[0].port") only for a problem: most objects have none.
+ */
+type PathStack = (string | number)[];
+
+function pathText(stack: PathStack): string {
+  let out = "";
+  for (const seg of stack) {
+    if (typeof seg === "number") out += `[${seg}]`;
+    else out = out === "" ? seg : `${out}.${seg}`;
+  }
+  return out;
+}
+
+function mismatch(
+  v: unknown,
+  path: PathStack,
+  bad: (field: string, msg: string) => void,
+  expected: string,
+): undefined {
+  bad(pathText(path), `expected ${expected}, got ${typeName(v)}`);
+  return undefined;
+}
+
 /** Checks v against shape; returns the value with only known fields, or undefined (with a problem) on a type error. */
-function decode(v: unknown, shape: Shape, path: string, bad: (field: string, msg: string) => void): unknown {
+function decode(
+  v: unknown,
+  shape: Shape,
+  path: PathStack,
+  bad: (field: string, msg: string) => void,
+): unknown {
   // JSON null means "unset" in the Kubernetes API.
   if (v === null || v === undefined) return undefined;
-  const fail = (expected: string) => {
-    bad(path, `expected ${expected}, got ${typeName(v)}`);
-    return undefined;
-  };
-  if (shape === "string") return typeof v === "string" ? v : fail("a string");
-  if (shape === "bool") return typeof v === "boolean" ? v : fail("true or false");
-  if (shape === "int") return typeof v === "number" && Number.isInteger(v) ? v : fail("an integer");
+  if (shape === "string") return typeof v === "string" ? v : mismatch(v, path, bad, "a string");
+  if (shape === "bool") return typeof v === "boolean" ? v : mismatch(v, path, bad, "true or false");
+  if (shape === "int")
+    return typeof v === "number" && Number.isInteger(v) ? v : mismatch(v, path, bad, "an integer");
   if (shape === "intOrString") {
     return (typeof v === "number" && Number.isInteger(v)) || typeof v === "string"
       ? v
-      : fail("an integer or a name");
+      : mismatch(v, path, bad, "an integer or a name");
   }
   if (shape === "stringMap") {
-    if (typeof v !== "object" || Array.isArray(v)) return fail("a mapping of strings");
+    if (typeof v !== "object" || Array.isArray(v)) return mismatch(v, path, bad, "a mapping of strings");
     const out: Record<string, string> = {};
-    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+    const m = v as Record<string, unknown>;
+    for (const k of Object.keys(m)) {
+      const x = m[k];
       if (typeof x === "string") out[k] = x;
-      else bad(`${path}.${k}`, `expected a string, got ${typeName(x)}`);
+      else bad(`${pathText(path)}.${k}`, `expected a string, got ${typeName(x)}`);
     }
     return out;
   }
   if ("array" in shape) {
-    if (!Array.isArray(v)) return fail("a list");
+    if (!Array.isArray(v)) return mismatch(v, path, bad, "a list");
     const out: unknown[] = [];
-    v.forEach((x, i) => {
-      const d = decode(x, shape.array, `${path}[${i}]`, bad);
+    for (let i = 0; i < v.length; i++) {
+      path.push(i);
+      const d = decode(v[i], shape.array, path, bad);
+      path.pop();
       if (d !== undefined) out.push(d);
-    });
+    }
     return out;
   }
-  if (typeof v !== "object" || Array.isArray(v)) return fail("a mapping");
+  if (typeof v !== "object" || Array.isArray(v)) return mismatch(v, path, bad, "a mapping");
   const out: Record<string, unknown> = {};
-  for (const [k, s] of Object.entries(shape.object)) {
-    const d = decode((v as Record<string, unknown>)[k], s, path === "" ? k : `${path}.${k}`, bad);
+  for (const [k, s] of shape.fields) {
+    const x = (v as Record<string, unknown>)[k];
+    if (x === null || x === undefined) continue;
+    path.push(k);
+    const d = decode(x, s, path, bad);
+    path.pop();
     if (d !== undefined) out[k] = d;
   }
   return out;
@@ -236,7 +275,7 @@ class Collector {
       return;
     }
     let typeErrors = 0;
-    const decoded = decode(raw, spec.shape, "", (field, message) => {
+    const decoded = decode(raw, spec.shape, [], (field, message) => {
       typeErrors++;
       this.problems.push({ ...where, object, field, message });
     }) as Record<string, unknown> | undefined;
@@ -336,6 +375,8 @@ function isList(v: unknown): boolean {
 
 /** A block-mapping key at column 0 (a document's top-level key). */
 const TOP_KEY = /^([A-Za-z0-9_"'][^:#]*?)\s*:(?:\s|$)/;
+/** A document separator line. */
+const SEPARATOR = /^---(\s|$)/;
 
 /**
  * Bun's native YAML parser, ~50x faster than the `yaml` library here, with each document's first
@@ -351,29 +392,66 @@ function fastParse(text: string): { value: unknown; line: number }[] | undefined
   } catch {
     return undefined;
   }
-  const lines = text.split("\n");
+  // One pass over the lines without splitting the text (a 2 MB file has ~100k lines): a line is
+  // cut out only when its first character can start a separator or a top-level key, or while its
+  // document's first content line is still unknown.
   // Bun's parser keeps the last of duplicate keys silently. The common case, files concatenated
   // without "---" (two objects merged into one), shows as a repeated top-level key: exact path.
   let keys = new Set<string>();
-  for (const l of lines) {
-    if (/^---(\s|$)/.test(l)) keys = new Set();
-    const m = TOP_KEY.exec(l);
-    if (m) {
-      if (keys.has(m[1]!)) return undefined;
-      keys.add(m[1]!);
-    }
-  }
   const content = (l: string) => l.trim() !== "" && !l.trimStart().startsWith("#");
-  const firstContent = (from: number) => {
-    for (let i = from; i < lines.length && !/^---(\s|$)/.test(lines[i]!); i++)
-      if (content(lines[i]!)) return i + 1;
-    return undefined;
-  };
   const starts: number[] = [];
-  const seps = lines.flatMap((l, i) => (/^---(\s|$)/.test(l) ? [i] : []));
-  const head = firstContent(0);
-  if (head !== undefined || seps.length === 0) starts.push(head ?? 1);
-  for (const i of seps) starts.push(content(lines[i]!.slice(3)) ? i + 1 : (firstContent(i + 1) ?? i + 1));
+  /** First content line (1-based) before the first separator; 0 when none. */
+  let head = 0;
+  let seps = 0;
+  /** Index in `starts` of the current document while its first content line is unknown. */
+  let pending = -1;
+  let lineNo = 0;
+  for (let pos = 0; pos <= text.length; ) {
+    let eol = text.indexOf("\n", pos);
+    if (eol < 0) eol = text.length;
+    lineNo++;
+    const c = text.charCodeAt(pos);
+    let line: string | undefined;
+    if (c === 45 /* - */) {
+      line = text.slice(pos, eol);
+      if (SEPARATOR.test(line)) {
+        keys = new Set();
+        if (seps === 0 && head !== 0) starts.push(head);
+        seps++;
+        // A document without content starts at its separator's line.
+        starts.push(lineNo);
+        pending = content(line.slice(3)) ? -1 : starts.length - 1;
+        pos = eol + 1;
+        continue;
+      }
+    } else if (
+      (c >= 65 && c <= 90) ||
+      (c >= 97 && c <= 122) ||
+      (c >= 48 && c <= 57) ||
+      c === 95 ||
+      c === 34 ||
+      c === 39
+    ) {
+      line = text.slice(pos, eol);
+      const m = TOP_KEY.exec(line);
+      if (m) {
+        if (keys.has(m[1]!)) return undefined;
+        keys.add(m[1]!);
+      }
+    }
+    if (seps === 0 ? head === 0 : pending >= 0) {
+      line ??= text.slice(pos, eol);
+      if (content(line)) {
+        if (seps === 0) head = lineNo;
+        else {
+          starts[pending] = lineNo;
+          pending = -1;
+        }
+      }
+    }
+    pos = eol + 1;
+  }
+  if (seps === 0) starts.push(head !== 0 ? head : 1);
   if (starts.length === 1) return [{ value: parsed, line: starts[0]! }];
   if (!Array.isArray(parsed) || parsed.length !== starts.length) return undefined;
   return parsed.map((value, i) => ({ value, line: starts[i]! }));

@@ -112,7 +112,8 @@ export function parseIp(s: string): ParsedIp | undefined {
   }
   const b = parseIpv4Bytes(s);
   if (!b) return undefined;
-  return { family: 4, bytes: b, text: formatIpv4Bytes(b) };
+  // Valid IPv4 text is canonical already (digits only, no leading zeros): no need to rebuild it.
+  return { family: 4, bytes: b, text: s };
 }
 
 export interface ParsedCidr {
