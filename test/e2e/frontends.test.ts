@@ -184,7 +184,8 @@ describe.skipIf(!!skip)("e2e: LoadBalancer, hostPort, trafficPolicy, hostNamespa
       7,
     );
     expect(r.cause, "the connect error is EPERM from the socket hook").toBe("Operation not permitted");
-    expect(r.ms, "time curl reports for the failed connect (ms)").toBeLessThan(500);
+    // well under the 1 s SYN retransmission timer: refused at once, not after a lost SYN
+    expect(r.ms, "time curl reports for the failed connect (ms)").toBeLessThan(1000);
   });
 
   test("a NodePort without endpoints answers the client's SYN with a RST (connection refused)", async () => {
@@ -193,14 +194,12 @@ describe.skipIf(!!skip)("e2e: LoadBalancer, hostPort, trafficPolicy, hostNamespa
     expect(local.stdout, "control: node-1's own listener on the NodePort answers on loopback").toMatch(
       /^node-1 /,
     );
-    const started = performance.now();
     const r = await tryConnect(NS.client, `http://${ADDR.node1}:${EMPTY_NODE_PORT}/`, false);
-    const took = performance.now() - started;
     expect(r.stdout, "node-1's listener did not get the client's connection").toBe("");
     expect(r.code, "curl to an endpoint-less NodePort: exit 7 (couldn't connect)").toBe(7);
     expect(r.cause, "the client's connect was refused (a RST answered the SYN)").toBe("Connection refused");
-    expect(r.ms, "time curl reports for the refused connect (ms)").toBeLessThan(500);
-    expect(took, "time until curl exited, including its start (ms)").toBeLessThan(1000);
+    // well under the 1 s SYN retransmission timer: the first SYN was answered
+    expect(r.ms, "time curl reports for the refused connect (ms)").toBeLessThan(1000);
   });
 
   // Sequential from here: the last tests re-apply with another config.
