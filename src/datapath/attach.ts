@@ -73,6 +73,18 @@ export function tcxPrograms(dev: string | number, dir: TcDirection): number[] {
   return [...ids.subarray(0, cnt[0]!)];
 }
 
+/** Pins a new link so it outlives this process; if pinning fails, the attachment is undone. */
+function pinOrDetach(link: BpfLink, pinPath: string): BpfLink {
+  try {
+    link.pin(pinPath);
+  } catch (e) {
+    link.detach();
+    link.close();
+    throw e;
+  }
+  return link;
+}
+
 /**
  * Replaces the program of the link pinned at `pinPath`, if one is pinned and live; a stale pin
  * (link defunct, e.g. its device was deleted) is removed. Returns the link when updated.
@@ -152,14 +164,7 @@ export function attachTc(
       dir === "ingress" ? AttachType.tcxIngress : AttachType.tcxEgress,
       what,
     );
-    try {
-      link.pin(pinPath);
-    } catch (e) {
-      link.detach();
-      link.close();
-      throw e;
-    }
-    return { mode, link, updated: false };
+    return { mode, link: pinOrDetach(link, pinPath), updated: false };
   }
   const lib = unsafeLibbpf();
   const hook = tcHook(idx, dir);
@@ -234,14 +239,7 @@ export function attachXdp(prog: BpfProgram, dev: string | number, mode: XdpMode,
     mode === "native" ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE,
     hint,
   );
-  try {
-    link.pin(pinPath);
-  } catch (e) {
-    link.detach();
-    link.close();
-    throw e;
-  }
-  return link;
+  return pinOrDetach(link, pinPath);
 }
 
 /** Detaches the pinned XDP link at `pinPath`; false when there was none. */
@@ -283,14 +281,7 @@ export function attachCgroup(
   }
   try {
     const link = BpfLink.create(prog, cgFd, type, `cgroup ${hook} to ${cgroupPath}`);
-    try {
-      link.pin(pinPath);
-    } catch (e) {
-      link.detach();
-      link.close();
-      throw e;
-    }
-    return link;
+    return pinOrDetach(link, pinPath);
   } finally {
     closeSync(cgFd);
   }
