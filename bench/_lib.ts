@@ -5,7 +5,8 @@
  * kube-proxy's nftables input — and the table printer.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 export const REPO = resolve(import.meta.dir, "..");
@@ -790,4 +791,28 @@ export function printTable(headers: string[], rows: string[][]): void {
   console.log(line(headers));
   console.log(w.map((n) => "-".repeat(n)).join("  "));
   for (const r of rows) console.log(line(r));
+}
+
+/**
+ * A benchmark's start: exits 1 naming what is missing (root, tools, built files), else makes
+ * bpffs present and returns a Cleanup, a unique `kb…` prefix and a temp dir the Cleanup removes.
+ */
+export function startBench(
+  name: string,
+  need: { tools: string[]; files: string[] },
+): { cleanup: Cleanup; prefix: string; tmp: string } {
+  const missing: string[] = [];
+  if (process.getuid?.() !== 0) missing.push("root");
+  for (const t of need.tools) if (!have(t)) missing.push(t);
+  for (const f of need.files) if (!existsSync(f)) missing.push(`${f} (run: bun build.ts)`);
+  if (missing.length > 0) {
+    console.error(`bench/${name}: cannot run, missing: ${missing.join(", ")}`);
+    process.exit(1);
+  }
+  const cleanup = new Cleanup();
+  const prefix = uniquePrefix("kb");
+  const tmp = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  cleanup.add(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
+  ensureBpffs();
+  return { cleanup, prefix, tmp };
 }

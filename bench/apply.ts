@@ -10,18 +10,15 @@
  * Needs root, dist/kpr (bun build.ts), iptables, nft, nsenter. Removes everything it created
  * (netns, bpffs dir, cgroup, temp dir) at the end, on failure and on Ctrl-C.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
-  Cleanup,
   cleanupKprRoot,
   countIptRules,
   countNftStatements,
   createCgroup,
   createNetns,
-  ensureBpffs,
   fmtMs,
   fmtRatio,
   have,
@@ -37,7 +34,7 @@ import {
   REPO,
   type RunResult,
   run,
-  uniquePrefix,
+  startBench,
   vethInNs,
   withOneEndpointChanged,
   writeKprConfig,
@@ -149,20 +146,11 @@ async function main(): Promise<void> {
     console.error("bench/apply: --services and --endpoints want positive integers");
     process.exit(2);
   }
-  const missing: string[] = [];
-  if (process.getuid?.() !== 0) missing.push("root");
-  for (const t of ["ip", "nsenter", "iptables-restore", "nft"]) if (!have(t)) missing.push(t);
-  if (!(await Bun.file(KPR).exists())) missing.push("dist/kpr (run: bun build.ts)");
-  if (missing.length > 0) {
-    console.error(`bench/apply: cannot run, missing: ${missing.join(", ")}`);
-    process.exit(1);
-  }
   if (!have("iptables-legacy-restore")) skip.add("legacy");
-
-  const cleanup = new Cleanup();
-  const prefix = uniquePrefix("kb");
-  const tmp = mkdtempSync(join(tmpdir(), `${prefix}-`));
-  cleanup.add(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
+  const { cleanup, prefix, tmp } = startBench("apply", {
+    tools: ["ip", "nsenter", "iptables-restore", "nft"],
+    files: [KPR],
+  });
 
   // --- the service set and its renderings
   const set = makeServiceSet({ services: N, endpoints: E, nodeName: NODE });
@@ -195,7 +183,6 @@ async function main(): Promise<void> {
   const nft: Record<string, Cell> = {};
 
   // --- kpr
-  ensureBpffs();
   const kns = createNetns(cleanup, `${prefix}-kpr`);
   vethInNs(kns, `${prefix}a`, `${prefix}b`, `${NODE_ADDR}/24`);
   const cgroupDir = createCgroup(cleanup, prefix);

@@ -18,23 +18,19 @@
  * ping-pong pair and the per-call cases. Per-call durations include the fixed cost of one run
  * and cold caches: compare them with the per-call no-op, the repeat ones with the repeat no-op.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
-  Cleanup,
   cleanupKprRoot,
   createNetns,
-  ensureBpffs,
   fmtRatio,
-  have,
   KPR,
   makeServiceSet,
   printTable,
   REPO,
   run,
-  uniquePrefix,
+  startBench,
   vethInNs,
   writeKprConfig,
   writeManifests,
@@ -284,22 +280,10 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
-  const missing: string[] = [];
-  if (process.getuid?.() !== 0) missing.push("root");
-  for (const t of ["ip", "nsenter"]) if (!have(t)) missing.push(t);
-  if (!existsSync(kpr)) missing.push(`${kpr} (run: bun build.ts)`);
-  for (const o of [...objects, join(REPO, ".build/bpf/probe.bpf.o")])
-    if (!existsSync(o)) missing.push(`${o} (run: bun build.ts)`);
-  if (missing.length > 0) {
-    console.error(`bench/datapath: cannot run, missing: ${missing.join(", ")}`);
-    process.exit(1);
-  }
-
-  const cleanup = new Cleanup();
-  const prefix = uniquePrefix("kb");
-  const tmp = mkdtempSync(join(tmpdir(), `${prefix}-`));
-  cleanup.add(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
-  ensureBpffs();
+  const { cleanup, prefix, tmp } = startBench("datapath", {
+    tools: ["ip", "nsenter"],
+    files: [kpr, ...objects, join(REPO, ".build/bpf/probe.bpf.o")],
+  });
 
   const results: { services: number; frontends: string; r: InnerResult }[] = [];
   for (const [i, n] of sizes.entries()) {

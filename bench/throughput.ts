@@ -1,32 +1,15 @@
-/**
- * End-to-end throughput through a NodePort: iperf3 from a client namespace to a backend
- * namespace routed by a node namespace, three ways in one run: direct to the backend (nothing
- * loaded), through kpr's NodePort (tc DNAT on the node's device), and through an iptables DNAT
- * rule (netfilter + conntrack). The per-packet cost of iptables cannot be measured with
- * BPF_PROG_TEST_RUN (bench/datapath.ts); this measures all three with real traffic.
- *
- *   bun bench/throughput.ts [--seconds 5] [--repeat 3]
- *
- * Topology (all names carry one random prefix; no host interface is touched):
- *   client 10.0.1.2 ── 10.0.1.1 node 10.244.0.1 ── 10.244.0.10 backend (iperf3 -s :5201)
- */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
-  Cleanup,
   cleanupKprRoot,
   createNetns,
-  ensureBpffs,
   fmtRatio,
-  have,
   KPR,
   median,
   printTable,
   run,
   runSync,
-  uniquePrefix,
+  startBench,
   writeKprConfig,
   writeManifests,
 } from "./_lib.ts";
@@ -55,20 +38,14 @@ async function main(): Promise<void> {
   });
   const seconds = Number(values.seconds);
   const repeat = Math.max(1, Number(values.repeat));
-  const missing: string[] = [];
-  if (process.getuid?.() !== 0) missing.push("root");
-  for (const t of ["ip", "nsenter", "iperf3", "iptables", "ss"]) if (!have(t)) missing.push(t);
-  if (!(await Bun.file(KPR).exists())) missing.push("dist/kpr (run: bun build.ts)");
-  if (missing.length > 0) {
-    console.error(`bench/throughput: cannot run, missing: ${missing.join(", ")}`);
-    process.exit(1);
-  }
-
-  const cleanup = new Cleanup();
-  const p = uniquePrefix("kb");
-  const tmp = mkdtempSync(join(tmpdir(), `${p}-`));
-  cleanup.add(`remove ${tmp}`, () => rmSync(tmp, { recursive: true, force: true }));
-  ensureBpffs();
+  const {
+    cleanup,
+    prefix: p,
+    tmp,
+  } = startBench("throughput", {
+    tools: ["ip", "nsenter", "iperf3", "iptables", "ss"],
+    files: [KPR],
+  });
 
   const cl = createNetns(cleanup, `${p}-cl`);
   const nd = createNetns(cleanup, `${p}-nd`);

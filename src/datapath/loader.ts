@@ -219,7 +219,7 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
     objects.push(tc);
 
     // the digest is cleared while links change, and set once they all run these objects
-    const config = await configValue(cfg);
+    const config = configValue(cfg);
     writeConfig(tc.map("kpr_config"), changes, config);
     writeDevices(tc.map("kpr_dev4"), devices, changes);
 
@@ -360,7 +360,7 @@ function reusePinned(cfg: Config, devices: DeviceInfo[], digest: bigint): Datapa
       if (m.keySize !== c.key.size || m.valueSize !== c.value.size) return fail();
     }
     const changes: string[] = [];
-    writeConfig(configMap, changes, withDigest(configValueSync(cfg), digest));
+    writeConfig(configMap, changes, withDigest(configValue(cfg), digest));
     writeDevices(open("kpr_dev4"), devices, changes);
     const lbMaps = Object.fromEntries(LB_STATE_MAPS.map((n) => [n, open(n)])) as Record<LbStateMap, BpfMap>;
     return { lbMaps, map: open, changes, close: closeAll };
@@ -410,11 +410,6 @@ function detachStale(cfg: Config, want: Set<string>, changes: string[]): void {
   }
 }
 
-/** The kpr_config entry for `cfg` (datapath_digest 0). */
-export async function configValue(cfg: Config): Promise<Uint8Array> {
-  return configValueSync(cfg);
-}
-
 /**
  * Source ports for SNAT to remote backends: above both the kernel's ephemeral range (so a reply
  * to a local socket's connection is never taken for a SNATed flow's) and the NodePort range.
@@ -435,7 +430,8 @@ function localPortRange(): string {
   }
 }
 
-function configValueSync(cfg: Config): Uint8Array {
+/** The kpr_config entry for `cfg` (datapath_digest 0). */
+function configValue(cfg: Config): Uint8Array {
   let flags = 0;
   if (cfg.socketLB.enabled) flags |= CFG_F.SOCKET_LB;
   if (cfg.socketLB.hostNamespaceOnly) flags |= CFG_F.HOST_NS_ONLY;

@@ -635,23 +635,29 @@ function l4KeyAt(b: Uint8Array, off: number, portOff: number, proto: number): st
  * service map (100k backends in a few tens of ms).
  */
 export function previousIdsFromBatches(meta: Batch, be: Batch): PreviousIds {
-  const frontends = new Map<string, number>();
-  const mStride = meta.values.length / Math.max(meta.count, 1);
-  const mk = new DataView(meta.keys.buffer, meta.keys.byteOffset, meta.keys.byteLength);
-  for (let i = 0; i < meta.count; i++) {
-    const o = i * mStride;
-    const key = l4KeyAt(meta.values, o + META_ADDR, o + META_PORT, meta.values[o + META_PROTO]!);
-    if (key) frontends.set(key, mk.getUint16(i * 2, true));
+  return {
+    frontends: idsByL4Key(meta, 2, META_ADDR, META_PORT, META_PROTO),
+    backends: idsByL4Key(be, 4, BE_ADDR, BE_PORT, BE_PROTO),
+  };
+}
+
+/** "address:port/PROTO" → id of each entry of a batch whose key is a little-endian id. */
+function idsByL4Key(
+  b: Batch,
+  keySize: 2 | 4,
+  addrOff: number,
+  portOff: number,
+  protoOff: number,
+): Map<string, number> {
+  const out = new Map<string, number>();
+  const stride = b.values.length / Math.max(b.count, 1);
+  const keys = new DataView(b.keys.buffer, b.keys.byteOffset, b.keys.byteLength);
+  for (let i = 0; i < b.count; i++) {
+    const o = i * stride;
+    const key = l4KeyAt(b.values, o + addrOff, o + portOff, b.values[o + protoOff]!);
+    if (key) out.set(key, keySize === 2 ? keys.getUint16(i * 2, true) : keys.getUint32(i * 4, true));
   }
-  const backends = new Map<string, number>();
-  const bStride = be.values.length / Math.max(be.count, 1);
-  const bk = new DataView(be.keys.buffer, be.keys.byteOffset, be.keys.byteLength);
-  for (let i = 0; i < be.count; i++) {
-    const o = i * bStride;
-    const key = l4KeyAt(be.values, o + BE_ADDR, o + BE_PORT, be.values[o + BE_PROTO]!);
-    if (key) backends.set(key, bk.getUint32(i * 4, true));
-  }
-  return { frontends, backends };
+  return out;
 }
 
 // ---- diff ----------------------------------------------------------------------------------
