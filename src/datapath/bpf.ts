@@ -183,6 +183,16 @@ export class BpfMap implements Disposable {
     }
   }
 
+  /**
+   * How many entries the map holds: max_entries for array maps (every index exists), else the
+   * count of one batch read.
+   */
+  entryCount(): number {
+    const t = this.spec.type;
+    if (t === MapType.ARRAY || t === MapType.PERCPU_ARRAY || t === MapType.PROG_ARRAY) return this.maxEntries;
+    return this.lookupBatch().count;
+  }
+
   /** Every [key, value] pair (get_next_key + lookup; entries deleted meanwhile are skipped). */
   *entries(): Generator<[Uint8Array, Uint8Array]> {
     for (const k of this.keys()) {

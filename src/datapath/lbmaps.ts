@@ -59,6 +59,7 @@ export const REASON_NAMES = [
   "drop-src-range",
   "drop-backend-gone",
   "drop-fib",
+  "drop-frag-needed",
   "drop-no-device",
   "drop-snat-ports",
   "drop-map-update",
