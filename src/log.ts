@@ -9,16 +9,24 @@ function levelFromEnv(): number {
   return lv ?? LogLevels.info;
 }
 
-const jsonLines = !process.stderr.isTTY && process.env.KPR_LOG_FORMAT !== "text";
+const jsonLines =
+  process.env.KPR_LOG_FORMAT === "json" || (!process.stderr.isTTY && process.env.KPR_LOG_FORMAT !== "text");
+
+/** Whether ANSI colour may be written to `stream`: only to a terminal, never with NO_COLOR set. */
+export function colorEnabled(stream: { isTTY?: boolean } = process.stderr): boolean {
+  const nc = process.env.NO_COLOR;
+  return !!stream.isTTY && (nc === undefined || nc === "") && process.env.TERM !== "dumb";
+}
 
 /**
  * The one logger. Writes to stderr (stdout is for command output); JSON lines when stderr is not
- * a TTY, unless KPR_LOG_FORMAT=text. Use `log.withTag("subsystem")`.
+ * a TTY (or KPR_LOG_FORMAT=json), unless KPR_LOG_FORMAT=text; colour only on a terminal without NO_COLOR. Use `log.withTag("subsystem")`.
  */
 export const log: ConsolaInstance = createConsola({
   level: levelFromEnv(),
   stdout: process.stderr,
   stderr: process.stderr,
+  formatOptions: { colors: colorEnabled(process.stderr) },
   ...(jsonLines
     ? {
         reporters: [

@@ -1,21 +1,28 @@
 import { defineCommand } from "citty";
-import { checkOutput, commonArgs, configFromArgs, outputArg } from "./_common.ts";
+import { commonArgs, configFromArgs, outputArg, printOutput } from "./_common.ts";
 
-/** `kpr status [--verbose] [-o json]`: kube-proxy replacement state of this node, from the kernel. */
+/**
+ * `kpr status [--verbose] [-o table|json|yaml]`: kube-proxy replacement state of this node, from
+ * the kernel and the settings the last apply recorded there. Exit 1 when nothing is programmed
+ * under the bpf root.
+ */
 export default defineCommand({
-  meta: { name: "status", description: "Show what kpr has programmed on this node (read from the kernel)" },
+  meta: {
+    name: "status",
+    description:
+      "Show what kpr has programmed on this node (read from the kernel; exit 1 when nothing is programmed under bpf.root)",
+  },
   args: {
     ...commonArgs,
     ...outputArg,
     verbose: { type: "boolean", description: "Show the KubeProxyReplacement details block", default: false },
   },
   async run({ args }) {
-    checkOutput(args.output);
     const cfg = await configFromArgs(args);
+    const { configSource } = await import("../config/load.ts");
     const { formatStatus, readNodeStatus, statusReport } = await import("../datapath/nodestatus.ts");
-    const report = statusReport(cfg, readNodeStatus(cfg));
-    if (args.output === "json") process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-    else process.stdout.write(formatStatus(report, args.verbose));
-    return 0;
+    const report = statusReport(cfg, readNodeStatus(cfg, configSource(cfg)));
+    printOutput(args.output, report, () => formatStatus(report, args.verbose));
+    process.exitCode = report.programmed ? 0 : 1;
   },
 });

@@ -1,12 +1,11 @@
 import { defineCommand } from "citty";
 import { VERSION } from "../version.ts";
+import { outputArg, printOutput } from "./_common.ts";
 
 /** `kpr version`: the version, the Bun runtime and the architecture. */
 export default defineCommand({
   meta: { name: "version", description: "Print kpr's version" },
-  args: {
-    output: { type: "string", alias: "o", description: "Output format: text or json", default: "text" },
-  },
+  args: { ...outputArg },
   run({ args }) {
     const info = {
       version: VERSION,
@@ -14,7 +13,6 @@ export default defineCommand({
       arch: process.arch,
       os: process.platform,
     };
-    if (args.output === "json") console.log(JSON.stringify(info, null, 2));
-    else console.log(`kpr ${info.version} (${info.runtime}, ${info.os}/${info.arch})`);
+    printOutput(args.output, info, () => `kpr ${info.version} (${info.runtime}, ${info.os}/${info.arch})\n`);
   },
 });

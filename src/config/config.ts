@@ -23,12 +23,15 @@ export interface Config {
     algorithm: Algorithm;
   };
   maglev: { tableSize: number };
-  nodePort: { enabled: boolean; range: [number, number] };
+  /** `addresses`: CIDRs a node address must be in to serve NodePorts (empty: every address). */
+  nodePort: { enabled: boolean; range: [number, number]; addresses?: string[] };
   /** Interfaces facing clients and other nodes; tc (and XDP) programs attach here. */
   devices: string[];
   socketLB: { enabled: boolean; hostNamespaceOnly: boolean };
-  cgroup: { root: string };
-  bpf: { root: string; lbMapMax: number };
+  /** `autoMount.enabled`: mount cgroup2 at root when it is not mounted (Cilium's cgroup.autoMount). */
+  cgroup: { root: string; autoMount?: { enabled: boolean } };
+  /** Map sizes; ctTcpMax + ctAnyMax size the CT map and natMax the SNAT map when set (Cilium's names). */
+  bpf: { root: string; lbMapMax: number; ctTcpMax?: number; ctAnyMax?: number; natMax?: number };
   /** This node's name (default: the hostname, lower-cased as kubelet and kube-proxy do). */
   nodeName: string;
   k8s: { serviceProxyName: string };
@@ -43,10 +46,10 @@ export function defaultConfig(): Config {
     kubeProxyReplacementHealthzBindAddr: "",
     loadBalancer: { mode: "snat", dsrDispatch: "opt", acceleration: "disabled", algorithm: "random" },
     maglev: { tableSize: 16381 },
-    nodePort: { enabled: true, range: [30000, 32767] },
+    nodePort: { enabled: true, range: [30000, 32767], addresses: [] },
     devices: [],
     socketLB: { enabled: true, hostNamespaceOnly: false },
-    cgroup: { root: "/run/kpr/cgroupv2" },
+    cgroup: { root: "/run/kpr/cgroupv2", autoMount: { enabled: true } },
     bpf: { root: "/sys/fs/bpf/kpr", lbMapMax: 65536 },
     nodeName: process.env.KPR_NODE_NAME ?? hostname().toLowerCase(),
     k8s: { serviceProxyName: "" },

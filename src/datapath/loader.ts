@@ -8,11 +8,12 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
+import { configSource } from "../config/load.ts";
 import { KprError } from "../errors.ts";
 import { log as rootLog } from "../log.ts";
 import { attachCgroup, attachTc, type CgroupHook, detachPinnedLink, detachTc, hasTcx } from "./attach.ts";
 import { BpfLink, BpfMap, type BpfObject, type BpfProgram, LinkType, openObject, progInfo } from "./bpf.ts";
-import { ensureBpffs, ensureCgroup2 } from "./bpffs.ts";
+import { ensureBpffs, ensureCgroup2, mountOf } from "./bpffs.ts";
 import { closeFd, netnsCookie, unsafeLibbpf } from "./ffi.ts";
 import {
   CFG_F,
@@ -26,6 +27,7 @@ import {
   u32Id,
 } from "./lbmaps.ts";
 import { embeddedObject } from "./objects.ts";
+import { recordSettings, settingsOf } from "./settings.ts";
 
 /** Socket hooks kpr attaches, with the sock object's program for each (v6 ones when built). */
 export const CGROUP_PROGRAMS: { hook: CgroupHook; prog: string }[] = [
@@ -59,6 +61,27 @@ export const SRCR_MAX_ENTRIES = 16384;
 export function lbMapMaxEntries(cfg: Config): Record<LbStateMap, number> {
   const n = cfg.bpf.lbMapMax;
   return { kpr_lb4_svc: n, kpr_lb4_be: n, kpr_lb4_rnat: n, kpr_svc_meta: n, kpr_lb4_srcr: SRCR_MAX_ENTRIES };
+}
+
+/**
+ * Sizes Cilium's keys set for the CT and SNAT maps: bpf.ctTcpMax + bpf.ctAnyMax for kpr's one
+ * CT map (either alone adds to the object's default share of the other), bpf.natMax for SNAT.
+ */
+export function ctNatMaxEntries(cfg: Config): Record<string, number> {
+  const out: Record<string, number> = {};
+  const { ctTcpMax, ctAnyMax, natMax } = cfg.bpf;
+  if (ctTcpMax !== undefined || ctAnyMax !== undefined)
+    out.kpr_ct4 = (ctTcpMax ?? 196608) + (ctAnyMax ?? 65536);
+  if (natMax !== undefined) out.kpr_snat4 = natMax;
+  return out;
+}
+
+/** With cgroup.autoMount.enabled=false kpr mounts nothing: the root must already be on cgroup2. */
+function requireCgroup2(root: string): void {
+  if (!existsSync(root) || mountOf(root)?.fsType !== "cgroup2")
+    throw new KprError(
+      `attach socket hooks: ${root} is not a cgroup2 directory (cgroup.autoMount.enabled=false: mount cgroup2 there, or enable autoMount)`,
+    );
 }
 
 /** Paths under the bpf root (the layout cleanup and status rely on). */
@@ -147,6 +170,7 @@ function openConfigured(bytes: Uint8Array, name: string, cfg: Config): BpfObject
     const maps = new Set(obj.maps());
     for (const m of SIZED_BY_LB_MAP_MAX) if (maps.has(m)) obj.setMaxEntries(m, cfg.bpf.lbMapMax);
     if (maps.has("kpr_lb4_srcr")) obj.setMaxEntries("kpr_lb4_srcr", SRCR_MAX_ENTRIES);
+    for (const [m, n] of Object.entries(ctNatMaxEntries(cfg))) if (maps.has(m)) obj.setMaxEntries(m, n);
     obj.pinMaps(paths.maps(cfg));
     obj.load();
     checkLbCodecs(obj);
@@ -182,6 +206,7 @@ export async function datapathDigest(cfg: Config): Promise<bigint> {
     1,
     cfg.bpf.lbMapMax,
     SRCR_MAX_ENTRIES,
+    ...Object.entries(ctNatMaxEntries(cfg)).flat(),
     cfg.socketLB.enabled,
     cfg.cgroup.root,
     hasTcx(),
@@ -205,7 +230,10 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
   const devices = cfg.devices.map(readDevice);
   const digest = await datapathDigest(cfg);
   const fast = reusePinned(cfg, devices, digest);
-  if (fast) return fast;
+  if (fast) {
+    recordSettings(cfg, settingsOf(cfg, configSource(cfg)));
+    return fast;
+  }
   const changes: string[] = [];
   const objects: BpfObject[] = [];
   const closeObjects = () => {
@@ -225,7 +253,8 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
 
     const wantLinks = new Set<string>();
     if (cfg.socketLB.enabled) {
-      ensureCgroup2(cfg.cgroup.root);
+      if (cfg.cgroup.autoMount?.enabled === false) requireCgroup2(cfg.cgroup.root);
+      else ensureCgroup2(cfg.cgroup.root);
       // a cgroup v2 directory's id is its inode number: a link on another cgroup is re-attached
       const cgroupId = statSync(cfg.cgroup.root, { bigint: true }).ino;
       const progs = new Set(sock.programs());
@@ -278,6 +307,7 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
       kpr_svc_meta: tc.map("kpr_svc_meta"),
       kpr_lb4_srcr: tc.map("kpr_lb4_srcr"),
     };
+    recordSettings(cfg, settingsOf(cfg, configSource(cfg)));
     return { lbMaps, map: (n) => tc.map(n), changes, close: closeObjects };
   } catch (e) {
     closeObjects();

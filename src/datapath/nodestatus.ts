@@ -4,7 +4,7 @@
  * `kpr bpf lb list` print from here; nothing comes from a cache.
  */
 import { existsSync } from "node:fs";
-import type { Config } from "../config/config.ts";
+import { type Config, defaultConfig } from "../config/config.ts";
 import { compareAddr } from "../lb/ip.ts";
 import { hasTcx } from "./attach.ts";
 import { BpfLink, BpfMap, LinkType } from "./bpf.ts";
@@ -23,6 +23,7 @@ import {
 import { CGROUP_PROGRAMS, paths, readDevice, TC_PROGRAMS } from "./loader.ts";
 import { type MapState, mapStateToFrontends } from "./mapstate.ts";
 import { readPinnedState } from "./reconcile.ts";
+import { type ProgrammedSettings, readSettings, type SettingDrift, settingsDrift } from "./settings.ts";
 
 /** One tc hook of a device. */
 export interface TcHookStatus {
@@ -43,14 +44,20 @@ export interface DeviceStatus {
 export interface NodeStatus {
   bpfRoot: string;
   cgroupRoot: string;
+  /** the config file read now (or a note that the built-in defaults are in use) */
+  configFile?: string;
   /** maps are pinned under the bpf root */
   programmed: boolean;
   config?: KprConfigValue;
+  /** what the last apply recorded (absent before the first apply of this version) */
+  settings?: ProgrammedSettings;
   /** socket hooks with a live pinned link */
   cgroupHooks: string[];
   devices: DeviceStatus[];
   counts: { frontends: number; services: number; backends: number };
   state?: MapState;
+  /** another bpf root that holds kpr state, when this one holds none */
+  otherRoot?: string;
 }
 
 function liveLink(path: string, linkType: number, ifindex?: number): boolean {
@@ -79,15 +86,20 @@ function readConfigEntry(cfg: Config): KprConfigValue | undefined {
   return v ? kprConfig.decode(v) : undefined;
 }
 
-/** Reads the node's kpr state for `cfg` (its bpf root, cgroup root and devices). */
-export function readNodeStatus(cfg: Config): NodeStatus {
+const DEFAULT_BPF_ROOT = defaultConfig().bpf.root;
+
+/** Reads the node's kpr state under cfg's bpf root; devices from what was programmed when recorded. */
+export function readNodeStatus(cfg: Config, configFile?: string): NodeStatus {
   const state = readPinnedState(cfg);
   const config = state ? readConfigEntry(cfg) : undefined;
+  const settings = state ? readSettings(cfg) : undefined;
+  const cgroupRoot = settings?.cgroupRoot ?? cfg.cgroup.root;
   const cgroupHooks = CGROUP_PROGRAMS.map((p) => p.hook).filter((h) =>
     liveLink(paths.cgroupLink(cfg, h), LinkType.CGROUP),
   );
   const tcx = hasTcx();
-  const devices: DeviceStatus[] = cfg.devices.map((name) => {
+  const devNames = settings?.devices ?? cfg.devices.filter((d) => !d.endsWith("+"));
+  const devices: DeviceStatus[] = devNames.map((name) => {
     let idx: number | undefined;
     let address = "";
     try {
@@ -113,42 +125,65 @@ export function readNodeStatus(cfg: Config): NodeStatus {
       backends: state.kpr_lb4_be.size,
     };
   }
+  const otherRoot =
+    !state && cfg.bpf.root !== DEFAULT_BPF_ROOT && existsSync(`${DEFAULT_BPF_ROOT}/maps/kpr_config`)
+      ? DEFAULT_BPF_ROOT
+      : undefined;
   return {
     bpfRoot: cfg.bpf.root,
-    cgroupRoot: cfg.cgroup.root,
+    cgroupRoot,
+    ...(configFile !== undefined ? { configFile } : {}),
     programmed: state !== undefined,
     ...(config ? { config } : {}),
+    ...(settings ? { settings } : {}),
     cgroupHooks,
     devices,
     counts,
     ...(state ? { state } : {}),
+    ...(otherRoot ? { otherRoot } : {}),
   };
 }
 
-/** A status line's value and, when it differs from the config, why. */
+/** `kpr status` as data: booleans, enums and numbers; human notes apart in `notes`. */
 export interface StatusReport {
-  kubeProxyReplacement: "True" | "False" | "Not programmed";
-  devices: { name: string; address: string; directRouting: boolean; hooks: string[] }[];
-  socketLB: "Enabled" | "Disabled";
-  socketLBTracing: "Disabled";
-  socketLBCoverage: "Full" | "Hostns-only";
-  mode: string;
-  backendSelection: string;
-  sessionAffinity: "Enabled" | "Disabled";
-  gracefulTermination: "Enabled" | "Disabled";
-  nat46x64: "Disabled";
-  xdpAcceleration: string;
+  /** "true": services are served (socket LB or tc attached); "false": kubeProxyReplacement=false */
+  kubeProxyReplacement: "true" | "false" | "not-programmed";
+  programmed: boolean;
+  bpfRoot: string;
+  /** the config file read now */
+  configFile: string;
+  /** the config file the programmed state was applied from, when recorded */
+  appliedConfigFile?: string;
+  devices: {
+    name: string;
+    address: string;
+    directRouting: boolean;
+    hooks: { direction: "ingress" | "egress"; mode: "tcx" | "clsact" }[];
+  }[];
+  socketLB: { enabled: boolean; hostNamespaceOnly: boolean; tracing: boolean };
+  /** how remote backends are reached by the datapath (only snat is implemented) */
+  mode: "snat";
+  backendSelection: "random";
+  sessionAffinity: boolean;
+  gracefulTermination: boolean;
+  nat46x64: boolean;
+  xdpAcceleration: "disabled";
   services: {
-    clusterIP: string;
-    nodePort: string;
-    loadBalancer: string;
-    externalIPs: string;
-    hostPort: string;
+    clusterIP: boolean;
+    nodePort: boolean;
+    /** programmed NodePort range, when NodePort is served */
+    nodePortRange?: [number, number];
+    loadBalancer: boolean;
+    externalIPs: boolean;
+    hostPort: boolean;
   };
   annotations: string[];
-  programmed: { frontends: number; services: number; backends: number };
+  counts: { frontends: number; services: number; backends: number };
   hooks: { cgroup: { root: string; hooks: string[] }; devices: { name: string; hooks: string[] }[] };
-  bpfRoot: string;
+  /** settings where the config read now differs from what is programmed */
+  drift: SettingDrift[];
+  /** human-readable remarks (not-implemented settings, missing state, drift) */
+  notes: string[];
 }
 
 /** Cilium annotations translate honours. */
@@ -160,12 +195,13 @@ export const SUPPORTED_ANNOTATIONS = [
 ];
 
 /**
- * Turns the node state into `cilium status`-style values. Every value says what the kernel
- * does now: a feature is Enabled only when its programs are attached and the config entry turns
- * it on; a configured but unimplemented choice is named as such.
+ * Turns the node state into `cilium status`-style values. Every value says what the kernel does
+ * now: a feature is on only when its programs are attached and the config entry turns it on.
+ * Settings come from what the last apply recorded; the config given now is only compared.
  */
 export function statusReport(cfg: Config, st: NodeStatus): StatusReport {
   const c = st.config;
+  const applied = st.settings;
   const sockHooks = ["connect4", "sendmsg4", "recvmsg4", "getpeername4"];
   const socketLB =
     !!c && (c.flags & CFG_F.SOCKET_LB) !== 0 && sockHooks.every((h) => st.cgroupHooks.includes(h));
@@ -174,74 +210,100 @@ export function statusReport(cfg: Config, st: NodeStatus): StatusReport {
   const nodePortOn = !!c && (c.flags & CFG_F.NODEPORT) !== 0 && (northSouth || socketLB);
   const programmedSomething = st.programmed && (socketLB || northSouth);
   const modeName = Object.entries(LB_MODE).find(([, v]) => v === c?.lb_mode)?.[0] ?? "snat";
-  const enabled = (on: boolean) => (on ? "Enabled" : "Disabled");
+  const lb = applied?.loadBalancer ?? cfg.loadBalancer;
+  const kprOn = applied?.kubeProxyReplacement ?? cfg.kubeProxyReplacement;
+  const notes: string[] = [];
+  const configFile = st.configFile ?? "(not given)";
+  if (!st.programmed) {
+    notes.push(`no kpr state under ${st.bpfRoot} (bpf.root from ${configFile})`);
+    if (st.otherRoot) notes.push(`kpr state exists under ${st.otherRoot}: is --config the one applied?`);
+  } else if (!applied)
+    notes.push(
+      "the programmed settings were not recorded (applied by an older kpr): values from the config read now",
+    );
+  if (modeName !== "snat" || lb.mode !== "snat")
+    notes.push(
+      `loadBalancer.mode=${lb.mode} is not implemented by this datapath: remote backends are reached with SNAT`,
+    );
+  if (lb.algorithm !== "random")
+    notes.push(
+      `loadBalancer.algorithm=${lb.algorithm} is not implemented yet: backends are chosen at random`,
+    );
+  if (lb.acceleration !== "disabled")
+    notes.push(`loadBalancer.acceleration=${lb.acceleration}: no XDP program yet, tc only`);
+  const drift = applied ? settingsDrift(cfg, applied) : [];
+  for (const d of drift)
+    notes.push(
+      `config differs from what is programmed: ${d.key} is ${JSON.stringify(d.configured)} in ${configFile}, programmed ${JSON.stringify(d.programmed)} (run kpr apply to program it)`,
+    );
+  for (const d of st.devices.filter((x) => !x.present))
+    notes.push(`device ${d.name} does not exist in this network namespace`);
   const devices = st.devices
     .filter((d) => d.present)
     .map((d, i) => ({
       name: d.name,
       address: d.address,
       directRouting: i === 0,
-      hooks: d.hooks.filter((h) => h.mode).map((h) => `${h.mode} ${h.direction}`),
+      hooks: d.hooks.flatMap((h) => (h.mode ? [{ direction: h.direction, mode: h.mode }] : [])),
     }));
   return {
-    kubeProxyReplacement: !cfg.kubeProxyReplacement
-      ? "False"
-      : programmedSomething
-        ? "True"
-        : "Not programmed",
+    kubeProxyReplacement: !kprOn ? "false" : programmedSomething ? "true" : "not-programmed",
+    programmed: st.programmed,
+    bpfRoot: st.bpfRoot,
+    configFile,
+    ...(applied ? { appliedConfigFile: applied.configFile } : {}),
     devices,
-    socketLB: enabled(socketLB) as "Enabled" | "Disabled",
-    socketLBTracing: "Disabled",
-    socketLBCoverage: c && c.flags & CFG_F.HOST_NS_ONLY ? "Hostns-only" : "Full",
-    // the tc datapath forwards to remote backends with SNAT only
-    mode:
-      modeName === "snat"
-        ? "SNAT"
-        : `SNAT (loadBalancer.mode=${modeName} is not implemented by this datapath)`,
-    backendSelection:
-      cfg.loadBalancer.algorithm === "maglev"
-        ? "Random (loadBalancer.algorithm=maglev is not implemented yet)"
-        : "Random",
-    sessionAffinity: enabled(socketLB || northSouth) as "Enabled" | "Disabled",
-    gracefulTermination: enabled(socketLB || northSouth) as "Enabled" | "Disabled",
-    nat46x64: "Disabled",
-    xdpAcceleration:
-      cfg.loadBalancer.acceleration === "disabled"
-        ? "Disabled"
-        : `Disabled (loadBalancer.acceleration=${cfg.loadBalancer.acceleration}: no XDP program yet)`,
+    socketLB: {
+      enabled: socketLB,
+      hostNamespaceOnly: !!c && (c.flags & CFG_F.HOST_NS_ONLY) !== 0,
+      tracing: false,
+    },
+    mode: "snat",
+    backendSelection: "random",
+    sessionAffinity: socketLB || northSouth,
+    gracefulTermination: socketLB || northSouth,
+    nat46x64: false,
+    xdpAcceleration: "disabled",
     services: {
-      clusterIP: enabled(socketLB),
-      nodePort: nodePortOn ? `Enabled (Range: ${c!.nodeport_min}-${c!.nodeport_max})` : "Disabled",
-      loadBalancer: enabled(socketLB || northSouth),
-      externalIPs: enabled(socketLB || northSouth),
-      hostPort: enabled(nodePortOn),
+      clusterIP: socketLB,
+      nodePort: nodePortOn,
+      ...(nodePortOn ? { nodePortRange: [c!.nodeport_min, c!.nodeport_max] as [number, number] } : {}),
+      loadBalancer: socketLB || northSouth,
+      externalIPs: socketLB || northSouth,
+      hostPort: nodePortOn,
     },
     annotations: SUPPORTED_ANNOTATIONS,
-    programmed: st.counts,
+    counts: st.counts,
     hooks: {
       cgroup: { root: st.cgroupRoot, hooks: st.cgroupHooks },
-      devices: devices.map((d) => ({ name: d.name, hooks: d.hooks })),
+      devices: devices.map((d) => ({ name: d.name, hooks: d.hooks.map((h) => `${h.mode} ${h.direction}`) })),
     },
-    bpfRoot: st.bpfRoot,
+    drift,
+    notes,
   };
 }
 
-/** `cilium status --verbose`'s KubeProxyReplacement block (verbose) or its first line. */
+const KPR_TEXT = { true: "True", false: "False", "not-programmed": "Not programmed" } as const;
+
+/** `cilium status --verbose`'s KubeProxyReplacement block (verbose) or its first line, then the notes. */
 export function formatStatus(r: StatusReport, verbose: boolean): string {
   const devText = r.devices.map((d) => `${d.name} ${d.address}${d.directRouting ? " (Direct Routing)" : ""}`);
+  const status = KPR_TEXT[r.kubeProxyReplacement];
   const first =
-    r.kubeProxyReplacement === "True" && devText.length > 0
+    r.kubeProxyReplacement === "true" && devText.length > 0
       ? `KubeProxyReplacement:    True   [${devText.join(", ")}]`
-      : `KubeProxyReplacement:    ${r.kubeProxyReplacement}`;
-  if (!verbose) return `${first.trimEnd()}\n`;
+      : `KubeProxyReplacement:    ${status}`;
+  const enabled = (on: boolean) => (on ? "Enabled" : "Disabled");
+  const notes = r.notes.map((n) => `  Note: ${n}`);
+  if (!verbose) return `${[first.trimEnd(), ...notes].join("\n")}\n`;
   const kv = (k: string, v: string, indent = "  ") => `${indent}${`${k}:`.padEnd(23)}${v}`;
   const lines = [
     first.trimEnd(),
     "KubeProxyReplacement Details:",
-    kv("Status", r.kubeProxyReplacement),
-    kv("Socket LB", r.socketLB),
-    kv("Socket LB Tracing", r.socketLBTracing),
-    kv("Socket LB Coverage", r.socketLBCoverage),
+    kv("Status", status),
+    kv("Socket LB", enabled(r.socketLB.enabled)),
+    kv("Socket LB Tracing", enabled(r.socketLB.tracing)),
+    kv("Socket LB Coverage", r.socketLB.hostNamespaceOnly ? "Hostns-only" : "Full"),
     kv(
       "Devices",
       r.devices.length
@@ -250,27 +312,31 @@ export function formatStatus(r: StatusReport, verbose: boolean): string {
             .join(", ")
         : "(none)",
     ),
-    kv("Mode", r.mode),
-    kv("Backend Selection", r.backendSelection),
-    kv("Session Affinity", r.sessionAffinity),
-    kv("Graceful Termination", r.gracefulTermination),
-    kv("NAT46/64 Support", r.nat46x64),
-    kv("XDP Acceleration", r.xdpAcceleration),
+    kv("Mode", "SNAT"),
+    kv("Backend Selection", "Random"),
+    kv("Session Affinity", enabled(r.sessionAffinity)),
+    kv("Graceful Termination", enabled(r.gracefulTermination)),
+    kv("NAT46/64 Support", enabled(r.nat46x64)),
+    kv("XDP Acceleration", "Disabled"),
     "  Services:",
-    `  - ${"ClusterIP:".padEnd(16)}${r.services.clusterIP}`,
-    `  - ${"NodePort:".padEnd(16)}${r.services.nodePort}`,
-    `  - ${"LoadBalancer:".padEnd(16)}${r.services.loadBalancer}`,
-    `  - ${"externalIPs:".padEnd(16)}${r.services.externalIPs}`,
-    `  - ${"HostPort:".padEnd(16)}${r.services.hostPort}`,
+    `  - ${"ClusterIP:".padEnd(16)}${enabled(r.services.clusterIP)}`,
+    `  - ${"NodePort:".padEnd(16)}${r.services.nodePortRange ? `Enabled (Range: ${r.services.nodePortRange[0]}-${r.services.nodePortRange[1]})` : enabled(r.services.nodePort)}`,
+    `  - ${"LoadBalancer:".padEnd(16)}${enabled(r.services.loadBalancer)}`,
+    `  - ${"externalIPs:".padEnd(16)}${enabled(r.services.externalIPs)}`,
+    `  - ${"HostPort:".padEnd(16)}${enabled(r.services.hostPort)}`,
     "  Annotations:",
     ...r.annotations.map((a) => `  - ${a}`),
     kv(
       "Programmed",
-      `${r.programmed.frontends} frontends (${r.programmed.services} services), ${r.programmed.backends} backends`,
+      `${r.counts.frontends} frontends (${r.counts.services} services), ${r.counts.backends} backends`,
     ),
+    kv("BPF root", r.bpfRoot),
+    kv("Config", r.configFile),
+    ...(r.appliedConfigFile !== undefined ? [kv("Applied from", r.appliedConfigFile)] : []),
     "  Hooks:",
     `  - ${`cgroup ${r.hooks.cgroup.root}:`} ${r.hooks.cgroup.hooks.length ? r.hooks.cgroup.hooks.join(", ") : "(none)"}`,
     ...r.hooks.devices.map((d) => `  - ${d.name}: ${d.hooks.length ? d.hooks.join(", ") : "(none)"}`),
+    ...notes,
   ];
   return `${lines.join("\n")}\n`;
 }

@@ -5,7 +5,7 @@
  * tell what is attached, and `kpr cleanup` leaves nothing behind.
  */
 import { describe, expect, test } from "bun:test";
-import { cpSync, existsSync, readdirSync, rmSync } from "node:fs";
+import { cpSync, existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { needs } from "../harness/env.ts";
 import { REPO_ROOT, useTopology } from "../harness/netns.ts";
@@ -36,10 +36,12 @@ describe.skipIf(!!skip)("e2e: kpr apply, service list, bpf lb list, status, clea
     return JSON.parse(r.stdout) as { id: number; frontend: { address: string; port: number } }[];
   };
 
-  test("status before apply says Not programmed", async () => {
+  test("status before apply says Not programmed, names the bpf root and config, exit 1", async () => {
     const r = await kpr("status");
-    expect(r.code, r.all).toBe(0);
-    expect(r.stdout).toBe("KubeProxyReplacement:    Not programmed\n");
+    expect(r.code, r.all).toBe(1);
+    expect(r.stdout).toBe(
+      `KubeProxyReplacement:    Not programmed\n  Note: no kpr state under ${topo().bpfRoot} (bpf.root from ${topo().configPath})\n`,
+    );
     expect(await json("service", "list", "-o", "json")).toEqual([]);
   });
 
@@ -95,10 +97,26 @@ describe.skipIf(!!skip)("e2e: kpr apply, service list, bpf lb list, status, clea
     expect(v.stdout).toMatch(/- cgroup \S+: connect4, sendmsg4, recvmsg4, getpeername4/);
     const j = JSON.parse((await kpr("status", "-o", "json")).stdout);
     expect(j).toMatchObject({
-      kubeProxyReplacement: "True",
-      socketLB: "Enabled",
-      programmed: { backends: 4 },
+      kubeProxyReplacement: "true",
+      programmed: true,
+      socketLB: { enabled: true, hostNamespaceOnly: false },
+      services: { nodePort: true, nodePortRange: [30000, 32767] },
+      counts: { backends: 4 },
+      bpfRoot: topo().bpfRoot,
+      configFile: topo().configPath,
+      appliedConfigFile: topo().configPath,
+      drift: [],
     });
+  });
+
+  test("status with a config naming another bpf root: Not programmed, exit 1, the root named", async () => {
+    const wrong = join(topo().tmpDir, "wrong-root.yaml");
+    const root = `${topo().bpfRoot}-elsewhere`;
+    writeFileSync(wrong, `bpf: {root: ${root}}\ncgroup: {root: ${topo().cgroupDir}}\n`);
+    const r = await kpr("status", "--config", wrong);
+    expect(r.code, r.all).toBe(1);
+    expect(r.stdout, r.all).toContain(`Note: no kpr state under ${root} (bpf.root from ${wrong})`);
+    expect(existsSync(root), "status created nothing").toBe(false);
   });
 
   test("an edited manifest set changes only what differs and keeps ids", async () => {
@@ -122,6 +140,13 @@ describe.skipIf(!!skip)("e2e: kpr apply, service list, bpf lb list, status, clea
     expect(v.stdout.split("\n")).toContain("  Socket LB:             Disabled");
     expect(v.stdout.split("\n")).toContain("  - ClusterIP:      Disabled");
     topo().writeConfig({ devices: ["veth0"], nodeName: "node-1" });
+    // queried with the other config: the kernel's truth, and the difference named
+    const other = await kpr("status", "--verbose");
+    expect(other.stdout.split("\n"), other.all).toContain("  Socket LB:             Disabled");
+    expect(other.stdout, other.all).toContain(
+      `Note: config differs from what is programmed: socketLB.enabled is true in ${topo().configPath}, programmed false`,
+    );
+    expect(other.stdout.split("\n")).toContain(`  Applied from:          ${cfg}`);
   });
 
   test("cleanup leaves nothing: no pins, no tcx programs, no cgroup programs", async () => {
@@ -132,6 +157,8 @@ describe.skipIf(!!skip)("e2e: kpr apply, service list, bpf lb list, status, clea
     expect(net.stdout, "no tc/tcx programs on veth0").not.toMatch(/kpr_tc_/);
     const cg = Bun.spawnSync(["bpftool", "cgroup", "show", topo().cgroupDir]);
     expect(cg.stdout.toString(), "no programs on the cgroup").not.toMatch(/kpr_sock/);
-    expect((await kpr("status")).stdout).toBe("KubeProxyReplacement:    Not programmed\n");
+    const st = await kpr("status");
+    expect(st.stdout.split("\n")[0], st.all).toBe("KubeProxyReplacement:    Not programmed");
+    expect(st.code, st.all).toBe(1);
   });
 });

@@ -2,6 +2,7 @@ import { describe, expect, it } from "bun:test";
 import { type Config, defaultConfig } from "../../src/config/config.ts";
 import { CFG_F } from "../../src/datapath/lbmaps.ts";
 import { formatStatus, type NodeStatus, statusReport } from "../../src/datapath/nodestatus.ts";
+import { settingsOf } from "../../src/datapath/settings.ts";
 
 const SOCK_HOOKS = ["connect4", "sendmsg4", "recvmsg4", "getpeername4"];
 
@@ -33,6 +34,7 @@ function node(over: Partial<NodeStatus> = {}, flags = CFG_F.SOCKET_LB | CFG_F.NO
       },
     ],
     counts: { frontends: 6, services: 3, backends: 4 },
+    settings: settingsOf(cfg(), "/etc/kpr/config.yaml"),
     ...over,
   };
 }
@@ -96,31 +98,39 @@ describe("kpr status", () => {
         },
         0,
       ),
-      { kubeProxyReplacement: "Not programmed", socketLB: "Disabled", services: { clusterIP: "Disabled" } },
+      {
+        kubeProxyReplacement: "not-programmed",
+        programmed: false,
+        socketLB: { enabled: false },
+        services: { clusterIP: false },
+      },
     ],
     [
       "config entry has socket LB but a hook link is missing",
       cfg(),
       node({ cgroupHooks: ["connect4", "sendmsg4", "recvmsg4"] }),
-      { socketLB: "Disabled", services: { clusterIP: "Disabled", nodePort: "Enabled (Range: 30000-32767)" } },
+      {
+        socketLB: { enabled: false },
+        services: { clusterIP: false, nodePort: true, nodePortRange: [30000, 32767] },
+      },
     ],
     [
       "hooks attached but the config entry turns socket LB off",
       cfg(),
       node({}, CFG_F.NODEPORT),
-      { socketLB: "Disabled", kubeProxyReplacement: "True" },
+      { socketLB: { enabled: false }, kubeProxyReplacement: "true" },
     ],
     [
       "host namespace only",
       cfg(),
       node({}, CFG_F.SOCKET_LB | CFG_F.HOST_NS_ONLY | CFG_F.NODEPORT),
-      { socketLBCoverage: "Hostns-only" },
+      { socketLB: { enabled: true, hostNamespaceOnly: true } },
     ],
     [
       "NodePort off in the config entry",
       cfg(),
       node({}, CFG_F.SOCKET_LB),
-      { services: { nodePort: "Disabled", hostPort: "Disabled", clusterIP: "Enabled" } },
+      { services: { nodePort: false, hostPort: false, clusterIP: true } },
     ],
     [
       "tc detached from the device: north-south off, socket LB still on",
@@ -135,33 +145,107 @@ describe("kpr status", () => {
           },
         ],
       }),
-      { kubeProxyReplacement: "True", socketLB: "Enabled", services: { loadBalancer: "Enabled" } },
+      { kubeProxyReplacement: "true", socketLB: { enabled: true }, services: { loadBalancer: true } },
     ],
     [
-      "kubeProxyReplacement=false in the config",
+      "kubeProxyReplacement=false applied",
+      cfg(),
+      node({
+        settings: settingsOf(
+          cfg((c) => (c.kubeProxyReplacement = false)),
+          "c.yaml",
+        ),
+      }),
+      { kubeProxyReplacement: "false" },
+    ],
+    [
+      "kubeProxyReplacement=false in the config given now, true applied: the kernel's truth plus drift",
       cfg((c) => (c.kubeProxyReplacement = false)),
       node(),
-      { kubeProxyReplacement: "False" },
+      {
+        kubeProxyReplacement: "true",
+        drift: [{ key: "kubeProxyReplacement", configured: false, programmed: true }],
+      },
     ],
     [
-      "maglev configured but not implemented",
+      "maglev applied but not implemented",
       cfg((c) => (c.loadBalancer.algorithm = "maglev")),
-      node(),
-      { backendSelection: "Random (loadBalancer.algorithm=maglev is not implemented yet)" },
+      node({
+        settings: settingsOf(
+          cfg((c) => (c.loadBalancer.algorithm = "maglev")),
+          "c.yaml",
+        ),
+      }),
+      {
+        backendSelection: "random",
+        notes: ["loadBalancer.algorithm=maglev is not implemented yet: backends are chosen at random"],
+      },
     ],
     [
-      "dsr configured but the datapath only does SNAT",
+      "dsr applied but the datapath only does SNAT",
       cfg((c) => (c.loadBalancer.mode = "dsr")),
-      node({ config: { ...node().config!, lb_mode: 1 } }),
-      { mode: "SNAT (loadBalancer.mode=dsr is not implemented by this datapath)" },
+      node({
+        config: { ...node().config!, lb_mode: 1 },
+        settings: settingsOf(
+          cfg((c) => (c.loadBalancer.mode = "dsr")),
+          "c.yaml",
+        ),
+      }),
+      {
+        mode: "snat",
+        notes: [
+          "loadBalancer.mode=dsr is not implemented by this datapath: remote backends are reached with SNAT",
+        ],
+      },
     ],
   ];
   it.each(cases)("%s", (_name, c, st, want) => {
     expect(statusReport(c, st)).toMatchObject(want);
   });
 
-  it("non-verbose output is the first line only, also when not programmed", () => {
-    const st = node({ programmed: false, cgroupHooks: [], devices: [] }, 0);
-    expect(formatStatus(statusReport(cfg(), st), false)).toBe("KubeProxyReplacement:    Not programmed\n");
+  it("not programmed: names the bpf root and the config it read", () => {
+    const st = node({ programmed: false, cgroupHooks: [], devices: [], configFile: "/tmp/wrong.yaml" }, 0);
+    expect(formatStatus(statusReport(cfg(), st), false)).toBe(
+      "KubeProxyReplacement:    Not programmed\n  Note: no kpr state under /sys/fs/bpf/kpr (bpf.root from /tmp/wrong.yaml)\n",
+    );
+  });
+
+  it("reports the recorded settings, not the config given now, and flags the difference", () => {
+    const applied = cfg((c) => {
+      c.socketLB.hostNamespaceOnly = true;
+      c.nodePort.range = [31000, 31999];
+    });
+    const now = cfg();
+    const st = node({ settings: settingsOf(applied, "/etc/kpr/a.yaml"), configFile: "/etc/kpr/b.yaml" });
+    const r = statusReport(now, st);
+    expect(r.appliedConfigFile, "applied config recorded").toBe("/etc/kpr/a.yaml");
+    expect(r.drift, "drift between b.yaml and what a.yaml programmed").toEqual([
+      { key: "socketLB.hostNamespaceOnly", configured: false, programmed: true },
+      { key: "nodePort.range", configured: [30000, 32767], programmed: [31000, 31999] },
+    ]);
+    expect(formatStatus(r, false)).toContain(
+      "Note: config differs from what is programmed: socketLB.hostNamespaceOnly is false in /etc/kpr/b.yaml, programmed true",
+    );
+    const applyMaglev = cfg((c) => (c.loadBalancer.algorithm = "maglev"));
+    const r2 = statusReport(cfg(), node({ settings: settingsOf(applyMaglev, "a.yaml") }));
+    expect(r2.notes, "note from the applied settings, not the config given now").toContain(
+      "loadBalancer.algorithm=maglev is not implemented yet: backends are chosen at random",
+    );
+  });
+
+  it("-o json carries booleans, enums and numbers; prose only in notes", () => {
+    const r = statusReport(cfg(), node());
+    const walk = (v: unknown, path: string): string[] => {
+      if (path === ".notes" || path === ".annotations" || path.includes(".hooks") || path.endsWith("File"))
+        return [];
+      if (typeof v === "string")
+        return /^[a-z0-9.:/-]*$/i.test(v) && !v.includes(" ") ? [] : [`${path}: ${JSON.stringify(v)}`];
+      if (Array.isArray(v)) return v.flatMap((x, i) => walk(x, `${path}[${i}]`));
+      if (v && typeof v === "object") return Object.entries(v).flatMap(([k, x]) => walk(x, `${path}.${k}`));
+      return [];
+    };
+    expect(walk(r, ""), "no display strings outside notes").toEqual([]);
+    expect(r.socketLB.enabled).toBe(true);
+    expect(r.services.nodePortRange).toEqual([30000, 32767]);
   });
 });
