@@ -1,5 +1,5 @@
 import { defineCommand } from "citty";
-import { commonArgs, configFromArgs, outputArg } from "./_common.ts";
+import { commonArgs, configFromArgs, outputArg, printOutput } from "./_common.ts";
 
 /** `kpr cleanup`: detach and unpin everything kpr owns on this node. */
 export default defineCommand({
@@ -12,13 +12,11 @@ export default defineCommand({
     const cfg = await configFromArgs(args);
     const { cleanup } = await import("../datapath/cleanup.ts");
     const res = cleanup(cfg);
-    if (args.output === "json") console.log(JSON.stringify({ bpfRoot: cfg.bpf.root, ...res }, null, 2));
-    else if (res.removed.length === 0)
-      console.log(`nothing to clean up (no kpr state under ${cfg.bpf.root})`);
-    else {
-      for (const r of res.removed) console.log(`removed ${r}`);
-      console.log(`cleaned up ${res.removed.length} item(s)`);
-    }
+    printOutput(args.output, { bpfRoot: cfg.bpf.root, ...res }, () =>
+      res.removed.length === 0
+        ? `nothing to clean up (no kpr state under ${cfg.bpf.root})\n`
+        : `${res.removed.map((r) => `removed ${r}\n`).join("")}cleaned up ${res.removed.length} item(s)\n`,
+    );
     return 0;
   },
 });

@@ -39,7 +39,7 @@ function byId(a: ServiceEntryJson, b: ServiceEntryJson): number {
 }
 
 /** Lays out rows as columns padded to the widest cell plus 3 spaces (Cilium's tabwriter), no trailing blanks. */
-function columns(rows: string[][]): string {
+export function columns(rows: string[][]): string {
   const widths: number[] = [];
   for (const r of rows) {
     r.forEach((c, i) => {
@@ -180,4 +180,60 @@ export function formatPlanDiff(before: ServiceEntryJson[], after: ServiceEntryJs
     `Plan: ${d.added.length} to add, ${d.changed.length} to change, ${d.removed.length} to remove, ${d.unchanged} unchanged.`,
   );
   return `${lines.join("\n")}\n`;
+}
+
+/** Traffic counters as the stats columns print them. */
+export interface TrafficJson {
+  packets: bigint | number;
+  bytes: bigint | number;
+}
+
+/** A service entry with the frontend's and each backend's counters. */
+export interface EntryWithStats {
+  id: number;
+  frontend: L4Addr;
+  type: ServiceEntryJson["type"];
+  service: string;
+  stats: TrafficJson;
+  backends: (ServiceEntryJson["backends"][number] & { stats: TrafficJson })[];
+}
+
+/**
+ * `kpr service list --stats`: the service table with packets and bytes per frontend (on its row)
+ * and per backend (on each backend's row). tc counts packets, socket LB counts connections and
+ * sendmsg calls (bytes 0).
+ */
+export function formatServiceStatsTable(entries: EntryWithStats[]): string {
+  const rows: string[][] = [
+    ["ID", "Frontend", "Service Type", "Packets", "Bytes", "Backend", "Packets", "Bytes"],
+  ];
+  const n = (v: bigint | number) => String(v);
+  for (const e of [...entries].sort((a, b) =>
+    byId(a as unknown as ServiceEntryJson, b as unknown as ServiceEntryJson),
+  )) {
+    const first = e.backends[0];
+    rows.push([
+      String(e.id),
+      l4Key(e.frontend),
+      e.type,
+      n(e.stats.packets),
+      n(e.stats.bytes),
+      first ? `1 => ${l4Key(first)} (${first.state})` : "",
+      first ? n(first.stats.packets) : "",
+      first ? n(first.stats.bytes) : "",
+    ]);
+    e.backends.slice(1).forEach((b, i) => {
+      rows.push([
+        "",
+        "",
+        "",
+        "",
+        "",
+        `${i + 2} => ${l4Key(b)} (${b.state})`,
+        n(b.stats.packets),
+        n(b.stats.bytes),
+      ]);
+    });
+  }
+  return `${columns(rows)}\n`;
 }

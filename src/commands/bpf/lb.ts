@@ -1,18 +1,16 @@
 import { defineCommand } from "citty";
-import { checkOutput, commonArgs, configFromArgs, outputArg } from "../_common.ts";
+import { commonArgs, configFromArgs, outputArg, printOutput } from "../_common.ts";
 
 const list = defineCommand({
   meta: { name: "list", description: "List the raw service map entries (master and backend slots)" },
   args: { ...commonArgs, ...outputArg },
   async run({ args }) {
-    checkOutput(args.output);
     const cfg = await configFromArgs(args);
     const { readPinnedState } = await import("../../datapath/reconcile.ts");
     const { formatLbList, lbListRows } = await import("../../datapath/nodestatus.ts");
     const st = readPinnedState(cfg);
     const rows = st ? lbListRows(st) : [];
-    if (args.output === "json") process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
-    else process.stdout.write(formatLbList(rows));
+    printOutput(args.output, rows, () => formatLbList(rows));
     return 0;
   },
 });

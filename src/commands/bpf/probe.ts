@@ -1,6 +1,6 @@
 import { defineCommand } from "citty";
 import { EXIT_RUNTIME, KprError } from "../../errors.ts";
-import { commonArgs, configFromArgs, outputArg } from "../_common.ts";
+import { commonArgs, configFromArgs, outputArg, printOutput } from "../_common.ts";
 
 /** `kpr bpf probe`: kernel features kpr uses, present or missing, and who needs them. */
 export default defineCommand({
@@ -14,9 +14,8 @@ export default defineCommand({
     const cfg = await configFromArgs(args);
     const { probeKernel } = await import("../../datapath/probe.ts");
     const report = await probeKernel(cfg);
-    if (args.output === "json") {
-      console.log(JSON.stringify(report, null, 2));
-    } else {
+    printOutput(args.output, report, () => {
+      const out: string[] = [];
       const rows = report.features.map((f) => [
         f.present ? "ok" : f.required ? "MISSING" : "absent",
         f.name,
@@ -30,11 +29,10 @@ export default defineCommand({
           .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
           .join("  ")
           .trimEnd();
-      console.log(`kernel ${report.kernel}, libbpf ${report.libbpf}`);
-      console.log(fmt(head));
-      for (const r of rows) console.log(fmt(r));
-      if (!report.missing.length) console.log("\nall features the current config needs are present");
-    }
+      out.push(`kernel ${report.kernel}, libbpf ${report.libbpf}`, fmt(head), ...rows.map(fmt));
+      if (!report.missing.length) out.push("", "all features the current config needs are present");
+      return `${out.join("\n")}\n`;
+    });
     // citty drops a subcommand's return value: a KprError carries exit code 1 to main
     if (report.missing.length)
       throw new KprError(
