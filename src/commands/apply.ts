@@ -4,8 +4,9 @@ import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
 import type { MapState } from "../datapath/mapstate.ts";
 import { InputError } from "../errors.ts";
 import type { PreviousIds } from "../lb/model.ts";
+import { applyResultJson } from "../lb/plancheck.ts";
 import { log } from "../log.ts";
-import { commonArgs, configFromArgs, outputArg, outputProblem } from "./_common.ts";
+import { commonArgs, configFromArgs, outputArg, outputProblem, printOutput } from "./_common.ts";
 
 const alog = log.withTag("apply");
 
@@ -124,19 +125,24 @@ export default defineCommand({
       ...(previous !== undefined ? { previous } : {}),
     });
 
+    const { skippedServices, formatSkipped } = await import("../lb/plancheck.ts");
+    const skipped = skippedServices(state, cfg);
     if (args["dry-run"]) {
       const entries = model.frontends.map(toServiceEntryJson);
-      if (args.output === "json") {
-        process.stdout.write(`${JSON.stringify(entries, null, 2)}\n`);
-      } else {
+      skipped.push(...(await import("../datapath/plancheck.ts")).checkPlan(model, cfg, programmed));
+      for (const s of skipped) alog.warn(`skipped ${s.what}: ${s.reason}`);
+      if (args.output !== "table") printOutput(args.output, entries, () => "");
+      else {
         process.stdout.write(formatServiceTable(entries));
         if (programmed)
           process.stdout.write(`\n${formatPlanDiff(await recon.entriesFromState(programmed), entries)}`);
+        process.stdout.write(formatSkipped(skipped));
       }
       return 0;
     }
+    for (const s of skipped) alog.warn(`skipped ${s.what}: ${s.reason}`);
     const result = await recon.applyModel(model, cfg, { log: alog });
-    console.log(result.summary);
+    printOutput(args.output, applyResultJson(result, skipped), () => `${result.summary}\n`);
     return 0;
   },
 });
