@@ -91,8 +91,11 @@ export default defineCommand({
     const state = await readManifests(files);
     let nodeAddresses: string[] | undefined;
     if (cfg.devices.length > 0) {
-      const { readDeviceAddresses } = await import("../config/devices.ts");
-      nodeAddresses = readDeviceAddresses(cfg.devices, args.config ?? DEFAULT_CONFIG_PATH);
+      const { nodePortAddresses, readDeviceAddresses } = await import("../config/devices.ts");
+      nodeAddresses = nodePortAddresses(
+        cfg,
+        readDeviceAddresses(cfg.devices, args.config ?? DEFAULT_CONFIG_PATH),
+      );
     }
 
     if (nodeAddresses === undefined && !state.nodes.some((n) => n.metadata.name === cfg.nodeName)) {
@@ -125,6 +128,12 @@ export default defineCommand({
       ...(previous !== undefined ? { previous } : {}),
     });
 
+    const { unservedFrontendsWarning } = await import("../config/devices.ts");
+    const unserved = unservedFrontendsWarning(
+      cfg.devices,
+      model.frontends.map((f) => f.type),
+    );
+    if (unserved) alog.warn(unserved);
     const { skippedServices, formatSkipped } = await import("../lb/plancheck.ts");
     const skipped = skippedServices(state, cfg);
     if (args["dry-run"]) {
