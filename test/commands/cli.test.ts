@@ -11,7 +11,8 @@ import { parse as parseYaml } from "yaml";
 import { argvProblems, missingCaps, outputArg, toJson } from "../../src/commands/_common.ts";
 import { defaultConfig } from "../../src/config/config.ts";
 import { closest } from "../../src/config/suggest.ts";
-import { have, isBuilt, isRoot, needs } from "../harness/env.ts";
+import { colorEnabled } from "../../src/log.ts";
+import { have, needs } from "../harness/env.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const MAIN = join(ROOT, "src/main.ts");
@@ -161,6 +162,28 @@ describe("-o table|json|yaml and config view", () => {
   });
 });
 
+describe("colour", () => {
+  it("only on a terminal, never with NO_COLOR or TERM=dumb", () => {
+    const saved = { NO_COLOR: process.env.NO_COLOR, TERM: process.env.TERM };
+    try {
+      delete process.env.NO_COLOR;
+      process.env.TERM = "xterm";
+      expect(colorEnabled({ isTTY: true }), "terminal").toBe(true);
+      expect(colorEnabled({ isTTY: false }), "pipe").toBe(false);
+      process.env.NO_COLOR = "1";
+      expect(colorEnabled({ isTTY: true }), "NO_COLOR").toBe(false);
+      delete process.env.NO_COLOR;
+      process.env.TERM = "dumb";
+      expect(colorEnabled({ isTTY: true }), "TERM=dumb").toBe(false);
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+});
+
 describe("completion", () => {
   it.each(["bash", "zsh", "fish"])("%s script is generated from the command tree", async (shell) => {
     const r = await kpr(["completion", shell]);
@@ -211,5 +234,4 @@ describe("privileges", () => {
     const v = await kpr(["version"], {}, asNobody);
     expect(v.code, "version needs nothing").toBe(0);
   });
-  if (isRoot() && isBuilt()) void 0;
 });
