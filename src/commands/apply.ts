@@ -59,7 +59,7 @@ export default defineCommand({
     ...outputArg,
     file: {
       type: "string",
-      alias: "f",
+      alias: ["f", "filename"],
       description: "Manifest file, directory (recursive *.yaml/*.yml/*.json) or - for stdin; repeatable",
       valueHint: "PATH",
     },
