@@ -108,7 +108,9 @@ describe("kpr apply --dry-run", () => {
 
   it("prints the demo plan as cilium service list does (exit 0)", async () => {
     const r = await kpr(["apply", "--config", CONFIG, "--dry-run", "-f", DEMO]);
-    expect(r.messages).toEqual([]);
+    expect(r.messages, "the example config sets no devices").toEqual([
+      "3 NodePort frontend(s) but no device to serve them: clients outside this node cannot reach them (set devices, or give the node a default route)",
+    ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(DEMO_TABLE);
   });
@@ -185,8 +187,8 @@ spec:
     ["no -f", ["apply", "--dry-run"], "<flags>: -f: required"],
     [
       "bad -o",
-      ["apply", "--dry-run", "-o", "yaml", "-f", DEMO],
-      '<flags>: -o: got "yaml", expected table or json',
+      ["apply", "--dry-run", "-o", "xml", "-f", DEMO],
+      'kpr apply: -o: got "xml", expected one of table, json, yaml',
     ],
     [
       "explicit config absent",
