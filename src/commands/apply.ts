@@ -84,6 +84,12 @@ export default defineCommand({
     if (flagProblems.length > 0) throw new InputError(flagProblems);
 
     const cfg = await configFromArgs(args);
+    if (cfg.devices.some((d) => d.endsWith("+"))) {
+      const { resolveDevices } = await import("../config/devices.ts");
+      const rd = resolveDevices(cfg);
+      for (const w of rd.warnings) alog.warn(w);
+      cfg.devices = rd.devices;
+    }
     for (const w of unsupportedSettings(cfg)) alog.warn(w);
     const { readManifests } = await import("../k8s/manifest.ts");
     const { translate } = await import("../lb/translate.ts");

@@ -198,6 +198,33 @@ describe.skipIf(!!skipDev)("e2e: device detection in a namespace (resolveDevices
     expect((await resolve({ devices: [] }, ["10.80.0.2"])).devices).toEqual(["eth0", "ens5"]);
   });
 
+  test("apply with devices: [eth+] attaches to eth0 and eth1; status shows them", async () => {
+    const cfg = topo().writeConfig({ devices: ["eth+"], nodeName: "node-1" });
+    const manifests = join(topo().tmpDir, "np.yaml");
+    await Bun.write(
+      manifests,
+      [
+        "apiVersion: v1",
+        "kind: Service",
+        "metadata: {name: web, namespace: default}",
+        "spec: {type: NodePort, clusterIP: 10.96.0.80, ports: [{port: 80, nodePort: 30080, protocol: TCP}]}",
+      ].join("\n"),
+    );
+    const a = await topo().kpr("node", ["apply", "-f", manifests, "--config", cfg]);
+    expect(a.code, a.stderr).toBe(0);
+    const st = await topo().kpr("node", ["status", "-o", "json", "--config", cfg]);
+    const j = JSON.parse(st.stdout) as { devices: { name: string; hooks: unknown[] }[] };
+    expect(
+      j.devices.map((d) => [d.name, d.hooks.length]),
+      st.stderr,
+    ).toEqual([
+      ["eth0", 2],
+      ["eth1", 2],
+    ]);
+    const c = await topo().kpr("node", ["cleanup", "--config", cfg]);
+    expect(c.code, c.stderr).toBe(0);
+  });
+
   test("wildcards expand to matching interfaces; one that matches nothing is a warning", async () => {
     expect(await resolve({ devices: ["eth+", "wlan+"] })).toEqual({
       devices: ["eth0", "eth1"],
