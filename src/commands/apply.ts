@@ -40,10 +40,6 @@ export function unsupportedSettings(cfg: Config): string[] {
     out.push(
       `loadBalancer.algorithm=${cfg.loadBalancer.algorithm} is not implemented yet: backends are chosen at random`,
     );
-  if (cfg.loadBalancer.acceleration !== "disabled")
-    out.push(
-      `loadBalancer.acceleration=${cfg.loadBalancer.acceleration} is not implemented yet: services are served by tc only (no XDP)`,
-    );
   return out;
 }
 

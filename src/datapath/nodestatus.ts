@@ -3,9 +3,11 @@
  * pinned links (are they live, on which device), the kpr_config entry. `kpr status` and
  * `kpr bpf lb list` print from here; nothing comes from a cache.
  */
+
 import { existsSync } from "node:fs";
 import type { Config } from "../config/config.ts";
 import { compareAddr } from "../lb/ip.ts";
+import { xdpAccelerationText } from "./accel.ts";
 import { hasTcx } from "./attach.ts";
 import { BpfLink, BpfMap, LinkType } from "./bpf.ts";
 import { ifNameToIndex } from "./ffi.ts";
@@ -205,10 +207,7 @@ export function statusReport(cfg: Config, st: NodeStatus): StatusReport {
     sessionAffinity: enabled(socketLB || northSouth) as "Enabled" | "Disabled",
     gracefulTermination: enabled(socketLB || northSouth) as "Enabled" | "Disabled",
     nat46x64: "Disabled",
-    xdpAcceleration:
-      cfg.loadBalancer.acceleration === "disabled"
-        ? "Disabled"
-        : `Disabled (loadBalancer.acceleration=${cfg.loadBalancer.acceleration}: no XDP program yet)`,
+    xdpAcceleration: xdpAccelerationText(cfg),
     services: {
       clusterIP: enabled(socketLB),
       nodePort: nodePortOn ? `Enabled (Range: ${c!.nodeport_min}-${c!.nodeport_max})` : "Disabled",

@@ -266,7 +266,6 @@ describe("settings this version does not carry out", () => {
       [
         "loadBalancer.mode=dsr is not implemented yet: remote backends are reached with SNAT",
         "loadBalancer.algorithm=maglev is not implemented yet: backends are chosen at random",
-        "loadBalancer.acceleration=best-effort is not implemented yet: services are served by tc only (no XDP)",
       ],
     ],
   ] as const)("%s", (_name, over, want) => {
