@@ -29,8 +29,8 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
-  cleanupKprRoot,
   CLUSTER_CIDR,
+  cleanupKprRoot,
   createNetns,
   fmtRatio,
   KPR,

@@ -5,10 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { rmSync } from "node:fs";
-import { join } from "node:path";
 import { MAP_CODECS } from "../../src/datapath/lbmaps.ts";
 import { needs } from "../harness/env.ts";
-import { ensureBpffs, REPO_ROOT } from "../harness/netns.ts";
+import { ensureBpffs } from "../harness/netns.ts";
 import { buildPacket, parsePacket } from "../harness/packet.ts";
 import { assertCase, buildObjects, FibNetns } from "./_assert_case.ts";
 import { abi, Lab, REASONS, TC_ACT } from "./_lab.ts";
