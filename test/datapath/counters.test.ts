@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from "bun:test";
 import { mkdirSync, rmSync } from "node:fs";
+import { defaultConfig } from "../../src/config/config.ts";
 import { BpfMap, MapType, possibleCpus } from "../../src/datapath/bpf.ts";
 import { readCounters, readMapFill } from "../../src/datapath/counters.ts";
 import { REASON_NAMES } from "../../src/datapath/lbmaps.ts";
-import { defaultConfig } from "../../src/config/config.ts";
 import { needs } from "../harness/env.ts";
 
 const skip = needs({ root: true }, "counters");
