@@ -22,7 +22,8 @@ export interface Config {
     acceleration: Acceleration;
     algorithm: Algorithm;
   };
-  maglev: { tableSize: number };
+  /** tableSize: a prime of MAGLEV_TABLE_SIZES; hashSeed: 12 bytes base64, the same on every node. */
+  maglev: { tableSize: number; hashSeed: string };
   nodePort: { enabled: boolean; range: [number, number] };
   /** Interfaces facing clients and other nodes; tc (and XDP) programs attach here. */
   devices: string[];
@@ -42,7 +43,7 @@ export function defaultConfig(): Config {
     kubeProxyReplacement: true,
     kubeProxyReplacementHealthzBindAddr: "",
     loadBalancer: { mode: "snat", dsrDispatch: "opt", acceleration: "disabled", algorithm: "random" },
-    maglev: { tableSize: 16381 },
+    maglev: { tableSize: 16381, hashSeed: "JLfvgnHc2kaSUFaI" },
     nodePort: { enabled: true, range: [30000, 32767] },
     devices: [],
     socketLB: { enabled: true, hostNamespaceOnly: false },

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isMap, isNode, LineCounter, parseDocument } from "yaml";
 import { InputError, type InputProblem } from "../errors.ts";
+import { parseHashSeed } from "../lb/maglev.ts";
 import { type Config, DEFAULT_CONFIG_PATH, defaultConfig } from "./config.ts";
 
 /** Maglev table sizes Cilium accepts (primes; M should exceed 100 × backends). */
@@ -47,6 +48,16 @@ const maglevSize: Check = (v) =>
     ? ok(v)
     : bad(`one of the primes ${MAGLEV_TABLE_SIZES.join(", ")}`);
 
+const maglevSeed: Check = (v) => {
+  if (typeof v !== "string") return bad("12 bytes in standard base64");
+  try {
+    parseHashSeed(v);
+    return ok(v);
+  } catch (e) {
+    return bad((e as Error).message);
+  }
+};
+
 const portRange: Check = (v) => {
   const expected = 'a range "LOW,HIGH" or "LOW-HIGH" with 1 <= LOW <= HIGH <= 65535';
   let lo: number | undefined;
@@ -88,7 +99,7 @@ const SCHEMA: Schema = {
     acceleration: oneOf("disabled", "native", "best-effort"),
     algorithm: oneOf("random", "maglev"),
   },
-  maglev: { tableSize: maglevSize },
+  maglev: { tableSize: maglevSize, hashSeed: maglevSeed },
   nodePort: { enabled: bool, range: portRange },
   devices,
   socketLB: { enabled: bool, hostNamespaceOnly: bool },
