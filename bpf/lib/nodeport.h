@@ -29,6 +29,7 @@
 #include "ct.h"
 #include "ctx.h"
 #include "lb.h"
+#include "maglev.h"
 #include "maps.h"
 #include "nat.h"
 #include "parse.h"
@@ -404,7 +405,10 @@ static __always_inline int lb4_ingress(kpr_ctx_t *ctx)
 	}
 
 	__u32 bid = 0;
-	struct kpr_lb4_backend *be = lb4_select_backend(&fe, svc, p.saddr, 0, &bid);
+	struct kpr_lb4_backend *be =
+		lb4_select_maglev(svc, p.saddr, p.daddr, p.sport, p.dport, p.proto, &bid);
+	if (!be)
+		be = lb4_select_backend(&fe, svc, p.saddr, 0, &bid);
 	if (!be)
 		return -KPR_R_DROP_BACKEND_GONE;
 

@@ -201,9 +201,7 @@ export function statusReport(cfg: Config, st: NodeStatus): StatusReport {
         ? "SNAT"
         : `SNAT (loadBalancer.mode=${modeName} is not implemented by this datapath)`,
     backendSelection:
-      cfg.loadBalancer.algorithm === "maglev"
-        ? "Random (loadBalancer.algorithm=maglev is not implemented yet)"
-        : "Random",
+      cfg.loadBalancer.algorithm === "maglev" ? `Maglev (Table Size: ${cfg.maglev.tableSize})` : "Random",
     sessionAffinity: enabled(socketLB || northSouth) as "Enabled" | "Disabled",
     gracefulTermination: enabled(socketLB || northSouth) as "Enabled" | "Disabled",
     nat46x64: "Disabled",

@@ -230,7 +230,7 @@ export class Lab implements Disposable {
   reset(): void {
     for (const name of this.obj.maps()) {
       const m = this.obj.map(name);
-      if (name === "kpr_config" || name === "kpr_reasons") {
+      if (name === "kpr_config" || name === "kpr_reasons" || name === "kpr_maglev_cfg") {
         for (let i = 0; i < m.maxEntries; i++) m.update(u32(i), new Uint8Array(m.valueStride));
         continue;
       }

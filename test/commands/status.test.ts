@@ -144,10 +144,13 @@ describe("kpr status", () => {
       { kubeProxyReplacement: "False" },
     ],
     [
-      "maglev configured but not implemented",
-      cfg((c) => (c.loadBalancer.algorithm = "maglev")),
+      "maglev with its table size",
+      cfg((c) => {
+        c.loadBalancer.algorithm = "maglev";
+        c.maglev.tableSize = 1021;
+      }),
       node(),
-      { backendSelection: "Random (loadBalancer.algorithm=maglev is not implemented yet)" },
+      { backendSelection: "Maglev (Table Size: 1021)" },
     ],
     [
       "dsr configured but the datapath only does SNAT",
