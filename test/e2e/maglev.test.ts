@@ -84,5 +84,9 @@ describe.skipIf(!!skip)("e2e: Maglev, the same flow through node-1 and node-2", 
     expect(
       rows.map((r) => ({ ...r, same: r.node1 === r.node2 && !r.node1.startsWith("no answer") })),
     ).toEqual(rows.map((r) => ({ ...r, node2: r.node1, same: true })));
+    const backends = new Set(rows.map((r) => r.node1));
+    expect({ flowsSpreadOverBackends: backends.size >= 2 }, [...backends].join(", ")).toEqual({
+      flowsSpreadOverBackends: true,
+    });
   });
 });
