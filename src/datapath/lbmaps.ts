@@ -243,6 +243,7 @@ export const MAP_CODECS: Record<string, MapCodecs> = {
   kpr_be_stats: { key: u32Id, value: stats, perCpu: true },
   kpr_reasons: { key: u32Id, value: u64Val, perCpu: true },
   kpr_maglev_cfg: { key: u32Id, value: maglevCfg },
+  kpr_lb4_maglev: { key: u16Id, value: u32Id },
   kpr_lb4_mgsig: { key: u16Id, value: u64Val },
 };
 
