@@ -1,9 +1,11 @@
 /**
- * Datapath benchmark: ns per packet of kpr's tc ingress program under BPF_PROG_TEST_RUN, with 1
- * and with 10,000 services programmed by `kpr apply`, next to a no-op tc program, in one run.
+ * Datapath benchmark: ns per packet of kpr's tc ingress and XDP programs under
+ * BPF_PROG_TEST_RUN, with 1 and with 10,000 services programmed by `kpr apply`, next to no-op tc
+ * and XDP programs, in one run.
  *
  *   bun bench/datapath.ts [--services 1,10000] [--endpoints 10] [--packets 100000]
- *                         [--object tc.bpf.o] [--baseline other-tc.bpf.o] [--kpr dist/kpr]
+ *                         [--object tc.bpf.o] [--baseline other-tc.bpf.o] [--xdp xdp.bpf.o]
+ *                         [--kpr dist/kpr]
  *
  * Cases per service count (each object; --baseline adds a "before" object measured in the same
  * run, case by case, per-call cases interleaved 1,000 calls at a time):
@@ -14,6 +16,11 @@
  *   - TCP SYN of a new flow to a NodePort frontend whose backends are all local (selection,
  *     CT insert, DNAT, checksums), one packet per call, a new 5-tuple each;
  *   - TCP ACK of an established flow (CT hit, DNAT), one packet per call.
+ * XDP cases (one packet per call, Katran's method; the frame arrives on the node's device, whose
+ * FIB routes the pod CIDR via a gateway with a permanent neighbour entry): no-op XDP program
+ * (probe_xdp), packet to no service, TCP SYN of a new flow to a NodePort whose backends are all
+ * remote (selection, CT insert, SNAT port allocation, DNAT+SNAT, checksums, FIB lookup, MACs,
+ * XDP_REDIRECT), TCP ACK of an established flow to it (CT hit, SNAT refresh, same rewrite).
  * test_run's repeat loop runs on one skb, which a rewriting program changes, hence the
  * ping-pong pair and the per-call cases. Per-call durations include the fixed cost of one run
  * and cold caches: compare them with the per-call no-op, the repeat ones with the repeat no-op.
@@ -22,6 +29,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
+  CLUSTER_CIDR,
   cleanupKprRoot,
   createNetns,
   fmtRatio,
@@ -30,6 +38,7 @@ import {
   printTable,
   REPO,
   run,
+  runSync,
   startBench,
   vethInNs,
   writeKprConfig,
@@ -39,6 +48,13 @@ import {
 const NODE = "bench-node";
 const NODE_ADDR = "192.168.77.1";
 const NODEPORT = 30000;
+/** NodePort of the service with remote backends only (the XDP forwarding cases). */
+const REMOTE_NODEPORT = 32767;
+/** The gateway the node routes the pod CIDR through (permanent neighbour entry). */
+const GW = { addr: "192.168.77.254", mac: "02:00:00:00:00:fe" };
+/** New flows per XDP SYN measurement: each takes a SNAT port; kept well below the ports of the
+ * remote backends (10 × the SNAT range) so that allocation probes stay short. */
+const XDP_NEW_FLOWS_MAX = 20000;
 
 interface CaseResult {
   /** mean kernel-measured ns per run */
@@ -103,7 +119,13 @@ async function pingPong(tcObj: import("../src/datapath/bpf.ts").BpfObject) {
 // ---------------------------------------------------------------------------------------------
 // inner mode: inside the netns, load the programs on the pinned maps and run them
 
-async function inner(cfgPath: string, packets: number, objects: string[]): Promise<void> {
+async function inner(
+  cfgPath: string,
+  packets: number,
+  objects: string[],
+  xdpPath: string,
+  dev: string,
+): Promise<void> {
   const { loadConfig } = await import("../src/config/load.ts");
   const { openObject, BpfMap } = await import("../src/datapath/bpf.ts");
   const { buildPacket, parsePacket, verifyChecksums } = await import("../test/harness/packet.ts");
@@ -130,6 +152,32 @@ async function inner(cfgPath: string, packets: number, objects: string[]): Promi
   const noop = probeObj.program("probe_tc");
   type Prog = typeof noop;
   const lbs = tcObjs.map((o) => o.program("kpr_tc_ingress"));
+  const xdpObj = openObject(new Uint8Array(readFileSync(xdpPath)), "kpr_xdp");
+  {
+    const pinned = xdpObj.maps().filter((m) => existsSync(`${mapsDir}/${m}`));
+    for (const m of pinned) {
+      using pm = BpfMap.openPinned(`${mapsDir}/${m}`);
+      xdpObj.setMaxEntries(m, pm.maxEntries);
+    }
+    xdpObj.pinMaps(mapsDir, pinned);
+    xdpObj.load();
+  }
+  const xdp = xdpObj.program("kpr_xdp");
+  const xdpNoop = probeObj.program("probe_xdp");
+  const ifindex = (
+    JSON.parse(Bun.spawnSync(["ip", "-j", "link", "show", "dev", dev]).stdout.toString()) as {
+      ifindex: number;
+    }[]
+  )[0]!.ifindex;
+  // struct xdp_md: data_end = frame length, ingress_ifindex = the node's device
+  const xdpCtx = (len: number) => {
+    const c = new Uint8Array(24);
+    const dv = new DataView(c.buffer);
+    dv.setUint32(4, len, true);
+    dv.setUint32(12, ifindex, true);
+    return c;
+  };
+  const xdpRun = (prog: Prog, data: Uint8Array) => prog.testRun({ data, ctx: xdpCtx(data.length) });
 
   const eth = { src: "02:00:00:00:00:02", dst: "02:00:00:00:00:01" };
   const client = (i: number) => `172.16.${(i >>> 8) & 255}.${i & 255}`;
@@ -200,6 +248,47 @@ async function inner(cfgPath: string, packets: number, objects: string[]): Promi
     expectTo(what("ping-pong ACK, repeat=3"), lb, ppAck, pp.q, pp.qPort, 3);
   }
 
+  // XDP: the paths checked once before timing
+  const XDP_PASS = 2;
+  const XDP_REDIRECT = 4;
+  const xdpSyn = (i: number) =>
+    buildPacket({
+      eth,
+      ip4: { src: client(i >>> 14), dst: NODE_ADDR },
+      tcp: { sport: 10000 + (i & 0x3fff), dport: REMOTE_NODEPORT, flags: "S", seq: 1 },
+    });
+  const xdpAck = buildPacket({
+    eth,
+    ip4: { src: "172.31.255.4", dst: NODE_ADDR },
+    tcp: { sport: 40003, dport: REMOTE_NODEPORT, flags: "A", seq: 2, ack: 1 },
+  });
+  const xdpExpect = (what: string, data: Uint8Array, want: number, dst: RegExp | string, src?: string) => {
+    const rr = xdpRun(xdp, data);
+    const p = parsePacket(rr.data);
+    const sums = verifyChecksums(rr.data);
+    const dstOk = typeof dst === "string" ? p.ip4?.dst === dst : dst.test(p.ip4?.dst ?? "");
+    if (rr.retval !== want || !dstOk || (src && p.ip4?.src !== src) || !sums.ok)
+      throw new Error(
+        `xdp ${what}: expected verdict ${want} to ${dst} from ${src ?? "the client"} with valid checksums, got ` +
+          `${rr.retval}, ${p.ip4?.src} -> ${p.ip4?.dst}:${p.tcp?.dport} ${sums.errors.join("; ")}`,
+      );
+  };
+  xdpExpect("packet to no service", miss, XDP_PASS, "10.200.0.1");
+  xdpExpect(
+    "SYN opening the established flow",
+    buildPacket({
+      eth,
+      ip4: { src: "172.31.255.4", dst: NODE_ADDR },
+      tcp: { sport: 40003, dport: REMOTE_NODEPORT, flags: "S", seq: 1 },
+    }),
+    XDP_REDIRECT,
+    /^10\.255\./,
+    NODE_ADDR,
+  );
+  xdpExpect("ACK of the established flow", xdpAck, XDP_REDIRECT, /^10\.255\./, NODE_ADDR);
+  xdpExpect("SYN of a new flow", xdpSyn(0x7ffff000), XDP_REDIRECT, /^10\.255\./, NODE_ADDR);
+  if (xdpRun(xdpNoop, miss).retval !== XDP_PASS) throw new Error("no-op XDP program: expected XDP_PASS");
+
   const perCall = (prog: Prog, data: (i: number) => Uint8Array): CaseResult => {
     let total = 0;
     for (let i = 0; i < packets; i++) total += prog.testRun({ data: data(i) }).durationNs;
@@ -242,11 +331,28 @@ async function inner(cfgPath: string, packets: number, objects: string[]): Promi
   eachCall("missCall", () => miss);
   eachCall("synNew", (k, i) => syns[k]![i]!);
   eachCall("ackEstablished", () => ack);
+  // XDP, per call; the frames are built before timing
+  const xdpFlows = Math.min(packets, XDP_NEW_FLOWS_MAX);
+  const xdpSyns = Array.from({ length: xdpFlows }, (_, i) => xdpSyn(i + 1));
+  const xdpPerCall = (prog: Prog, n: number, data: (i: number) => Uint8Array): CaseResult => {
+    let total = 0;
+    for (let i = 0; i < n; i++) total += xdpRun(prog, data(i)).durationNs;
+    return { ns: total / n, how: "per-call" };
+  };
+  const xdpNoopC = xdpPerCall(xdpNoop, packets, () => miss);
+  const xdpMissC = xdpPerCall(xdp, packets, () => miss);
+  const xdpSynC = xdpPerCall(xdp, xdpFlows, (i) => xdpSyns[i]!);
+  const xdpAckC = xdpPerCall(xdp, packets, () => xdpAck);
   for (const k of lbs.keys()) {
     put(k, "noopRepeat", noopR);
     put(k, "noopCall", noopC);
+    put(k, "xdpNoopCall", xdpNoopC);
+    put(k, "xdpMissCall", xdpMissC);
+    put(k, "xdpSynNew", xdpSynC);
+    put(k, "xdpAckEstablished", xdpAckC);
   }
   for (const o of tcObjs) o.close();
+  xdpObj.close();
   probeObj.close();
   console.log(JSON.stringify(res));
 }
@@ -261,6 +367,8 @@ async function main(): Promise<void> {
       packets: { type: "string", default: "100000" },
       object: { type: "string", default: join(REPO, ".build/bpf/tc.bpf.o") },
       baseline: { type: "string" },
+      xdp: { type: "string", default: join(REPO, ".build/bpf/xdp.bpf.o") },
+      dev: { type: "string" },
       kpr: { type: "string", default: KPR },
       inner: { type: "boolean", default: false },
       config: { type: "string" },
@@ -269,7 +377,7 @@ async function main(): Promise<void> {
   const packets = Number(values.packets);
   // the measured objects, baseline first
   const objects = [...(values.baseline ? [values.baseline] : []), values.object];
-  if (values.inner) return inner(values.config!, packets, objects);
+  if (values.inner) return inner(values.config!, packets, objects, values.xdp, values.dev!);
   const kpr = values.kpr;
 
   const sizes = values.services.split(",").map(Number);
@@ -282,13 +390,30 @@ async function main(): Promise<void> {
   }
   const { cleanup, prefix, tmp } = startBench("datapath", {
     tools: ["ip", "nsenter"],
-    files: [kpr, ...objects, join(REPO, ".build/bpf/probe.bpf.o")],
+    files: [kpr, ...objects, values.xdp, join(REPO, ".build/bpf/probe.bpf.o")],
   });
 
   const results: { services: number; frontends: string; r: InnerResult }[] = [];
   for (const [i, n] of sizes.entries()) {
     const ns = createNetns(cleanup, `${prefix}-s${i}`);
     vethInNs(ns, `${prefix}${i}a`, `${prefix}${i}b`, `${NODE_ADDR}/24`);
+    // the pod CIDR is behind a gateway with a known MAC: remote backends resolve in the FIB
+    runSync([
+      "ip",
+      "-n",
+      ns,
+      "neigh",
+      "add",
+      GW.addr,
+      "lladdr",
+      GW.mac,
+      "dev",
+      `${prefix}${i}a`,
+      "nud",
+      "permanent",
+    ]);
+    runSync(["ip", "-n", ns, "route", "add", CLUSTER_CIDR, "via", GW.addr, "dev", `${prefix}${i}a`]);
+    runSync(["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"], { ns });
     const bpfRoot = `/sys/fs/bpf/${prefix}s${i}`;
     const set = makeServiceSet({ services: n, endpoints: E, nodeName: NODE });
     // service 0 is the measured NodePort; all its backends run on this node (DNAT only)
@@ -302,6 +427,18 @@ async function main(): Promise<void> {
       nodePort: NODEPORT,
       endpoints: s0.endpoints.map((e) => ({ ...e, nodeName: NODE })),
     };
+    // one more NodePort whose backends all run on other nodes: the XDP forwarding cases
+    set.push({
+      namespace: "bench-xdp",
+      name: "remote",
+      portName: "http",
+      clusterIP: "10.111.255.254",
+      port: 80,
+      targetPort: 8080,
+      protocol: "TCP",
+      nodePort: REMOTE_NODEPORT,
+      endpoints: Array.from({ length: E }, (_, j) => ({ ip: `10.255.0.${j + 1}`, nodeName: "peer-remote" })),
+    });
     const dir = join(tmp, `m${i}`);
     writeManifests(dir, set, { format: "json", nodeName: NODE, nodeAddress: NODE_ADDR });
     const frontends = set.length + 3 * set.filter((s) => s.nodePort).length;
@@ -330,6 +467,10 @@ async function main(): Promise<void> {
         String(packets),
         "--object",
         values.object,
+        "--xdp",
+        values.xdp,
+        "--dev",
+        `${prefix}${i}a`,
         ...(values.baseline ? ["--baseline", values.baseline] : []),
       ],
       {
@@ -351,6 +492,10 @@ async function main(): Promise<void> {
     ["missCall", "kpr: packet to no service (per call)"],
     ["synNew", "kpr: NodePort SYN, new flow, local backend (per call)"],
     ["ackEstablished", "kpr: NodePort ACK, established flow (per call)"],
+    ["xdpNoopCall", "no-op XDP program (one packet per call)"],
+    ["xdpMissCall", "kpr XDP: packet to no service (per call)"],
+    ["xdpSynNew", "kpr XDP: NodePort SYN, new flow, remote backend, SNAT (per call)"],
+    ["xdpAckEstablished", "kpr XDP: NodePort ACK, established flow, remote backend, SNAT (per call)"],
   ];
   // columns: each service count × each object; then, for the largest count, each object's cost
   // above the no-op of the same mode, and after/before when a baseline was measured
@@ -362,8 +507,9 @@ async function main(): Promise<void> {
   const last = results.at(-1)!.r;
   const above = (o: string, k: string): number | undefined => {
     const c = last[o]?.[k];
-    if (!c || k.startsWith("noop")) return undefined;
-    return c.ns - (last[o]?.[c.how === "repeat" ? "noopRepeat" : "noopCall"]?.ns ?? 0);
+    if (!c || k.startsWith("noop") || k === "xdpNoopCall") return undefined;
+    const noopKey = k.startsWith("xdp") ? "xdpNoopCall" : c.how === "repeat" ? "noopRepeat" : "noopCall";
+    return c.ns - (last[o]?.[noopKey]?.ns ?? 0);
   };
   console.log("");
   printTable(
@@ -376,6 +522,39 @@ async function main(): Promise<void> {
         row.push(k.startsWith("noop") ? "" : fmtRatio(above(values.object, k), above(values.baseline!, k)));
       return row;
     }),
+  );
+  // XDP next to Katran's XDP balancer, both net of a no-op XDP program, one packet per call
+  const KATRAN: [string, string, [number, number]][] = [
+    ["xdpSynNew", "new flow (Katran: IPIP encap + LRU insert; kpr: SNAT)", [173, 176]],
+    ["xdpAckEstablished", "established flow", [76, 83]],
+    ["xdpMissCall", "packet to no service / VIP", [27, 29]],
+  ];
+  const net = (r: InnerResult, k: string) => {
+    const o = r[values.object];
+    const c = o?.[k];
+    const n = o?.xdpNoopCall;
+    return c && n ? c.ns - n.ns : undefined;
+  };
+  console.log("");
+  printTable(
+    [
+      "XDP, net of no-op XDP (ns/packet)",
+      ...results.map((x) => `kpr ${x.services} svc`),
+      "Katran",
+      "kpr / Katran",
+    ],
+    KATRAN.map(([k, text, [lo, hi]]) => [
+      text,
+      ...results.map((x) => net(x.r, k)?.toFixed(1) ?? "—"),
+      `${lo}–${hi}`,
+      fmtRatio(net(last, k), hi),
+    ]),
+  );
+  console.log("");
+  console.log(
+    "Katran: Facebook's XDP load balancer measured on this machine's kernel with the same one-call-per-packet " +
+      "method (CONVENTIONS.md field notes), flat from 1 to 10,000 VIPs. kpr / Katran uses the largest service count " +
+      "and Katran's upper figure.",
   );
   console.log("");
   console.log(

@@ -226,6 +226,23 @@ struct kpr_config {
 };
 _Static_assert(sizeof(struct kpr_config) == 32, "kpr_config size");
 
+/* ---- Maglev: kpr_lb4_maglev (hash of maps, key __u16 rev_nat_id) + kpr_maglev_cfg --------- */
+
+/*
+ * kpr_lb4_maglev maps a frontend's rev_nat_id to its lookup table: an array of table_size
+ * backend ids (__u32), computed in user space and swapped in whole. A frontend without a table
+ * selects at random. kpr_maglev_cfg (array, one entry) holds the table size and the flow-hash
+ * seeds (bytes 4..11 of maglev.hashSeed); kpr_lb4_mgsig (user space only) the hash of what each
+ * programmed table was computed from.
+ */
+struct kpr_maglev_cfg {
+	__u32 table_size; /* M, a prime; 0 = no Maglev tables */
+	__u32 seed0;      /* jhash seed of the 5-tuple hash */
+	__u32 seed1;      /* jhash seed of the client-address hash (session affinity) */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct kpr_maglev_cfg) == 16, "kpr_maglev_cfg size");
+
 /* ---- counters: kpr_svc_stats / kpr_be_stats (per-CPU hash, key __u32 id) ------------------ */
 
 struct kpr_stats {
@@ -268,6 +285,7 @@ enum kpr_reason {
 	KPR_R_SOCK_REVNAT,       /* socket LB: recvmsg/getpeername address restored */
 	KPR_R_SOCK_SKIP_NETNS,   /* socket LB: not the host netns with hostNamespaceOnly */
 	KPR_R_SOCK_DISABLED,     /* socket LB: kpr_config lacks KPR_CFG_F_SOCKET_LB */
+	KPR_R_XDP_PASS_TC,       /* XDP: handed to tc to finish (no neighbour entry, RST) */
 	KPR_R_COUNT,
 };
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Incremental checksum updates through the kernel helpers, which also handle
+ * Incremental checksum updates through ctx.h: on tc the kernel helpers, which also handle
  * CHECKSUM_PARTIAL skbs (veth senders) correctly when BPF_F_PSEUDO_HDR marks pseudo-header
- * fields. A zero UDP checksum ("none") stays zero (BPF_F_MARK_MANGLED_0).
+ * fields; on XDP in place. A zero UDP checksum ("none") stays zero.
  */
 #ifndef KPR_CSUM_H
 #define KPR_CSUM_H
@@ -10,6 +10,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "ctx.h"
 #include "parse.h"
 
 /* Ones' complement 32-bit add with end-around carry (RFC 1071). */
@@ -50,10 +51,10 @@ static __always_inline __u16 kpr_csum_apply(__u16 check, __u32 diff)
  * without IP options the ports follow), two stores with options. Returns 0 or
  * -KPR_R_DROP_REWRITE.
  */
-static __always_inline int kpr_csum_set_tuple(struct __sk_buff *skb, struct kpr_pkt4 *p,
+static __always_inline int kpr_csum_set_tuple(kpr_ctx_t *ctx, struct kpr_pkt4 *p,
 					      __u32 saddr, __u16 sport, __u32 daddr, __u16 dport)
 {
-	__u64 l4_flags = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	int is_udp = p->proto == IPPROTO_UDP;
 	int addrs = saddr != p->saddr || daddr != p->daddr;
 	int ports = sport != p->sport || dport != p->dport;
 	/* IPv4 check, saddr, daddr, then (no IP options) the L4 ports: 2-byte aligned words */
@@ -62,7 +63,7 @@ static __always_inline int kpr_csum_set_tuple(struct __sk_buff *skb, struct kpr_
 
 	if (addrs) {
 		__u32 diff = kpr_csum_diff4(kpr_csum_diff4(0, p->saddr, saddr), p->daddr, daddr);
-		if (bpf_l4_csum_replace(skb, p->csum_off, 0, diff, l4_flags | BPF_F_PSEUDO_HDR) < 0)
+		if (ctx_l4_csum_add(ctx, p->csum_off, diff, is_udp, 1) < 0)
 			return -KPR_R_DROP_REWRITE;
 		check = kpr_csum_apply(check, diff);
 	}
@@ -72,7 +73,7 @@ static __always_inline int kpr_csum_set_tuple(struct __sk_buff *skb, struct kpr_
 		__u32 from, to;
 		__builtin_memcpy(&from, old, sizeof(from));
 		__builtin_memcpy(&to, new, sizeof(to));
-		if (bpf_l4_csum_replace(skb, p->csum_off, 0, kpr_csum_diff4(0, from, to), l4_flags) < 0)
+		if (ctx_l4_csum_add(ctx, p->csum_off, kpr_csum_diff4(0, from, to), is_udp, 0) < 0)
 			return -KPR_R_DROP_REWRITE;
 	}
 	hdr[0] = check;
@@ -82,12 +83,12 @@ static __always_inline int kpr_csum_set_tuple(struct __sk_buff *skb, struct kpr_
 	hdr[6] = dport;
 	if (addrs && ports && p->l4_off == KPR_L3_OFF + sizeof(struct iphdr)) {
 		/* the ports follow the addresses: one store for everything */
-		if (bpf_skb_store_bytes(skb, KPR_IP_CSUM_OFF, hdr, sizeof(hdr), 0) < 0)
+		if (ctx_store_bytes(ctx, KPR_IP_CSUM_OFF, hdr, sizeof(hdr)) < 0)
 			return -KPR_R_DROP_REWRITE;
 	} else {
-		if (addrs && bpf_skb_store_bytes(skb, KPR_IP_CSUM_OFF, hdr, 10, 0) < 0)
+		if (addrs && ctx_store_bytes(ctx, KPR_IP_CSUM_OFF, hdr, 10) < 0)
 			return -KPR_R_DROP_REWRITE;
-		if (ports && bpf_skb_store_bytes(skb, p->l4_off, &hdr[5], 4, 0) < 0)
+		if (ports && ctx_store_bytes(ctx, p->l4_off, &hdr[5], 4) < 0)
 			return -KPR_R_DROP_REWRITE;
 	}
 	p->ip_check = check;
@@ -103,7 +104,7 @@ static __always_inline int kpr_csum_set_tuple(struct __sk_buff *skb, struct kpr_
  * checksum (bytes 8..11 of the header) are written in one store. Returns 0 or
  * -KPR_R_DROP_REWRITE.
  */
-static __always_inline int kpr_csum_set_ttl(struct __sk_buff *skb, struct kpr_pkt4 *p, __u8 ttl)
+static __always_inline int kpr_csum_set_ttl(kpr_ctx_t *ctx, struct kpr_pkt4 *p, __u8 ttl)
 {
 	/* TTL and protocol share one 16-bit checksum word. */
 	__u8 b[4] = { ttl, p->proto, 0, 0 };
@@ -113,7 +114,7 @@ static __always_inline int kpr_csum_set_ttl(struct __sk_buff *skb, struct kpr_pk
 	__builtin_memcpy(&to, b, sizeof(to));
 	__u16 check = kpr_csum_apply(p->ip_check, kpr_csum_add((__u16)~from, to));
 	__builtin_memcpy(&b[2], &check, sizeof(check));
-	if (bpf_skb_store_bytes(skb, KPR_IP_TTL_OFF, b, sizeof(b), 0) < 0)
+	if (ctx_store_bytes(ctx, KPR_IP_TTL_OFF, b, sizeof(b)) < 0)
 		return -KPR_R_DROP_REWRITE;
 	p->ip_check = check;
 	p->ttl = ttl;

@@ -113,6 +113,38 @@ struct {
 	__uint(max_entries, KPR_REASON_MAX);
 } kpr_reasons SEC(".maps");
 
+/* Maglev lookup tables (abi.h). The inner template sets BPF_F_INNER_MAP so that tables of any
+ * size (maglev.tableSize) can be inserted. */
+struct kpr_maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16381);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u16);
+	__uint(max_entries, 65536);
+	__array(values, struct kpr_maglev_inner);
+} kpr_lb4_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct kpr_maglev_cfg);
+	__uint(max_entries, 1);
+} kpr_maglev_cfg SEC(".maps");
+
+/* Read and written by user space only: hash of the inputs of each programmed Maglev table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, __u64);
+	__uint(max_entries, 65536);
+} kpr_lb4_mgsig SEC(".maps");
+
 /* kpr_config entry 0; an all-zero config (socket LB off, default SNAT ports) when absent. */
 static __always_inline const struct kpr_config *kpr_get_config(void)
 {

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Packet parsing for the tc programs: Ethernet + IPv4 + TCP/UDP into a small summary.
+ * Packet parsing for the tc and XDP programs: Ethernet + IPv4 + TCP/UDP into a small summary.
  * Headers are read in place (direct packet access, bounds-checked against data_end) when they
- * are in the linear part of the skb, which is the common case; otherwise they are copied with
+ * are in the linear part of the packet, which is the common case; otherwise tc copies them with
  * bpf_skb_load_bytes. Reading in place costs nothing, a helper call ~30 ns on this class of
- * machine (every helper call pays the call/return mitigations). The programs never write
+ * machine (every helper call pays the call/return mitigations). The tc program never writes
  * packet data directly: that would make the verifier unclone every cloned skb in a prologue,
- * also for the packets they pass untouched.
+ * also for the packets it passes untouched (ctx.h).
  */
 #ifndef KPR_PARSE_H
 #define KPR_PARSE_H
@@ -21,6 +21,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "abi.h"
+#include "ctx.h"
 
 #define KPR_IP_MF     0x2000
 #define KPR_IP_OFFSET 0x1fff
@@ -38,7 +39,7 @@
 #define KPR_IP_SADDR_OFF  (KPR_L3_OFF + offsetof(struct iphdr, saddr))
 #define KPR_IP_DADDR_OFF  (KPR_L3_OFF + offsetof(struct iphdr, daddr))
 
-/* What the tc programs need to know about an IPv4 TCP/UDP packet. */
+/* What the programs need to know about an IPv4 TCP/UDP packet. */
 struct kpr_pkt4 {
 	__u32 saddr; /* network order */
 	__u32 daddr;
@@ -59,20 +60,20 @@ struct kpr_pkt4 {
 };
 
 /*
- * Parses skb into p. Returns 0 for an IPv4 TCP/UDP packet, or a negative kpr_reason:
+ * Parses ctx into p. Returns 0 for an IPv4 TCP/UDP packet, or a negative kpr_reason:
  * -KPR_R_PASS_NOT_L4 (other protocols), -KPR_R_PASS_FRAGMENT, -KPR_R_DROP_MALFORMED.
  */
-static __always_inline int kpr_parse4(struct __sk_buff *skb, struct kpr_pkt4 *p)
+static __always_inline int kpr_parse4(kpr_ctx_t *ctx, struct kpr_pkt4 *p)
 {
 	struct iphdr ip;
 
-	if (skb->protocol != bpf_htons(ETH_P_IP))
+	if (ctx_protocol(ctx) != bpf_htons(ETH_P_IP))
 		return -KPR_R_PASS_NOT_L4;
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = ctx_data(ctx);
+	void *data_end = ctx_data_end(ctx);
 	if (data + KPR_L3_OFF + sizeof(ip) <= data_end)
 		__builtin_memcpy(&ip, data + KPR_L3_OFF, sizeof(ip));
-	else if (bpf_skb_load_bytes(skb, KPR_L3_OFF, &ip, sizeof(ip)) < 0)
+	else if (ctx_load_bytes(ctx, KPR_L3_OFF, &ip, sizeof(ip)) < 0)
 		return -KPR_R_DROP_MALFORMED;
 	if (ip.version != 4 || ip.ihl < 5)
 		return -KPR_R_DROP_MALFORMED;
@@ -84,7 +85,7 @@ static __always_inline int kpr_parse4(struct __sk_buff *skb, struct kpr_pkt4 *p)
 
 	__u32 ihl_len = (__u32)ip.ihl * 4;
 	__u16 tot_len = bpf_ntohs(ip.tot_len);
-	if (tot_len < ihl_len || (__u32)tot_len + KPR_L3_OFF > skb->len)
+	if (tot_len < ihl_len || (__u32)tot_len + KPR_L3_OFF > ctx_len(ctx))
 		return -KPR_R_DROP_MALFORMED;
 
 	p->saddr = ip.saddr;
@@ -104,7 +105,7 @@ static __always_inline int kpr_parse4(struct __sk_buff *skb, struct kpr_pkt4 *p)
 		struct tcphdr th;
 		if (data + l4_off + sizeof(th) <= data_end)
 			__builtin_memcpy(&th, data + l4_off, sizeof(th));
-		else if (bpf_skb_load_bytes(skb, l4_off, &th, sizeof(th)) < 0)
+		else if (ctx_load_bytes(ctx, l4_off, &th, sizeof(th)) < 0)
 			return -KPR_R_DROP_MALFORMED;
 		__u32 doff = (__u32)th.doff * 4;
 		if (doff < sizeof(th) || ihl_len + doff > tot_len)
@@ -121,7 +122,7 @@ static __always_inline int kpr_parse4(struct __sk_buff *skb, struct kpr_pkt4 *p)
 		struct udphdr uh;
 		if (data + l4_off + sizeof(uh) <= data_end)
 			__builtin_memcpy(&uh, data + l4_off, sizeof(uh));
-		else if (bpf_skb_load_bytes(skb, l4_off, &uh, sizeof(uh)) < 0)
+		else if (ctx_load_bytes(ctx, l4_off, &uh, sizeof(uh)) < 0)
 			return -KPR_R_DROP_MALFORMED;
 		if (ihl_len + sizeof(uh) > tot_len)
 			return -KPR_R_DROP_MALFORMED;

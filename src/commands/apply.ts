@@ -37,14 +37,6 @@ export function unsupportedSettings(cfg: Config): string[] {
     out.push(
       `loadBalancer.mode=${cfg.loadBalancer.mode} is not implemented yet: remote backends are reached with SNAT`,
     );
-  if (cfg.loadBalancer.algorithm !== "random")
-    out.push(
-      `loadBalancer.algorithm=${cfg.loadBalancer.algorithm} is not implemented yet: backends are chosen at random`,
-    );
-  if (cfg.loadBalancer.acceleration !== "disabled")
-    out.push(
-      `loadBalancer.acceleration=${cfg.loadBalancer.acceleration} is not implemented yet: services are served by tc only (no XDP)`,
-    );
   return out;
 }
 

@@ -22,7 +22,8 @@ export interface Config {
     acceleration: Acceleration;
     algorithm: Algorithm;
   };
-  maglev: { tableSize: number };
+  /** tableSize: a prime of MAGLEV_TABLE_SIZES; hashSeed: 12 bytes base64, the same on every node. */
+  maglev: { tableSize: number; hashSeed: string };
   /** `addresses`: CIDRs a node address must be in to serve NodePorts (empty: every address). */
   nodePort: { enabled: boolean; range: [number, number]; addresses?: string[] };
   /** Interfaces facing clients and other nodes; tc (and XDP) programs attach here. */
@@ -45,7 +46,7 @@ export function defaultConfig(): Config {
     kubeProxyReplacement: true,
     kubeProxyReplacementHealthzBindAddr: "",
     loadBalancer: { mode: "snat", dsrDispatch: "opt", acceleration: "disabled", algorithm: "random" },
-    maglev: { tableSize: 16381 },
+    maglev: { tableSize: 16381, hashSeed: "JLfvgnHc2kaSUFaI" },
     nodePort: { enabled: true, range: [30000, 32767], addresses: [] },
     devices: [],
     socketLB: { enabled: true, hostNamespaceOnly: false },

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { isMap, isNode, LineCounter, parseDocument } from "yaml";
 import { InputError, type InputProblem } from "../errors.ts";
 import { log } from "../log.ts";
+import { parseHashSeed } from "../lb/maglev.ts";
 import { type Config, DEFAULT_CONFIG_PATH, defaultConfig } from "./config.ts";
 import { didYouMean } from "./suggest.ts";
 
@@ -95,6 +96,21 @@ const intSchema = (min: number, max: number): JsonSchema => ({
   ],
 });
 
+const maglevSeed = (description: string) =>
+  field(
+    (v) => {
+      if (typeof v !== "string") return bad("12 bytes in standard base64");
+      try {
+        parseHashSeed(v);
+        return ok(v);
+      } catch (e) {
+        return bad((e as Error).message);
+      }
+    },
+    { type: "string", pattern: "^[A-Za-z0-9+/]{16}$" },
+    description,
+  );
+
 const posInt = (max: number, description: string) =>
   field(
     (v) => {
@@ -176,7 +192,10 @@ const SCHEMA: Schema = {
     acceleration: oneOf("XDP acceleration", "disabled", "native", "best-effort"),
     algorithm: oneOf("Backend selection", "random", "maglev"),
   },
-  maglev: { tableSize: maglevSize("Maglev lookup table size (a prime)") },
+  maglev: {
+    tableSize: maglevSize("Maglev lookup table size (a prime)"),
+    hashSeed: maglevSeed("Maglev hash seed: 12 bytes in base64, the same on every node"),
+  },
   nodePort: {
     enabled: bool("Serve NodePort (and HostPort) services"),
     range: portRange('NodePort range, "LOW,HIGH" or "LOW-HIGH"'),

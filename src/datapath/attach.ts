@@ -255,6 +255,22 @@ export function xdpProgramId(dev: string | number): number {
   return id[0]!;
 }
 
+/**
+ * What runs in a device's XDP hook and in which mode: "native" (driver), "generic" (skb) or
+ * "none", with the program id. For `kpr status --verbose` and the tests.
+ */
+export function xdpAttachment(dev: string | number): { mode: XdpMode | "none"; progId: number } {
+  const query = (flags: number) => {
+    const id = new Uint32Array(1);
+    return unsafeLibbpf().bpf_xdp_query_id(ifindex(dev), flags, id) < 0 ? 0 : id[0]!;
+  };
+  const native = query(XDP_FLAGS_DRV_MODE);
+  if (native) return { mode: "native", progId: native };
+  const generic = query(XDP_FLAGS_SKB_MODE);
+  if (generic) return { mode: "generic", progId: generic };
+  return { mode: "none", progId: 0 };
+}
+
 /** Attaches a cgroup program (socket hook by name or attach type number) via a pinned link. */
 export function attachCgroup(
   prog: BpfProgram,

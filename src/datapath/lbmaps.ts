@@ -70,6 +70,7 @@ export const REASON_NAMES = [
   "sock-revnat",
   "sock-skip-netns",
   "sock-disabled",
+  "xdp-pass-tc",
 ] as const;
 
 /** IP protocol numbers of the L4 protocols kpr programs. */
@@ -193,6 +194,13 @@ export const kprConfig = defineStruct("kpr_config", {
   datapath_digest: "u64",
 });
 
+export const maglevCfg = defineStruct("kpr_maglev_cfg", {
+  table_size: "u32",
+  seed0: "u32",
+  seed1: "u32",
+  pad: "u32",
+});
+
 export const stats = defineStruct("kpr_stats", { packets: "u64", bytes: "u64" });
 
 export const u8Val = scalar("__u8", "u8");
@@ -234,6 +242,9 @@ export const MAP_CODECS: Record<string, MapCodecs> = {
   kpr_svc_stats: { key: u32Id, value: stats, perCpu: true },
   kpr_be_stats: { key: u32Id, value: stats, perCpu: true },
   kpr_reasons: { key: u32Id, value: u64Val, perCpu: true },
+  kpr_maglev_cfg: { key: u32Id, value: maglevCfg },
+  kpr_lb4_maglev: { key: u16Id, value: u32Id },
+  kpr_lb4_mgsig: { key: u16Id, value: u64Val },
 };
 
 /** The maps that hold the programmed load-balancing state (what reconcile diffs). */

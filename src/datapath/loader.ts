@@ -1,8 +1,9 @@
 /**
- * Loads kpr's datapath onto the node: the sock and tc objects from the embedded bytes, maps
- * sized from bpf.lbMapMax and pinned under `${bpf.root}/maps` (reused when pinned), cgroup
- * socket hooks at cgroup.root and tc ingress/egress on every configured device through links
- * pinned under `${bpf.root}/links`, and the kpr_config / kpr_dev4 entries. Re-running swaps
+ * Loads kpr's datapath onto the node: the sock, tc (and, with loadBalancer.acceleration, xdp)
+ * objects from the embedded bytes, maps sized from bpf.lbMapMax and pinned under
+ * `${bpf.root}/maps` (reused when pinned), cgroup socket hooks at cgroup.root, tc ingress/egress
+ * and native XDP on every configured device through links pinned under `${bpf.root}/links`, and
+ * the kpr_config / kpr_dev4 entries. Re-running swaps
  * programs atomically (link update) only when their code changed, and keeps the maps.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -11,7 +12,15 @@ import type { Config } from "../config/config.ts";
 import { configSource } from "../config/load.ts";
 import { KprError } from "../errors.ts";
 import { log as rootLog } from "../log.ts";
-import { attachCgroup, attachTc, type CgroupHook, detachPinnedLink, detachTc, hasTcx } from "./attach.ts";
+import {
+  attachCgroup,
+  attachTc,
+  attachXdp,
+  type CgroupHook,
+  detachPinnedLink,
+  detachTc,
+  hasTcx,
+} from "./attach.ts";
 import { BpfLink, BpfMap, type BpfObject, type BpfProgram, LinkType, openObject, progInfo } from "./bpf.ts";
 import { ensureBpffs, ensureCgroup2, mountOf } from "./bpffs.ts";
 import { closeFd, netnsCookie, unsafeLibbpf } from "./ffi.ts";
@@ -43,6 +52,8 @@ export const CGROUP_PROGRAMS: { hook: CgroupHook; prog: string }[] = [
 
 /** tc programs per direction. */
 export const TC_PROGRAMS = { ingress: "kpr_tc_ingress", egress: "kpr_tc_egress" } as const;
+/** The XDP program (loadBalancer.acceleration native / best-effort). */
+export const XDP_PROGRAM = "kpr_xdp";
 
 /** Maps sized by bpf.lbMapMax (the others keep the object's size). */
 const SIZED_BY_LB_MAP_MAX = [
@@ -90,6 +101,7 @@ export const paths = {
   links: (cfg: Config) => `${cfg.bpf.root}/links`,
   tcLink: (cfg: Config, dir: "ingress" | "egress", dev: string) => `${cfg.bpf.root}/links/tc-${dir}-${dev}`,
   cgroupLink: (cfg: Config, hook: string) => `${cfg.bpf.root}/links/cgroup-${hook}`,
+  xdpLink: (cfg: Config, dev: string) => `${cfg.bpf.root}/links/xdp-${dev}`,
 };
 
 /** A device as the datapath needs it. */
@@ -211,9 +223,10 @@ export async function datapathDigest(cfg: Config): Promise<bigint> {
     cfg.cgroup.root,
     hasTcx(),
     layouts,
+    cfg.loadBalancer.acceleration,
   ]);
   let h = Bun.hash.wyhash(params, 0n);
-  for (const name of ["sock", "tc"] as const) h = Bun.hash.wyhash(await embeddedObject(name), h);
+  for (const name of ["sock", "tc", "xdp"] as const) h = Bun.hash.wyhash(await embeddedObject(name), h);
   return h === 0n ? 1n : h; // 0 means "unknown"
 }
 
@@ -295,6 +308,11 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
         );
       }
     }
+    if (cfg.loadBalancer.acceleration !== "disabled") {
+      const xdpObj = openConfigured(await embeddedObject("xdp"), "kpr_xdp", cfg);
+      objects.push(xdpObj);
+      attachXdpDevices(cfg, xdpObj.program(XDP_PROGRAM), devices, wantLinks, changes, log);
+    }
     detachStale(cfg, wantLinks, changes);
     // clsact attachments have no pinned link to check: such nodes always take this path
     if (hasTcx()) writeConfig(tc.map("kpr_config"), changes, withDigest(config, digest));
@@ -312,6 +330,40 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
   } catch (e) {
     closeObjects();
     throw e;
+  }
+}
+
+/**
+ * Native XDP on every device: `native` fails on a device whose driver cannot run it;
+ * `best-effort` leaves such a device to tc alone with a warning naming it.
+ */
+function attachXdpDevices(
+  cfg: Config,
+  prog: BpfProgram,
+  devices: DeviceInfo[],
+  wantLinks: Set<string>,
+  changes: string[],
+  log: ConsolaInstance,
+): void {
+  for (const d of devices) {
+    const path = paths.xdpLink(cfg, d.name);
+    try {
+      attachIfChanged(
+        prog,
+        path,
+        LinkType.XDP,
+        { ifindex: d.ifindex },
+        `xdp (native) on ${d.name}`,
+        changes,
+        () => attachXdp(prog, d.name, "native", path).close(),
+      );
+      wantLinks.add(path);
+    } catch (e) {
+      if (cfg.loadBalancer.acceleration === "native") throw e;
+      log.warn(
+        `XDP acceleration on ${d.name}: ${(e as Error).message}; ${d.name} is served by tc only (loadBalancer.acceleration=best-effort)`,
+      );
+    }
   }
 }
 
@@ -375,6 +427,9 @@ function reusePinned(cfg: Config, devices: DeviceInfo[], digest: bigint): Datapa
     for (const d of devices)
       for (const dir of ["ingress", "egress"] as const)
         want.set(paths.tcLink(cfg, dir, d.name), [LinkType.TCX, d.ifindex, TC_PROGRAMS[dir]]);
+    // XDP links: a pinned one must be live; native requires one per device, best-effort may lack it
+    if (cfg.loadBalancer.acceleration !== "disabled")
+      for (const d of devices) want.set(paths.xdpLink(cfg, d.name), [LinkType.XDP, d.ifindex, XDP_PROGRAM]);
     const dir = paths.links(cfg);
     const pinned = existsSync(dir) ? readdirSync(dir).map((n) => `${dir}/${n}`) : [];
     for (const p of pinned) {
@@ -383,7 +438,13 @@ function reusePinned(cfg: Config, devices: DeviceInfo[], digest: bigint): Datapa
     }
     // every tc link, and the socket hooks (the v6 ones only exist when built)
     for (const [p, [type]] of want)
-      if ((type === LinkType.TCX || p.endsWith("-connect4")) && !pinned.includes(p)) return fail();
+      if (
+        (type === LinkType.TCX ||
+          p.endsWith("-connect4") ||
+          (type === LinkType.XDP && cfg.loadBalancer.acceleration === "native")) &&
+        !pinned.includes(p)
+      )
+        return fail();
     for (const name of [...LB_STATE_MAPS, "kpr_lb4_aff", "kpr_dev4"]) {
       const m = open(name);
       const c = MAP_CODECS[name]!;
@@ -433,7 +494,7 @@ function detachStale(cfg: Config, want: Set<string>, changes: string[]): void {
     if (tc) {
       detachTc(tc[2]!, tc[1] as "ingress" | "egress", path);
       changes.push(`detached tc ${tc[1]} of ${tc[2]}`);
-    } else if (name.startsWith("cgroup-")) {
+    } else if (name.startsWith("cgroup-") || name.startsWith("xdp-")) {
       detachPinnedLink(path);
       changes.push(`detached ${name}`);
     }

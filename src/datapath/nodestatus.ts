@@ -3,9 +3,11 @@
  * pinned links (are they live, on which device), the kpr_config entry. `kpr status` and
  * `kpr bpf lb list` print from here; nothing comes from a cache.
  */
+
 import { existsSync } from "node:fs";
 import { type Config, defaultConfig } from "../config/config.ts";
 import { compareAddr } from "../lb/ip.ts";
+import { type XdpDeviceStatus, xdpAccelerationText, xdpDevices } from "./accel.ts";
 import { hasTcx } from "./attach.ts";
 import { BpfLink, BpfMap, LinkType } from "./bpf.ts";
 import { ifNameToIndex } from "./ffi.ts";
@@ -58,6 +60,8 @@ export interface NodeStatus {
   state?: MapState;
   /** another bpf root that holds kpr state, when this one holds none */
   otherRoot?: string;
+  /** the XDP hook of each device */
+  xdp?: XdpDeviceStatus[];
 }
 
 function liveLink(path: string, linkType: number, ifindex?: number): boolean {
@@ -141,6 +145,7 @@ export function readNodeStatus(cfg: Config, configFile?: string): NodeStatus {
     counts,
     ...(state ? { state } : {}),
     ...(otherRoot ? { otherRoot } : {}),
+    xdp: xdpDevices({ ...cfg, devices: devNames }),
   };
 }
 
@@ -163,11 +168,16 @@ export interface StatusReport {
   socketLB: { enabled: boolean; hostNamespaceOnly: boolean; tracing: boolean };
   /** how remote backends are reached by the datapath (only snat is implemented) */
   mode: "snat";
-  backendSelection: "random";
+  backendSelection: "random" | "maglev";
+  /** Maglev's table size, when backendSelection is maglev */
+  maglevTableSize?: number;
   sessionAffinity: boolean;
   gracefulTermination: boolean;
   nat46x64: boolean;
-  xdpAcceleration: "disabled";
+  /** the acceleration setting programmed */
+  xdpAcceleration: "disabled" | "native" | "best-effort";
+  /** per configured device: the XDP hook's mode and whether it is kpr's program (empty when disabled) */
+  xdpDevices: XdpDeviceStatus[];
   services: {
     clusterIP: boolean;
     nodePort: boolean;
@@ -225,12 +235,6 @@ export function statusReport(cfg: Config, st: NodeStatus): StatusReport {
     notes.push(
       `loadBalancer.mode=${lb.mode} is not implemented by this datapath: remote backends are reached with SNAT`,
     );
-  if (lb.algorithm !== "random")
-    notes.push(
-      `loadBalancer.algorithm=${lb.algorithm} is not implemented yet: backends are chosen at random`,
-    );
-  if (lb.acceleration !== "disabled")
-    notes.push(`loadBalancer.acceleration=${lb.acceleration}: no XDP program yet, tc only`);
   const drift = applied ? settingsDrift(cfg, applied) : [];
   for (const d of drift)
     notes.push(
@@ -259,11 +263,13 @@ export function statusReport(cfg: Config, st: NodeStatus): StatusReport {
       tracing: false,
     },
     mode: "snat",
-    backendSelection: "random",
+    backendSelection: lb.algorithm,
+    ...(lb.algorithm === "maglev" ? { maglevTableSize: applied?.maglevTableSize ?? cfg.maglev.tableSize } : {}),
     sessionAffinity: socketLB || northSouth,
     gracefulTermination: socketLB || northSouth,
     nat46x64: false,
-    xdpAcceleration: "disabled",
+    xdpAcceleration: lb.acceleration,
+    xdpDevices: lb.acceleration === "disabled" ? [] : (st.xdp ?? []),
     services: {
       clusterIP: socketLB,
       nodePort: nodePortOn,
@@ -313,11 +319,14 @@ export function formatStatus(r: StatusReport, verbose: boolean): string {
         : "(none)",
     ),
     kv("Mode", "SNAT"),
-    kv("Backend Selection", "Random"),
+    kv(
+      "Backend Selection",
+      r.backendSelection === "maglev" ? `Maglev (Table Size: ${r.maglevTableSize})` : "Random",
+    ),
     kv("Session Affinity", enabled(r.sessionAffinity)),
     kv("Graceful Termination", enabled(r.gracefulTermination)),
     kv("NAT46/64 Support", enabled(r.nat46x64)),
-    kv("XDP Acceleration", "Disabled"),
+    kv("XDP Acceleration", xdpAccelerationText(r.xdpAcceleration, r.xdpDevices)),
     "  Services:",
     `  - ${"ClusterIP:".padEnd(16)}${enabled(r.services.clusterIP)}`,
     `  - ${"NodePort:".padEnd(16)}${r.services.nodePortRange ? `Enabled (Range: ${r.services.nodePortRange[0]}-${r.services.nodePortRange[1]})` : enabled(r.services.nodePort)}`,

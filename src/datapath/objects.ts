@@ -8,6 +8,7 @@
 import probeObj from "../../.build/bpf/probe.bpf.o" with { type: "file" };
 import sockObj from "../../.build/bpf/sock.bpf.o" with { type: "file" };
 import tcObj from "../../.build/bpf/tc.bpf.o" with { type: "file" };
+import xdpObj from "../../.build/bpf/xdp.bpf.o" with { type: "file" };
 import { KprError } from "../errors.ts";
 import { type BpfObject, openObject } from "./bpf.ts";
 
@@ -15,6 +16,7 @@ const embedded = {
   probe: probeObj,
   sock: sockObj,
   tc: tcObj,
+  xdp: xdpObj,
 } as const;
 
 /** Names of the embedded objects. */

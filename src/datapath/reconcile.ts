@@ -3,6 +3,7 @@
  * (mapstate.ts), checks capacity before the first write, applies the writes in DESIGN.md's
  * order with batch updates, and on a failed write restores what it had changed.
  */
+
 import { existsSync } from "node:fs";
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
@@ -11,6 +12,7 @@ import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
 import { log as rootLog } from "../log.ts";
 import { BpfMap } from "./bpf.ts";
 import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
+import { type MaglevResult, syncMaglev } from "./maglevmaps.ts";
 import {
   type CurrentView,
   diffMapState,
@@ -344,9 +346,16 @@ export async function applyModel(
 
   const dp = await loadDatapath(cfg, { log });
   let writes = 0;
+  let maglev: MaglevResult | undefined;
   try {
     writes = executeOps(ops, dp.lbMaps, { log });
     if (ops.some((o) => o.kind === "delete")) pruneAffinity(dp.map("kpr_lb4_aff"), enc);
+    maglev = syncMaglev(
+      { outer: dp.map("kpr_lb4_maglev"), cfg: dp.map("kpr_maglev_cfg"), sig: dp.map("kpr_lb4_mgsig") },
+      enc,
+      cfg,
+      log,
+    );
   } finally {
     dp.close();
   }
@@ -355,11 +364,13 @@ export async function applyModel(
   const s = summarizeOps(ops);
   const nBackends = enc.beIndex.size;
   const nFrontends = enc.frontends.length;
-  const changed = writes > 0 || dp.changes.length > 0;
+  const maglevChanged = (maglev?.written ?? 0) + (maglev?.removed ?? 0) > 0;
+  const changed = writes > 0 || dp.changes.length > 0 || maglevChanged;
   const detail = [
     `frontends +${fc.added} ~${fc.changed} -${fc.removed}`,
     `backends +${s.kpr_lb4_be.added} ~${s.kpr_lb4_be.changed} -${s.kpr_lb4_be.removed}`,
     `${writes} map writes`,
+    ...(maglevChanged ? [`maglev tables +${maglev!.written} -${maglev!.removed}`] : []),
     ...dp.changes,
   ];
   const took = ms < 10 ? ms.toFixed(1) : String(Math.round(ms));

@@ -1,7 +1,7 @@
 /**
- * Test lab for the datapath objects: opens .build/bpf/{tc,sock}.bpf.o, programs their maps
- * through src/datapath/lbmaps.ts's codecs (checked against the object's BTF), runs tc programs
- * with BPF_PROG_TEST_RUN and reads the reason counters.
+ * Test lab for the datapath objects: opens .build/bpf/{tc,xdp,sock}.bpf.o, programs their maps
+ * through src/datapath/lbmaps.ts's codecs (checked against the object's BTF), runs tc and XDP
+ * programs with BPF_PROG_TEST_RUN and reads the reason counters.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -11,6 +11,13 @@ import { REPO_ROOT } from "../harness/netns.ts";
 
 /** tc verdicts (linux/pkt_cls.h). */
 export const TC_ACT = { OK: 0, SHOT: 2, REDIRECT: 7 } as const;
+/** XDP verdicts (enum xdp_action). */
+export const XDP_ACT = { XDP_ABORTED: 0, XDP_DROP: 1, XDP_PASS: 2, XDP_TX: 3, XDP_REDIRECT: 4 } as const;
+/** Every verdict a fixture can name. */
+export const VERDICT = { ...TC_ACT, ...XDP_ACT } as const;
+
+/** Datapath objects the lab can open. */
+export type LabObject = "tc" | "sock" | "xdp";
 
 const abiText = readFileSync(join(REPO_ROOT, "bpf/lib/abi.h"), "utf8");
 
@@ -86,17 +93,42 @@ const TEST_MAX_ENTRIES: Record<string, number> = {
   kpr_be_stats: 1024,
 };
 
-export class Lab implements Disposable {
-  private constructor(readonly obj: BpfObject) {}
-
-  /** Opens and loads object `name` ("tc" or "sock"), pinning its maps under pinDir if given. */
-  static open(name: "tc" | "sock", pinDir?: string): Lab {
-    const bytes = new Uint8Array(readFileSync(join(REPO_ROOT, ".build/bpf", `${name}.bpf.o`)));
-    const obj = openObject(bytes, name);
+function loadObject(name: LabObject, pinDir?: string): BpfObject {
+  const bytes = new Uint8Array(readFileSync(join(REPO_ROOT, ".build/bpf", `${name}.bpf.o`)));
+  const obj = openObject(bytes, name);
+  try {
     for (const [m, n] of Object.entries(TEST_MAX_ENTRIES)) obj.setMaxEntries(m, n);
     if (pinDir) obj.pinMaps(pinDir);
     obj.load();
-    return new Lab(obj);
+    return obj;
+  } catch (e) {
+    obj.close();
+    throw e;
+  }
+}
+
+export class Lab implements Disposable {
+  private constructor(
+    readonly obj: BpfObject,
+    private readonly others: BpfObject[] = [],
+  ) {}
+
+  /**
+   * Opens and loads object `name`, pinning its maps under pinDir if given. `also` names more
+   * objects loaded on the same maps (pinDir required): run() finds a program in any of them.
+   */
+  static open(name: LabObject, pinDir?: string, also: LabObject[] = []): Lab {
+    if (also.length > 0 && !pinDir) throw new Error("Lab.open: sharing maps between objects needs pinDir");
+    const obj = loadObject(name, pinDir);
+    const others: BpfObject[] = [];
+    try {
+      for (const o of also) others.push(loadObject(o, pinDir));
+    } catch (e) {
+      for (const o of others) o.close();
+      obj.close();
+      throw e;
+    }
+    return new Lab(obj, others);
   }
 
   /** Checks lbmaps.ts's codecs against the object's BTF map by map; returns the maps checked. */
@@ -198,7 +230,7 @@ export class Lab implements Disposable {
   reset(): void {
     for (const name of this.obj.maps()) {
       const m = this.obj.map(name);
-      if (name === "kpr_config" || name === "kpr_reasons") {
+      if (name === "kpr_config" || name === "kpr_reasons" || name === "kpr_maglev_cfg") {
         for (let i = 0; i < m.maxEntries; i++) m.update(u32(i), new Uint8Array(m.valueStride));
         continue;
       }
@@ -222,15 +254,28 @@ export class Lab implements Disposable {
     return out;
   }
 
-  /** Runs tc program prog on an Ethernet frame (skb->ifindex = ifindex when > 1). */
+  /**
+   * Runs tc or XDP program prog on an Ethernet frame arriving on ifindex (skb->ifindex or
+   * xdp_md.ingress_ifindex when > 1; the test run's default is lo).
+   */
   run(prog: string, data: Uint8Array, ifindex = 1): { retval: number; data: Uint8Array } {
+    const obj = [this.obj, ...this.others].find((o) => o.programs().includes(prog));
+    if (!obj) throw new Error(`Lab.run: no loaded object has program ${prog}`);
     let ctx: Uint8Array | undefined;
     if (ifindex > 1) {
-      // struct __sk_buff (192 bytes); only ifindex (offset 40) is set
-      ctx = new Uint8Array(192);
-      new DataView(ctx.buffer).setUint32(40, ifindex, true);
+      if (prog.startsWith("kpr_xdp")) {
+        // struct xdp_md (24 bytes): data 0, data_end = frame length (the kernel insists),
+        // no metadata, ingress_ifindex at 12, rx_queue_index 0
+        ctx = new Uint8Array(24);
+        new DataView(ctx.buffer).setUint32(4, data.length, true);
+        new DataView(ctx.buffer).setUint32(12, ifindex, true);
+      } else {
+        // struct __sk_buff (192 bytes); only ifindex (offset 40) is set
+        ctx = new Uint8Array(192);
+        new DataView(ctx.buffer).setUint32(40, ifindex, true);
+      }
     }
-    const r = this.obj.program(prog).testRun({ data, ctx });
+    const r = obj.program(prog).testRun({ data, ctx });
     return { retval: r.retval, data: r.data };
   }
 
@@ -254,6 +299,7 @@ export class Lab implements Disposable {
   }
 
   close(): void {
+    for (const o of this.others) o.close();
     this.obj.close();
   }
 

@@ -6,15 +6,15 @@
  */
 import { ct4Entry, ct4Key } from "../../src/datapath/lbmaps.ts";
 import { buildPacket, type PacketSpec, toHex } from "../harness/packet.ts";
-import { type Lab, REASONS, type TC_ACT } from "./_lab.ts";
+import { type Lab, REASONS, type VERDICT } from "./_lab.ts";
 
 export interface Step {
   what: string;
-  prog: "kpr_tc_ingress" | "kpr_tc_egress";
+  prog: "kpr_tc_ingress" | "kpr_tc_egress" | "kpr_xdp";
   input: PacketSpec | Uint8Array;
   /** map changes between steps (backend set changes, ...) */
   before?: (lab: Lab) => void;
-  verdict: keyof typeof TC_ACT;
+  verdict: keyof typeof VERDICT;
   /** kpr_reason without the KPR_R_ prefix: the only counter that must move, by exactly 1 */
   reason: string;
   /** expected frame; "unchanged" = byte-identical to the input; absent = not checked */

@@ -5,56 +5,15 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { rmSync } from "node:fs";
-import { join } from "node:path";
 import { MAP_CODECS } from "../../src/datapath/lbmaps.ts";
 import { needs } from "../harness/env.ts";
-import { ensureBpffs, REPO_ROOT } from "../harness/netns.ts";
-import { buildPacket, fromHex, parsePacket, toHex, verifyChecksums } from "../harness/packet.ts";
+import { ensureBpffs } from "../harness/netns.ts";
+import { buildPacket, parsePacket } from "../harness/packet.ts";
+import { assertCase, buildObjects, FibNetns } from "./_assert_case.ts";
 import { abi, Lab, REASONS, TC_ACT } from "./_lab.ts";
-import {
-  type Case,
-  type CaseResult,
-  executeCase,
-  FIB,
-  fibCases,
-  hostCases,
-  inputBytes,
-} from "./_tc_cases.ts";
+import { type CaseResult, executeCase, fibCases, hostCases } from "./_tc_cases.ts";
 
 const skip = needs({ root: true, tools: ["clang", "ip", "nsenter"] }, "tc datapath tests");
-const BUN = process.execPath;
-
-function buildObjects(): void {
-  const r = Bun.spawnSync([BUN, join(REPO_ROOT, "build.ts"), "--bpf-only"], {
-    stderr: "pipe",
-    stdout: "pipe",
-  });
-  if (r.exitCode !== 0) throw new Error(`build eBPF objects: ${r.stderr.toString()}${r.stdout.toString()}`);
-}
-
-/** Checks one case's results against its table row. */
-function assertCase(c: Case, res: CaseResult): void {
-  expect(res.steps.length).toBe(c.steps.length);
-  c.steps.forEach((s, i) => {
-    const r = res.steps[i]!;
-    const got = { step: s.what, verdict: r.retval, reasons: r.reasons };
-    expect(got).toEqual({ step: s.what, verdict: TC_ACT[s.verdict], reasons: { [`KPR_R_${s.reason}`]: 1 } });
-    const out = fromHex(r.hex);
-    if (s.output === "unchanged") {
-      expect({ step: s.what, out: r.hex }).toEqual({ step: s.what, out: toHex(inputBytes(s.input)) });
-    } else if (s.output) {
-      expect({ step: s.what, packet: parsePacket(out) }).toEqual({
-        step: s.what,
-        packet: parsePacket(buildPacket(s.output)),
-      });
-      expect({ step: s.what, checksums: verifyChecksums(out) }).toEqual({
-        step: s.what,
-        checksums: { ok: true, errors: [] },
-      });
-    }
-  });
-  if ("expectProbe" in c) expect(res.probe).toEqual(c.expectProbe);
-}
 
 describe.skipIf(!!skip)("tc programs", () => {
   const pinDir = `/sys/fs/bpf/kpr-test-${Math.random().toString(36).slice(2, 10)}`;
@@ -160,54 +119,18 @@ function tcpSyn(src: string, sport: number) {
 }
 
 describe.skipIf(!!skip)("tc programs with a FIB (network namespace)", () => {
-  const ns = `kprc${Math.random().toString(36).slice(2, 8)}`;
+  const fib = new FibNetns();
   let results: CaseResult[] = [];
-  let ifindex = 0;
-  const ip = (...args: string[]) => {
-    const r = Bun.spawnSync(["ip", "-n", ns, ...args], { stderr: "pipe" });
-    if (r.exitCode !== 0) throw new Error(`ip -n ${ns} ${args.join(" ")}: ${r.stderr.toString().trim()}`);
-    return r.stdout.toString();
-  };
 
   beforeAll(() => {
     buildObjects();
     ensureBpffs();
-    const add = Bun.spawnSync(["ip", "netns", "add", ns], { stderr: "pipe" });
-    if (add.exitCode !== 0) throw new Error(`ip netns add ${ns}: ${add.stderr.toString()}`);
-    ip("link", "add", "d0", "address", FIB.nodeMac, "type", "veth", "peer", "name", "d1");
-    ip("link", "set", "d0", "mtu", "1400", "up");
-    ip("link", "set", "d1", "up");
-    ip("addr", "add", `${FIB.nodeAddr}/24`, "dev", "d0");
-    ip("neigh", "add", FIB.remoteBe.addr, "lladdr", FIB.remoteBe.mac, "dev", "d0", "nud", "permanent");
-    ip("neigh", "add", FIB.gw.addr, "lladdr", FIB.gw.mac, "dev", "d0", "nud", "permanent");
-    ip("route", "add", "10.88.0.0/24", "via", FIB.gw.addr, "dev", "d0");
-    ip("route", "add", "unreachable", "10.99.0.0/24");
-    const sysctl = Bun.spawnSync(
-      ["nsenter", `--net=/run/netns/${ns}`, "sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
-      { stderr: "pipe" },
-    );
-    if (sysctl.exitCode !== 0) throw new Error(`sysctl forwarding in ${ns}: ${sysctl.stderr.toString()}`);
-    const link = JSON.parse(ip("-j", "link", "show", "d0")) as { ifindex: number }[];
-    ifindex = link[0]?.ifindex ?? 0;
-    const run = Bun.spawnSync(
-      [
-        "nsenter",
-        `--net=/run/netns/${ns}`,
-        BUN,
-        join(import.meta.dir, "_tc_fib_runner.ts"),
-        JSON.stringify({ ifindex }),
-      ],
-      { stderr: "pipe", stdout: "pipe" },
-    );
-    if (run.exitCode !== 0) throw new Error(`fib runner: ${run.stderr.toString()}`);
-    results = JSON.parse(run.stdout.toString()) as CaseResult[];
+    results = fib.run("tc");
   });
-  afterAll(() => {
-    Bun.spawnSync(["ip", "netns", "del", ns]);
-  });
+  afterAll(() => fib.close());
 
   it.each(fibCases({ ifindex: 1 }).map((c, i) => [c.name, i] as const))("%s", (_name, i) => {
-    const c = fibCases({ ifindex })[i]!;
+    const c = fibCases({ ifindex: fib.ifindex })[i]!;
     const res = results[i];
     expect(res).toBeDefined();
     assertCase(c, res!);

@@ -168,17 +168,21 @@ describe("kpr status", () => {
       },
     ],
     [
-      "maglev applied but not implemented",
+      "maglev applied with its table size",
       cfg((c) => (c.loadBalancer.algorithm = "maglev")),
       node({
         settings: settingsOf(
-          cfg((c) => (c.loadBalancer.algorithm = "maglev")),
+          cfg((c) => {
+            c.loadBalancer.algorithm = "maglev";
+            c.maglev.tableSize = 1021;
+          }),
           "c.yaml",
         ),
       }),
       {
-        backendSelection: "random",
-        notes: ["loadBalancer.algorithm=maglev is not implemented yet: backends are chosen at random"],
+        backendSelection: "maglev",
+        maglevTableSize: 1021,
+        drift: [{ key: "maglevTableSize", configured: 16381, programmed: 1021 }],
       },
     ],
     [
@@ -226,10 +230,10 @@ describe("kpr status", () => {
     expect(formatStatus(r, false)).toContain(
       "Note: config differs from what is programmed: socketLB.hostNamespaceOnly is false in /etc/kpr/b.yaml, programmed true",
     );
-    const applyMaglev = cfg((c) => (c.loadBalancer.algorithm = "maglev"));
-    const r2 = statusReport(cfg(), node({ settings: settingsOf(applyMaglev, "a.yaml") }));
+    const applyDsr = cfg((c) => (c.loadBalancer.mode = "dsr"));
+    const r2 = statusReport(cfg(), node({ settings: settingsOf(applyDsr, "a.yaml") }));
     expect(r2.notes, "note from the applied settings, not the config given now").toContain(
-      "loadBalancer.algorithm=maglev is not implemented yet: backends are chosen at random",
+      "loadBalancer.mode=dsr is not implemented by this datapath: remote backends are reached with SNAT",
     );
   });
 
