@@ -1,8 +1,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isMap, isNode, LineCounter, parseDocument } from "yaml";
 import { InputError, type InputProblem } from "../errors.ts";
-import { log } from "../log.ts";
 import { parseHashSeed } from "../lb/maglev.ts";
+import { log } from "../log.ts";
 import { type Config, DEFAULT_CONFIG_PATH, defaultConfig } from "./config.ts";
 import { didYouMean } from "./suggest.ts";
 

@@ -32,7 +32,10 @@ export function xdpDevices(cfg: Config): XdpDeviceStatus[] {
  * The `XDP Acceleration:` line of `kpr status --verbose`: the setting, then per device where
  * its north-south traffic is served, e.g. "Best-Effort [eth0: native XDP, dummy0: tc only]".
  */
-export function xdpAccelerationText(setting: Config["loadBalancer"]["acceleration"], devs: XdpDeviceStatus[]): string {
+export function xdpAccelerationText(
+  setting: Config["loadBalancer"]["acceleration"],
+  devs: XdpDeviceStatus[],
+): string {
   if (setting === "disabled") return "Disabled";
   const title = setting === "native" ? "Native" : "Best-Effort";
   const per = devs.map((d) => {

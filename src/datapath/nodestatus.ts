@@ -264,7 +264,9 @@ export function statusReport(cfg: Config, st: NodeStatus): StatusReport {
     },
     mode: "snat",
     backendSelection: lb.algorithm,
-    ...(lb.algorithm === "maglev" ? { maglevTableSize: applied?.maglevTableSize ?? cfg.maglev.tableSize } : {}),
+    ...(lb.algorithm === "maglev"
+      ? { maglevTableSize: applied?.maglevTableSize ?? cfg.maglev.tableSize }
+      : {}),
     sessionAffinity: socketLB || northSouth,
     gracefulTermination: socketLB || northSouth,
     nat46x64: false,
