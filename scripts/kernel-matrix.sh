@@ -11,7 +11,8 @@
 #     --full "5.10"               kernels that also run test/e2e (default: the oldest, 5.10)
 #     --host-suites "probe load bpf e2e"   suites on the host kernel (default: all; "" for none)
 #     --arm64                     also run scripts/arm64-smoke.sh
-#     --markdown FILE             also write the README's requirements table to FILE
+#     --markdown FILE             also write the README's requirements tables to FILE
+#     --update-readme             put those tables into README.md (between the kernel-matrix markers)
 #
 # Suites: probe (`kpr bpf probe`), load (every embedded program through the verifier:
 # scripts/vm/load-check.ts), bpf (test/bpf), e2e (test/e2e). qemu uses KVM when /dev/kvm is there,
@@ -26,6 +27,7 @@ full="5.10"
 host_suites="probe load bpf e2e"
 arm64=0
 markdown=""
+readme=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --kernels) kernels=$2; shift 2 ;;
@@ -33,6 +35,7 @@ while [ $# -gt 0 ]; do
     --host-suites) host_suites=$2; shift 2 ;;
     --arm64) arm64=1; shift ;;
     --markdown) markdown=$2; shift 2 ;;
+    --update-readme) readme=1; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "kernel-matrix: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -85,7 +88,7 @@ run_vm() {
   # shellcheck disable=SC2046
   timeout "$tmo" qemu-system-x86_64 $(accel_args x86_64) -m 3072 -smp 2 -nographic -no-reboot \
     -kernel "$kdir"/boot/vmlinuz-* -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet kpr.stage2=$REPO/scripts/vm/guest.sh kpr.repo=$REPO kpr.suites=${suites// /,}" \
+    -append "console=ttyS0 panic=-1 quiet kpr.stage2=$REPO/scripts/vm/guest.sh kpr.repo=$REPO kpr.suites=${suites// /,} kpr.timescale=$([ -w /dev/kvm ] && echo 1 || echo 10)" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
     -virtfs "local,path=$dir,mount_tag=results,security_model=none" \
     -nic none >"$dir/console.log" 2>&1
@@ -98,7 +101,7 @@ run_vm() {
 papt_ok=1
 apt_setup || papt_ok=0
 for k in $kernels; do
-  s="probe load bpf"
+  s=${KPR_MATRIX_VM_SUITES:-probe load bpf}
   case " $full " in *" $k "*) s="$s e2e" ;; esac
   run_vm "$k" "$s"
 done
@@ -109,6 +112,7 @@ if [ "$arm64" = 1 ]; then
   timings+=("arm64 smoke: $(elapsed "$start") s")
 fi
 
+[ "$readme" = 1 ] && [ -z "$markdown" ] && markdown=$results/requirements.md
 dirs=()
 [ -n "$host_suites" ] && dirs+=("$results/host")
 for k in $kernels; do dirs+=("$results/$k"); done
@@ -116,6 +120,13 @@ for k in $kernels; do dirs+=("$results/$k"); done
 echo
 bun scripts/vm/report.ts ${markdown:+--markdown "$markdown"} "${dirs[@]}"
 status=$?
+if [ "$readme" = 1 ] && [ -s "$markdown" ]; then
+  awk -v md="$markdown" '
+    /<!-- kernel-matrix:begin -->/ { print; while ((getline l < md) > 0) print l; skip = 1; next }
+    /<!-- kernel-matrix:end -->/ { skip = 0 }
+    !skip' README.md >README.md.new && mv README.md.new README.md
+  say "README.md: requirements tables updated from this run"
+fi
 echo
 echo "timings:"
 printf '  %s\n' "${timings[@]}" "total: $(elapsed "$total_start") s"

@@ -5,7 +5,7 @@
 #   results lines as in scripts/vm/guest.sh: "<step> <passed|failed> 1|0 0|1 0 <seconds> <reason>"
 set -u
 out=/run/kpr-matrix
-mkdir -p /run/bb && /bin/busybox --install -s /run/bb
+/bin/busybox mkdir -p /run/bb && /bin/busybox --install -s /run/bb
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/run/bb HOME=/root
 repo=$(sed -n 's/.*kpr\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm

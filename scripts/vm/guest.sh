@@ -9,6 +9,8 @@ if [ "${1:-}" = --host ]; then
   out=$KPR_MATRIX_OUT repo=$KPR_MATRIX_REPO suites=$KPR_MATRIX_SUITES host=1
 else
   export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
+  # the harness's deadlines (process start-up, polls) scaled for an emulated CPU
+  [ -w /dev/kvm ] || export KPR_TEST_TIME_SCALE=${KPR_TEST_TIME_SCALE:-$(sed -n 's/.*kpr\.timescale=\([0-9]*\).*/\1/p' /proc/cmdline)}
   out=/run/kpr-matrix host=0
   arg() { sed -n "s/.*$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
   mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
