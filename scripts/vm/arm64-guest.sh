@@ -23,10 +23,12 @@ step() {
   local name=$1 start
   shift
   start=$(t0)
-  if "$@" >"$out/$name.log" 2>&1; then
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  if [ "$rc" -eq 0 ]; then
     echo "$name passed 1 0 0 $(secs "$start") -" >>"$out/results"
   else
-    echo "$name failed 0 1 0 $(secs "$start") exit-$?" >>"$out/results"
+    echo "$name failed 0 1 0 $(secs "$start") exit-$rc" >>"$out/results"
   fi
 }
 finish() { echo done >"$out/done"; sync; echo o >/proc/sysrq-trigger; sleep 10; }
