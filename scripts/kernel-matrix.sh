@@ -8,7 +8,9 @@
 #
 #   sudo bash scripts/kernel-matrix.sh [options]
 #     --kernels "5.10 6.1 6.12"   kernels to boot (default: all three)
-#     --full "5.10"               kernels that also run test/e2e (default: the oldest, 5.10)
+#     --full "5.10"               kernels that also run test/e2e (default: the oldest, 5.10, when
+#                                 /dev/kvm exists; none without KVM: under TCG test/e2e takes
+#                                 well over an hour)
 #     --host-suites "probe load bpf e2e"   suites on the host kernel (default: all; "" for none)
 #     --arm64                     also run scripts/arm64-smoke.sh
 #     --markdown FILE             also write the README's requirements tables to FILE
@@ -23,7 +25,7 @@ REPO=$PWD
 . scripts/vm/lib.sh
 
 kernels="5.10 6.1 6.12"
-full="5.10"
+full=$([ -w /dev/kvm ] && echo 5.10)
 host_suites="probe load bpf e2e"
 arm64=0
 markdown=""
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || die "run as root: the VMs' suites load eBPF programs and the host suites need it"
 for k in $kernels; do [ -n "${SUITE_OF[$k]:-}" ] || die "unknown kernel series $k (have: ${!SUITE_OF[*]})"; done
+[ -w /dev/kvm ] || say "no /dev/kvm: qemu emulates the CPU (TCG), about 20x slower${full:+; e2e in VMs: $full}"
 
 total_start=$(now)
 bash scripts/bootstrap.sh >&2 || die "scripts/bootstrap.sh failed"
