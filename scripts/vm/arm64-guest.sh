@@ -70,13 +70,13 @@ pods_ready() {
 wait_pods() { for _ in $(seq 300); do pods_ready && return 0; sleep 1; done; cat "$work"/*.log; return 1; }
 step pods wait_pods
 step apply nsenter --net="/run/netns/$NODE" "$KPR" apply -f examples/demo --config "$work/config.yaml"
+# answer: the body when a demo pod answered, else the exit status of the client
+answered() { local body rc; body=$("$@" 2>&1); rc=$?; echo "$body"; [ "$rc" -eq 0 ] && echo "$body" | grep -qE '^pod-(a|b)$'; }
 clusterip() {
-  sh -c 'echo $$ >/sys/fs/cgroup/kd/cgroup.procs && exec nsenter --net=/run/netns/kd-node wget -qO- -T 10 http://10.96.0.80:80/' |
-    tee /dev/stderr | grep -qE '^pod-(a|b)$'
+  nsenter --net="/run/netns/$NODE" "$KPR" service list --config "$work/config.yaml"
+  answered sh -c 'echo $$ >/sys/fs/cgroup/kd/cgroup.procs && exec nsenter --net=/run/netns/kd-node wget -qO- -T 20 http://10.96.0.80:80/'
 }
-nodeport() {
-  ip netns exec ${P}client wget -qO- -T 10 http://192.168.50.2:30080/ | tee /dev/stderr | grep -qE '^pod-(a|b)$'
-}
+nodeport() { answered ip netns exec ${P}client wget -qO- -T 20 http://192.168.50.2:30080/; }
 step clusterip clusterip
 step nodeport nodeport
 nsenter --net="/run/netns/$NODE" "$KPR" cleanup --config "$work/config.yaml" >>"$out/apply.log" 2>&1
