@@ -43,6 +43,13 @@ declare -A need=(
   [tcpdump]=/usr/bin/tcpdump
   [python3]=/usr/bin/python3
   [procps]=/usr/sbin/sysctl
+  # scripts/kernel-matrix.sh and scripts/arm64-smoke.sh: VMs, their initramfs, modules
+  [qemu-system-x86]=/usr/bin/qemu-system-x86_64
+  [qemu-system-arm]=/usr/bin/qemu-system-aarch64
+  [busybox-static]=/bin/busybox
+  [cpio]=/usr/bin/cpio
+  [xz-utils]=/usr/bin/xz
+  [zstd]=/usr/bin/zstd
 )
 missing=()
 for pkg in "${!need[@]}"; do

@@ -709,9 +709,11 @@ export class BpfObject implements Disposable {
 
   /**
    * Loads every (autoload) program and creates the maps. A program the verifier rejects fails
-   * the load with the last lines of its verifier log in the error.
+   * the load with the last lines of its verifier log in the error. With `stats`, each accepted
+   * program's verifier statistics (log level 4: "processed N insns … total_states …") are passed
+   * to it by program name.
    */
-  load(): void {
+  load(opts: { stats?: (prog: string, log: string) => void } = {}): void {
     const lib = unsafeLibbpf();
     if (this.loaded) return;
     const logs = new Map<string, Uint8Array>();
@@ -722,9 +724,13 @@ export class BpfObject implements Disposable {
       const buf = new Uint8Array(LOG_BUF_SIZE);
       logs.set(name, buf);
       check(`set log buffer of ${name}`, lib.bpf_program__set_log_buf(p, buf, buf.length));
+      if (opts.stats) check(`set log level of ${name}`, lib.bpf_program__set_log_level(p, 4));
     }
     const r = lib.bpf_object__load(this.obj);
     for (const [, p] of this.unsafePrograms()) lib.bpf_program__set_log_buf(p, null, 0);
+    if (r >= 0 && opts.stats)
+      for (const [prog, buf] of logs)
+        opts.stats(prog, new TextDecoder().decode(buf.subarray(0, Math.max(0, buf.indexOf(0)))));
     if (r < 0) {
       for (const [prog, buf] of logs) {
         if (buf[0] === 0) continue;

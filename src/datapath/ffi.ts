@@ -488,7 +488,9 @@ export function netnsCookie(): bigint {
 }
 
 const O_RDONLY = 0;
-const O_DIRECTORY = 0o200000;
+// arch-specific: arm64 (asm-generic/fcntl.h of arm) has O_DIRECTORY 0o40000; 0o200000 is its O_DIRECT,
+// which a directory open refuses with EINVAL
+const O_DIRECTORY = process.arch === "arm64" ? 0o40000 : 0o200000;
 const O_CLOEXEC = 0o2000000;
 const LOCK_EX = 2;
 const LOCK_NB = 4;

@@ -239,6 +239,8 @@ export async function datapathDigest(cfg: Config): Promise<bigint> {
  */
 export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } = {}): Promise<Datapath> {
   const log = opts.log ?? rootLog.withTag("loader");
+  // before anything is pinned: kernels before 5.14 cannot give the cookie (the error says so)
+  if (cfg.socketLB.enabled && cfg.socketLB.hostNamespaceOnly) netnsCookie();
   ensureBpffs(cfg.bpf.root);
   const devices = cfg.devices.map(readDevice);
   const digest = await datapathDigest(cfg);

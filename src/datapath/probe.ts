@@ -8,7 +8,15 @@ import type { Config } from "../config/config.ts";
 import { hasTcx } from "./attach.ts";
 import { BpfMap, MapType, ProgType } from "./bpf.ts";
 import { cgroup2Mounts, mounts } from "./bpffs.ts";
-import { BpfError, errnoName, ethtoolDriver, libbpfVersion, listInterfaces, unsafeLibbpf } from "./ffi.ts";
+import {
+  BpfError,
+  errnoName,
+  ethtoolDriver,
+  libbpfVersion,
+  listInterfaces,
+  netnsCookie,
+  unsafeLibbpf,
+} from "./ffi.ts";
 import { embeddedObject } from "./objects.ts";
 
 /** One probed feature. */
@@ -248,6 +256,12 @@ export async function probeKernel(cfg: Config): Promise<ProbeReport> {
   ];
   for (const [name, type, id, neededBy, required] of helpers)
     add({ name, ...probeResult(lib.libbpf_probe_bpf_helper(type, id, null)), neededBy, required });
+  add({
+    name: "SO_NETNS_COOKIE (kernel ≥ 5.14)",
+    ...probeNetnsCookie(),
+    neededBy: "socketLB.hostNamespaceOnly (kpr reads the host namespace's cookie with it)",
+    required: socketLB && cfg.socketLB.hostNamespaceOnly,
+  });
 
   // map types
   const maps: [string, number, string, boolean][] = [
@@ -310,6 +324,19 @@ export async function probeKernel(cfg: Config): Promise<ProbeReport> {
     features,
     missing: features.filter((f) => f.required && !f.present).map((f) => f.name),
   };
+}
+
+/** getsockopt(SO_NETNS_COOKIE): 5.14+; older kernels answer ENOPROTOOPT. */
+function probeNetnsCookie(): { present: boolean; detail: string } {
+  try {
+    return { present: true, detail: `this namespace's cookie is ${netnsCookie()}` };
+  } catch (e) {
+    const errno = e instanceof BpfError ? e.errno : 0;
+    return {
+      present: false,
+      detail: `getsockopt SO_NETNS_COOKIE: ${errno ? errnoName(errno) : (e as Error).message}`,
+    };
+  }
 }
 
 /** BPF_MAP_LOOKUP_BATCH on a throwaway hash map: ENOENT (empty) means the kernel has batch ops. */

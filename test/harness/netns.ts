@@ -180,10 +180,13 @@ async function execArgv(argv: string[], opts: ExecOptions = {}): Promise<ExecRes
     await proc.stdin.end();
   }
   let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    proc.kill("SIGKILL");
-  }, opts.timeoutMs ?? 30_000);
+  const timer = setTimeout(
+    () => {
+      timedOut = true;
+      proc.kill("SIGKILL");
+    },
+    (opts.timeoutMs ?? 30_000) * TIME_SCALE,
+  );
   const [stdout, stderr, code] = await Promise.all([readAll(proc.stdout), readAll(proc.stderr), proc.exited]);
   clearTimeout(timer);
   if (timedOut) {
@@ -257,7 +260,7 @@ function spawnArgv(argv: string[], env?: Record<string, string>): SpawnHandle {
                 ),
               ),
             ),
-          timeoutMs,
+          timeoutMs * TIME_SCALE,
         );
         const finish = (f: () => void) => {
           clearTimeout(timer);
@@ -314,13 +317,19 @@ function sleepTick(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * Factor applied to the harness's deadlines (KPR_TEST_TIME_SCALE, default 1): the kernel matrix
+ * runs the suites in emulated VMs (qemu TCG), where a process starts about 20 times slower.
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.KPR_TEST_TIME_SCALE) || 1);
+
 /** Polls cond until true or the deadline; throws `what: timed out`. */
 export async function pollUntil(
   what: string,
   cond: () => boolean | Promise<boolean>,
   timeoutMs = 10_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + timeoutMs * TIME_SCALE;
   for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
     if (await cond()) return;
     if (Date.now() > deadline) throw new Error(`${what}: timed out after ${timeoutMs} ms`);
