@@ -225,7 +225,7 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
 
     const wantLinks = new Set<string>();
     if (cfg.socketLB.enabled) {
-      ensureCgroup2(cfg.cgroup.root);
+      ensureCgroup2(cfg.cgroup.root, cfg.bpf.root);
       // a cgroup v2 directory's id is its inode number: a link on another cgroup is re-attached
       const cgroupId = statSync(cfg.cgroup.root, { bigint: true }).ino;
       const progs = new Set(sock.programs());

@@ -10,6 +10,7 @@ import { KprError } from "../errors.ts";
 import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
 import { log as rootLog } from "../log.ts";
 import { BpfMap } from "./bpf.ts";
+import { applyInterrupted, crashPoint, markApplyDone, markApplyStarted } from "./crashmark.ts";
 import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
 import {
   type CurrentView,
@@ -107,9 +108,10 @@ export function readPinnedState(cfg: Config): MapState | undefined {
 export async function lockState(cfg: Config, log?: ConsolaInstance): Promise<Disposable> {
   const { ensureBpffs } = await import("./bpffs.ts");
   const { lockDirectory } = await import("./ffi.ts");
-  ensureBpffs(cfg.bpf.root);
-  return lockDirectory(cfg.bpf.root, () =>
-    (log ?? rootLog).info(`waiting for another kpr process that holds ${cfg.bpf.root}`),
+  return lockDirectory(
+    cfg.bpf.root,
+    () => (log ?? rootLog).info(`waiting for another kpr process that holds ${cfg.bpf.root}`),
+    () => void ensureBpffs(cfg.bpf.root),
   );
 }
 
@@ -227,6 +229,7 @@ export function executeOps(
   const start = now();
   let lastReport = start;
   const done: MapOp[] = [];
+  let groupsDone = 0;
   for (const g of groupOps(ops)) {
     try {
       runGroup(g, maps[g.map]);
@@ -243,6 +246,7 @@ export function executeOps(
       );
     }
     done.push(...g.ops);
+    crashPoint(++groupsDone);
     const t = now();
     if (t - lastReport > 1000) {
       lastReport = t;
@@ -323,7 +327,7 @@ export async function applyModel(
           number
         >)
       : lbMapMaxEntries(cfg);
-    const view = pinned ? pinnedView(pinned) : undefined;
+    const view = pinned && !applyInterrupted(cfg.bpf.root) ? pinnedView(pinned) : undefined;
     const plan = view ? planFromDigests(enc, view, maxDirty(enc)) : undefined;
     if (plan) {
       ops = plan.ops;
@@ -345,8 +349,10 @@ export async function applyModel(
   const dp = await loadDatapath(cfg, { log });
   let writes = 0;
   try {
+    if (ops.length > 0) markApplyStarted(cfg.bpf.root);
     writes = executeOps(ops, dp.lbMaps, { log });
     if (ops.some((o) => o.kind === "delete")) pruneAffinity(dp.map("kpr_lb4_aff"), enc);
+    markApplyDone(cfg.bpf.root);
   } finally {
     dp.close();
   }
