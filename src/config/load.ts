@@ -186,7 +186,15 @@ export function parseConfig(text: string, file: string): Config {
     const range = pair && isNode(pair.key) ? pair.key.range : undefined;
     return range ? lineCounter.linePos(range[0]).line : undefined;
   };
-  return configFromObject(doc.toJS(), file, lineOf);
+  let obj: unknown;
+  try {
+    obj = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    throw new InputError([
+      { file, message: `invalid YAML: ${(e as Error).message} (expand the aliases or use fewer of them)` },
+    ]);
+  }
+  return configFromObject(obj, file, lineOf);
 }
 
 /**

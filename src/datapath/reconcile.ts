@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
-import { KprError } from "../errors.ts";
+import { EXIT_INPUT, KprError } from "../errors.ts";
 import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
 import { log as rootLog } from "../log.ts";
 import { BpfMap } from "./bpf.ts";
@@ -157,8 +157,20 @@ export function checkCapacity(
   if (over.length === 0) return;
   const what = over.map((m) => `${m} needs ${peak[m]} entries, holds ${maxEntries[m]}`).join("; ");
   throw new KprError(
-    `apply: maps too small: ${what} (nothing was changed; raise bpf.lbMapMax and run kpr cleanup so the maps are recreated)`,
+    `apply: input too large: ${what} (nothing was changed; ${capacityAdvice(over)})`,
+    EXIT_INPUT,
   );
+}
+
+function capacityAdvice(over: LbStateMap[]): string {
+  const out: string[] = [];
+  if (over.includes("kpr_lb4_srcr"))
+    out.push("kpr_lb4_srcr has a fixed size: use fewer loadBalancerSourceRanges over all services");
+  if (over.some((m) => m !== "kpr_lb4_srcr"))
+    out.push(
+      "raise bpf.lbMapMax (at most 16777216) and run kpr cleanup so the maps are recreated, or apply fewer services or endpoints",
+    );
+  return out.join("; ");
 }
 
 /** How many entries one batch syscall carries (also the progress granularity). */

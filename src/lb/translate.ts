@@ -182,7 +182,10 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   if (list.length > limit) {
     problems.push({
       field: "bpf.lbMapMax",
-      message: `${list.length} frontends exceed the capacity of ${limit} (raise bpf.lbMapMax; at most ${MAX_FRONTEND_ID})`,
+      message:
+        limit < MAX_FRONTEND_ID
+          ? `${list.length} frontends exceed the capacity of ${limit} (raise bpf.lbMapMax; at most ${MAX_FRONTEND_ID})`
+          : `${list.length} frontends exceed the ${MAX_FRONTEND_ID} one node can hold (apply fewer services, ports or external addresses)`,
     });
   }
   if (slots.size > cfg.bpf.lbMapMax) {
