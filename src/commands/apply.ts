@@ -124,6 +124,7 @@ export default defineCommand({
       ...(previous !== undefined ? { previous } : {}),
     });
 
+    for (const w of model.warnings ?? []) alog.warn(w);
     if (args["dry-run"]) {
       const entries = model.frontends.map(toServiceEntryJson);
       if (args.output === "json") {

@@ -72,7 +72,7 @@ describe("duplicate keys and numbers", () => {
       "m.yaml",
     );
     expect(
-      st.services[0]!.spec.ports!.map((p) => [p.port, p.targetPort]),
+      st.services[0]!.spec!.ports!.map((p) => [p.port, p.targetPort]),
       "ports",
     ).toEqual([[80, 120]]);
   });
