@@ -70,6 +70,7 @@ export const REASON_NAMES = [
   "sock-revnat",
   "sock-skip-netns",
   "sock-disabled",
+  "drop-loopback-dst",
 ] as const;
 
 /** IP protocol numbers of the L4 protocols kpr programs. */
