@@ -26,6 +26,7 @@ import {
   u32Id,
 } from "./lbmaps.ts";
 import { embeddedObject } from "./objects.ts";
+import { toolPath } from "./tools.ts";
 
 /** Socket hooks kpr attaches, with the sock object's program for each (v6 ones when built). */
 export const CGROUP_PROGRAMS: { hook: CgroupHook; prog: string }[] = [
@@ -87,7 +88,10 @@ interface IpLinkJson {
 
 /** Reads ifindex, primary IPv4 and MAC of `dev` in the current network namespace. */
 export function readDevice(dev: string): DeviceInfo {
-  const r = Bun.spawnSync(["ip", "-j", "addr", "show", "dev", dev], { stdout: "pipe", stderr: "pipe" });
+  const r = Bun.spawnSync([toolPath("ip"), "-j", "addr", "show", "dev", dev], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   if (r.exitCode !== 0)
     throw new KprError(
       `read device ${dev}: ${r.stderr.toString().trim() || `ip exited ${r.exitCode}`} (check devices in the config)`,
