@@ -380,7 +380,7 @@ class Collector {
         ? metaRaw.namespace
         : "default"
       : undefined;
-    const object = `${kind} ${ns !== undefined ? `${ns}/` : ""}${name ?? "<unnamed>"}`;
+    const object = `${kind} ${ns !== undefined ? `${ns.slice(0, 63)}/` : ""}${name !== undefined ? name.slice(0, 253) : "<unnamed>"}`;
     if (o.apiVersion !== spec.apiVersion) {
       this.problem({
         ...where,
@@ -405,6 +405,16 @@ class Collector {
     const meta = (decoded.metadata ?? {}) as Record<string, unknown>;
     if (name === undefined || name === "") {
       this.problem({ ...where, object, field: "metadata.name", message: "required" });
+      return;
+    }
+    if (name.length > 253 || (ns?.length ?? 0) > 63) {
+      const field = name.length > 253 ? "metadata.name" : "metadata.namespace";
+      this.problem({
+        ...where,
+        object: `${kind} ${(ns ?? "").slice(0, 63)}${ns !== undefined ? "/" : ""}${name.slice(0, 63)}…`,
+        field,
+        message: `longer than the Kubernetes API allows (${field === "metadata.name" ? 253 : 63} characters)`,
+      });
       return;
     }
     if (ns !== undefined) meta.namespace = ns;
