@@ -64,6 +64,7 @@ const libbpfSymbols = {
   bpf_obj_get: { args: ["ptr"], returns: "i32" },
   bpf_obj_get_info_by_fd: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   bpf_prog_get_fd_by_id: { args: ["u32"], returns: "i32" },
+  bpf_map_get_fd_by_id: { args: ["u32"], returns: "i32" },
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
   bpf_prog_query: { args: ["i32", "i32", "u32", "ptr", "ptr", "ptr"], returns: "i32" },
   // links

@@ -29,6 +29,7 @@ import {
   previousIdsFromBatches,
   summarizeOps,
 } from "./mapstate.ts";
+import { checkAttachedMaps } from "./verify.ts";
 
 export { diffMapState, type MapOp, type MapState, modelToMapState } from "./mapstate.ts";
 
@@ -361,6 +362,7 @@ export async function applyModel(
   const dp = await loadDatapath(cfg, { log });
   let writes = 0;
   try {
+    checkAttachedMaps(cfg.bpf.root);
     if (ops.length > 0) markApplyStarted(cfg.bpf.root);
     writes = executeOps(ops, dp.lbMaps, { log });
     if (ops.some((o) => o.kind === "delete")) pruneAffinity(dp.map("kpr_lb4_aff"), enc);

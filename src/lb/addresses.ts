@@ -148,9 +148,11 @@ export function checkSpecialAddresses(
   };
   for (const s of state.endpointSlices) {
     const object = `EndpointSlice ${s.metadata.namespace ?? "default"}/${s.metadata.name}`;
-    (s.endpoints ?? []).forEach((e, i) =>
-      (e.addresses ?? []).forEach((a, j) => checkEndpoint(s, object, `endpoints[${i}].addresses[${j}]`, a)),
-    );
+    (s.endpoints ?? []).forEach((e, i) => {
+      (e.addresses ?? []).forEach((a, j) => {
+        checkEndpoint(s, object, `endpoints[${i}].addresses[${j}]`, a);
+      });
+    });
   }
   for (const ep of state.endpoints) {
     const object = `Endpoints ${ep.metadata.namespace ?? "default"}/${ep.metadata.name}`;

@@ -1,10 +1,11 @@
 /**
  * bpf.root squatting and `kpr cleanup`'s reach: a bpf.root another user owns or can write is
  * refused; cleanup removes only kpr's own pins (a foreign pin and its directory stay), refuses
- * a bpf.root that is a bpffs mount point, and undoes the cgroup directories kpr made.
+ * a bpf.root that is a bpffs mount point, and undoes the cgroup directories kpr made. An apply
+ * notices a replaced map pin (programs reading another map than the one it writes).
  */
 import { describe, expect, test } from "bun:test";
-import { chownSync, existsSync, mkdirSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BpfMap, MapType } from "../../src/datapath/bpf.ts";
 import { cleanupCgroupRoot, ensureCgroup2 } from "../../src/datapath/bpffs.ts";
@@ -95,6 +96,39 @@ describe.skipIf(!!skip)("bpf.root ownership and cleanup's reach", () => {
       Bun.spawnSync(["umount", mnt]);
       rmdirSync(mnt);
     }
+  });
+
+  test("a replaced map pin is noticed: the apply fails before writing, naming the map", async () => {
+    const t = topo();
+    const cfg = join(t.tmpDir, "socklb-config.yaml");
+    writeFileSync(cfg, `bpf:\n  root: ${t.bpfRoot}\ncgroup:\n  root: ${t.cgroupDir}\nnodeName: node-1\n`);
+    const first = await t.kpr("node", ["apply", "-f", demo], { config: cfg });
+    expect(first.code, `first apply\n${first.stderr}`).toBe(0);
+    const pin = join(t.bpfRoot, "maps", "kpr_lb4_svc");
+    const spec = (() => {
+      using m = BpfMap.openPinned(pin);
+      return {
+        type: m.type,
+        keySize: m.keySize,
+        valueSize: m.valueSize,
+        maxEntries: m.maxEntries,
+        flags: m.spec.flags,
+      };
+    })();
+    rmSync(pin);
+    {
+      using m = BpfMap.create({ name: "kpr_lb4_svc", ...spec });
+      m.pin(pin);
+    }
+    const again = await t.kpr("node", ["apply", "-f", demo], { config: cfg });
+    expect(again.code, `apply over a replaced pin\n${again.stderr}`).toBe(1);
+    expect(again.stderr, "names the map").toMatch(/do not use the maps pinned under .*kpr_lb4_svc/);
+    {
+      using m = BpfMap.openPinned(pin);
+      expect([...m.entries()].length, "nothing written into the impostor").toBe(0);
+    }
+    const clean = await t.kpr("node", ["cleanup"], { config: cfg });
+    expect(clean.code, `cleanup\n${clean.stderr}`).toBe(0);
   });
 
   test("the cgroup directories kpr made are removed by its cleanup", () => {

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { specialRange } from "../../src/lb/addresses.ts";
 import { translate } from "../../src/lb/translate.ts";
-import { cfg, ep, node, NODE, pod, problems, slice, state, svc } from "./_fixtures.ts";
+import { cfg, ep, NODE, node, pod, problems, slice, state, svc } from "./_fixtures.ts";
 
 const PORTS = [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" as const }];
 
