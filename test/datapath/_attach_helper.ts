@@ -47,7 +47,13 @@ if (kind === "tc") {
   console.error(`unknown kind ${kind}`);
   process.exit(2);
 }
-using m = BpfMap.create({ name: "kpr_test_state", type: MapType.HASH, keySize: 4, valueSize: 4, maxEntries: 4 });
+using m = BpfMap.create({
+  name: "kpr_test_state",
+  type: MapType.HASH,
+  keySize: 4,
+  valueSize: 4,
+  maxEntries: 4,
+});
 unpin(`${mapsDir(root)}/kpr_test_state`);
 m.pin(`${mapsDir(root)}/kpr_test_state`);
 console.log(JSON.stringify(out));
