@@ -103,6 +103,13 @@ for (const t of targets) {
     process.execPath,
     "build",
     "--compile",
+    // kpr runs as root: it must not load code or settings from the directory it is run in
+    // (bunfig.toml can preload scripts). BUN_BE_BUN and BUN_OPTIONS cannot be turned off here:
+    // see README "Running it on a node".
+    "--no-compile-autoload-bunfig",
+    "--no-compile-autoload-dotenv",
+    "--no-compile-autoload-tsconfig",
+    "--no-compile-autoload-package-json",
     "--minify-syntax",
     "--sourcemap=inline",
     `--target=bun-linux-${t.arch}`,

@@ -286,6 +286,7 @@ enum kpr_reason {
 	KPR_R_SOCK_SKIP_NETNS,   /* socket LB: not the host netns with hostNamespaceOnly */
 	KPR_R_SOCK_DISABLED,     /* socket LB: kpr_config lacks KPR_CFG_F_SOCKET_LB */
 	KPR_R_XDP_PASS_TC,       /* XDP: handed to tc to finish (no neighbour entry, RST) */
+	KPR_R_DROP_LOOPBACK_DST, /* tc/XDP: from a device to 127.0.0.0/8 or 0.0.0.0 (CVE-2020-8558) */
 	KPR_R_COUNT,
 };
 

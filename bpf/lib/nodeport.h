@@ -352,6 +352,11 @@ static __always_inline int lb4_ingress(kpr_ctx_t *ctx)
 	int ret = kpr_parse4(ctx, &p);
 	if (ret < 0)
 		return ret;
+	/* Fail closed: loopback and 0.0.0.0 frontends (NodePorts, hostIP 127.0.0.1) serve local
+	 * sockets only; from a device such a destination is a martian the stack would drop, but a
+	 * DNAT here would deliver it (CVE-2020-8558). */
+	if ((p.daddr & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000) || p.daddr == 0)
+		return -KPR_R_DROP_LOOPBACK_DST;
 	/* The clock (a helper call, ~40 ns here) is read only once a packet needs it: not for
 	 * packets to no frontend. */
 	__u64 now = 0;

@@ -134,6 +134,7 @@ export default defineCommand({
     if (unserved) alog.warn(unserved);
     const { skippedServices, formatSkipped } = await import("../lb/plancheck.ts");
     const skipped = skippedServices(state, cfg);
+    for (const w of model.warnings ?? []) alog.warn(w);
     if (args["dry-run"]) {
       const entries = model.frontends.map(toServiceEntryJson);
       skipped.push(...(await import("../datapath/plancheck.ts")).checkPlan(model, cfg, programmed));

@@ -1,3 +1,4 @@
+import { toolPath } from "../datapath/tools.ts";
 import { InputError, type InputProblem, KprError } from "../errors.ts";
 import type { Config } from "./config.ts";
 
@@ -39,7 +40,10 @@ export function readDeviceAddresses(devices: string[], configFile: string): stri
   for (const dev of devices) {
     let r: ReturnType<typeof Bun.spawnSync>;
     try {
-      r = Bun.spawnSync(["ip", "-j", "addr", "show", "dev", dev], { stdout: "pipe", stderr: "pipe" });
+      r = Bun.spawnSync([toolPath("ip"), "-j", "addr", "show", "dev", dev], {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
     } catch (e) {
       throw new KprError(`read addresses of ${dev}: ${(e as Error).message} (is iproute2 installed?)`);
     }

@@ -410,7 +410,15 @@ export function parseConfigDetailed(text: string, file: string): ParsedConfig {
     const range = pair && isNode(pair.key) ? pair.key.range : undefined;
     return range ? lineCounter.linePos(range[0]).line : undefined;
   };
-  return configFromObjectDetailed(doc.toJS(), file, lineOf);
+  let obj: unknown;
+  try {
+    obj = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    throw new InputError([
+      { file, message: `invalid YAML: ${(e as Error).message} (expand the aliases or use fewer of them)` },
+    ]);
+  }
+  return configFromObjectDetailed(obj, file, lineOf);
 }
 
 /** Parses config YAML text, logging warnings. Throws InputError listing every problem. */

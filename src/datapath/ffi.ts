@@ -4,6 +4,7 @@
  * starting with `unsafe`; everything above this file speaks typed objects (bpf.ts, attach.ts).
  */
 import { CString, dlopen, type Pointer as FfiPointer, JSCallback, ptr, read, toArrayBuffer } from "bun:ffi";
+import { fstatSync, statSync } from "node:fs";
 import { KprError } from "../errors.ts";
 import { log } from "../log.ts";
 
@@ -63,6 +64,7 @@ const libbpfSymbols = {
   bpf_obj_get: { args: ["ptr"], returns: "i32" },
   bpf_obj_get_info_by_fd: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   bpf_prog_get_fd_by_id: { args: ["u32"], returns: "i32" },
+  bpf_map_get_fd_by_id: { args: ["u32"], returns: "i32" },
   bpf_prog_test_run_opts: { args: ["i32", "ptr"], returns: "i32" },
   bpf_prog_query: { args: ["i32", "i32", "u32", "ptr", "ptr", "ptr"], returns: "i32" },
   // links
@@ -92,6 +94,7 @@ const libcSymbols = {
   if_nameindex: { args: [], returns: "ptr" },
   if_freenameindex: { args: ["ptr"], returns: "void" },
   mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
+  umount2: { args: ["ptr", "i32"], returns: "i32" },
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
   ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
   getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
@@ -432,11 +435,22 @@ export function listInterfaces(): { index: number; name: string }[] {
 }
 
 /** mount(2). */
-export function mountFs(source: string, target: string, fstype: string, flags = 0): void {
+export function mountFs(source: string, target: string, fstype: string, flags = 0, data?: string): void {
   checkErrno(
     `mount ${fstype} at ${target}`,
-    unsafeLibc().mount(cstr(source), cstr(target), cstr(fstype), flags, null),
+    unsafeLibc().mount(
+      cstr(source),
+      cstr(target),
+      cstr(fstype),
+      flags,
+      data === undefined ? null : cstr(data),
+    ),
   );
+}
+
+/** umount2(2) with MNT_DETACH: detaches the mount at `target` now, frees it when unused. */
+export function unmountLazy(target: string): void {
+  checkErrno(`unmount ${target}`, unsafeLibc().umount2(cstr(target), 2 /* MNT_DETACH */));
 }
 
 /**
@@ -499,23 +513,51 @@ const EWOULDBLOCK = 11;
 /**
  * Takes an exclusive flock on a directory (kpr's bpf root), so two kpr processes never program
  * the same state at once. Calls onWait once before blocking when another process holds it.
+ * `kpr cleanup` removes the directory while holding the lock, so a lock taken on it may belong
+ * to a removed inode: after locking, the path must still name the locked directory, else the
+ * lock is dropped and taken again (`prepare` runs before each attempt, e.g. to create the
+ * directory). Throws a BpfError with ENOENT when the path is gone (and there is no `prepare`).
  * The lock is released by dispose (or when the process exits).
  */
-export function lockDirectory(path: string, onWait?: () => void): Disposable {
+export function lockDirectory(path: string, onWait?: () => void, prepare?: () => void): Disposable {
   const libc = unsafeLibc();
-  const fd = checkErrno(
-    `open ${path} for locking`,
-    libc.open(cstr(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0),
-  );
-  try {
-    if (libc.flock(fd, LOCK_EX | LOCK_NB) < 0) {
-      if (errno() !== EWOULDBLOCK) checkErrno(`lock ${path}`, -1);
-      onWait?.();
-      checkErrno(`lock ${path}`, libc.flock(fd, LOCK_EX));
+  let waited = false;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    prepare?.();
+    const fd = checkErrno(
+      `open ${path} for locking`,
+      libc.open(cstr(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0),
+    );
+    let same = false;
+    try {
+      if (libc.flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno() !== EWOULDBLOCK) checkErrno(`lock ${path}`, -1);
+        if (!waited) onWait?.();
+        waited = true;
+        checkErrno(`lock ${path}`, libc.flock(fd, LOCK_EX));
+      }
+      same = namesLockedInode(path, fd);
+    } catch (e) {
+      libc.close(fd);
+      throw e;
     }
-  } catch (e) {
+    if (same) return { [Symbol.dispose]: () => void libc.close(fd) };
     libc.close(fd);
+  }
+  throw new BpfError(
+    `lock ${path}`,
+    E.EAGAIN,
+    "the directory was removed and recreated 100 times while waiting",
+  );
+}
+
+function namesLockedInode(path: string, fd: number): boolean {
+  try {
+    const held = fstatSync(fd);
+    const now = statSync(path);
+    return held.ino === now.ino && held.dev === now.dev && held.nlink > 0;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw e;
   }
-  return { [Symbol.dispose]: () => void libc.close(fd) };
 }

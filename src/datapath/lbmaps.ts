@@ -71,6 +71,7 @@ export const REASON_NAMES = [
   "sock-skip-netns",
   "sock-disabled",
   "xdp-pass-tc",
+  "drop-loopback-dst",
 ] as const;
 
 /** IP protocol numbers of the L4 protocols kpr programs. */

@@ -37,6 +37,7 @@ import {
 } from "./lbmaps.ts";
 import { embeddedObject } from "./objects.ts";
 import { recordSettings, settingsOf } from "./settings.ts";
+import { toolPath } from "./tools.ts";
 
 /** Socket hooks kpr attaches, with the sock object's program for each (v6 ones when built). */
 export const CGROUP_PROGRAMS: { hook: CgroupHook; prog: string }[] = [
@@ -122,7 +123,10 @@ interface IpLinkJson {
 
 /** Reads ifindex, primary IPv4 and MAC of `dev` in the current network namespace. */
 export function readDevice(dev: string): DeviceInfo {
-  const r = Bun.spawnSync(["ip", "-j", "addr", "show", "dev", dev], { stdout: "pipe", stderr: "pipe" });
+  const r = Bun.spawnSync([toolPath("ip"), "-j", "addr", "show", "dev", dev], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   if (r.exitCode !== 0)
     throw new KprError(
       `read device ${dev}: ${r.stderr.toString().trim() || `ip exited ${r.exitCode}`} (check devices in the config)`,
@@ -269,7 +273,7 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
     const wantLinks = new Set<string>();
     if (cfg.socketLB.enabled) {
       if (cfg.cgroup.autoMount?.enabled === false) requireCgroup2(cfg.cgroup.root);
-      else ensureCgroup2(cfg.cgroup.root);
+      else ensureCgroup2(cfg.cgroup.root, cfg.bpf.root);
       // a cgroup v2 directory's id is its inode number: a link on another cgroup is re-attached
       const cgroupId = statSync(cfg.cgroup.root, { bigint: true }).ino;
       const progs = new Set(sock.programs());

@@ -26,6 +26,7 @@ import { CGROUP_PROGRAMS, paths, readDevice, TC_PROGRAMS } from "./loader.ts";
 import { type MapState, mapStateToFrontends } from "./mapstate.ts";
 import { readPinnedState } from "./reconcile.ts";
 import { type ProgrammedSettings, readSettings, type SettingDrift, settingsDrift } from "./settings.ts";
+import { toolPath } from "./tools.ts";
 
 /** One tc hook of a device. */
 export interface TcHookStatus {
@@ -78,7 +79,10 @@ function liveLink(path: string, linkType: number, ifindex?: number): boolean {
 
 /** Whether kpr's clsact filter is on a device hook (`tc filter show`, names kpr's program). */
 function clsactAttached(dev: string, dir: "ingress" | "egress"): boolean {
-  const r = Bun.spawnSync(["tc", "filter", "show", "dev", dev, dir], { stdout: "pipe", stderr: "pipe" });
+  const r = Bun.spawnSync([toolPath("tc"), "filter", "show", "dev", dev, dir], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   return r.exitCode === 0 && r.stdout.toString().includes(TC_PROGRAMS[dir]);
 }
 

@@ -7,10 +7,11 @@
 import { existsSync } from "node:fs";
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
-import { KprError } from "../errors.ts";
+import { EXIT_INPUT, KprError } from "../errors.ts";
 import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
 import { log as rootLog } from "../log.ts";
 import { BpfMap } from "./bpf.ts";
+import { applyInterrupted, crashPoint, markApplyDone, markApplyStarted } from "./crashmark.ts";
 import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
 import { type MaglevResult, syncMaglev } from "./maglevmaps.ts";
 import {
@@ -30,6 +31,7 @@ import {
   previousIdsFromBatches,
   summarizeOps,
 } from "./mapstate.ts";
+import { checkAttachedMaps } from "./verify.ts";
 
 export { diffMapState, type MapOp, type MapState, modelToMapState } from "./mapstate.ts";
 
@@ -109,9 +111,10 @@ export function readPinnedState(cfg: Config): MapState | undefined {
 export async function lockState(cfg: Config, log?: ConsolaInstance): Promise<Disposable> {
   const { ensureBpffs } = await import("./bpffs.ts");
   const { lockDirectory } = await import("./ffi.ts");
-  ensureBpffs(cfg.bpf.root);
-  return lockDirectory(cfg.bpf.root, () =>
-    (log ?? rootLog).info(`waiting for another kpr process that holds ${cfg.bpf.root}`),
+  return lockDirectory(
+    cfg.bpf.root,
+    () => (log ?? rootLog).info(`waiting for another kpr process that holds ${cfg.bpf.root}`),
+    () => void ensureBpffs(cfg.bpf.root),
   );
 }
 
@@ -157,8 +160,20 @@ export function checkCapacity(
   if (over.length === 0) return;
   const what = over.map((m) => `${m} needs ${peak[m]} entries, holds ${maxEntries[m]}`).join("; ");
   throw new KprError(
-    `apply: maps too small: ${what} (nothing was changed; raise bpf.lbMapMax and run kpr cleanup so the maps are recreated)`,
+    `apply: input too large: ${what} (nothing was changed; ${capacityAdvice(over)})`,
+    EXIT_INPUT,
   );
+}
+
+function capacityAdvice(over: LbStateMap[]): string {
+  const out: string[] = [];
+  if (over.includes("kpr_lb4_srcr"))
+    out.push("kpr_lb4_srcr has a fixed size: use fewer loadBalancerSourceRanges over all services");
+  if (over.some((m) => m !== "kpr_lb4_srcr"))
+    out.push(
+      "raise bpf.lbMapMax (at most 16777216) and run kpr cleanup so the maps are recreated, or apply fewer services or endpoints",
+    );
+  return out.join("; ");
 }
 
 /** How many entries one batch syscall carries (also the progress granularity). */
@@ -229,6 +244,7 @@ export function executeOps(
   const start = now();
   let lastReport = start;
   const done: MapOp[] = [];
+  let groupsDone = 0;
   for (const g of groupOps(ops)) {
     try {
       runGroup(g, maps[g.map]);
@@ -245,6 +261,7 @@ export function executeOps(
       );
     }
     done.push(...g.ops);
+    crashPoint(++groupsDone);
     const t = now();
     if (t - lastReport > 1000) {
       lastReport = t;
@@ -325,7 +342,7 @@ export async function applyModel(
           number
         >)
       : lbMapMaxEntries(cfg);
-    const view = pinned ? pinnedView(pinned) : undefined;
+    const view = pinned && !applyInterrupted(cfg.bpf.root) ? pinnedView(pinned) : undefined;
     const plan = view ? planFromDigests(enc, view, maxDirty(enc)) : undefined;
     if (plan) {
       ops = plan.ops;
@@ -348,6 +365,8 @@ export async function applyModel(
   let writes = 0;
   let maglev: MaglevResult | undefined;
   try {
+    checkAttachedMaps(cfg.bpf.root);
+    if (ops.length > 0) markApplyStarted(cfg.bpf.root);
     writes = executeOps(ops, dp.lbMaps, { log });
     if (ops.some((o) => o.kind === "delete")) pruneAffinity(dp.map("kpr_lb4_aff"), enc);
     maglev = syncMaglev(
@@ -356,6 +375,7 @@ export async function applyModel(
       cfg,
       log,
     );
+    markApplyDone(cfg.bpf.root);
   } finally {
     dp.close();
   }

@@ -87,6 +87,8 @@ export interface LbModel {
   node: NodeInfo;
   /** Sorted by frontend id. */
   frontends: Frontend[];
+  /** Input kpr accepts but the operator should hear about (special addresses), one line each. */
+  warnings?: string[];
 }
 
 /** The JSON shape promised by DESIGN.md for `service list -o json` and `apply --dry-run -o json`. */

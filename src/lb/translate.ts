@@ -1,6 +1,7 @@
 import type { Config } from "../config/config.ts";
 import { InputError, type InputProblem } from "../errors.ts";
 import type { ClusterState, EndpointPort, EndpointSlice, Pod, Service, ServicePort } from "../k8s/types.ts";
+import { checkSpecialAddresses } from "./addresses.ts";
 import { addrSortKey, type Family, ipSortKey, l4Key, parseCidr, parseIp } from "./ip.ts";
 import type {
   Backend,
@@ -108,6 +109,8 @@ function rank(c: Candidate): number {
 export function translate(state: ClusterState, cfg: Config, opts: TranslateOptions = {}): LbModel {
   const problems: InputProblem[] = [];
   const node = nodeInfo(state, cfg, opts, problems);
+  const special = checkSpecialAddresses(state, node.addresses);
+  problems.push(...special.problems);
   const planned = new Map<string, Planned>();
 
   const claim = (p: Planned, where: Where) => {
@@ -182,7 +185,10 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   if (list.length > limit) {
     problems.push({
       field: "bpf.lbMapMax",
-      message: `${list.length} frontends exceed the capacity of ${limit} (raise bpf.lbMapMax; at most ${MAX_FRONTEND_ID})`,
+      message:
+        limit < MAX_FRONTEND_ID
+          ? `${list.length} frontends exceed the capacity of ${limit} (raise bpf.lbMapMax; at most ${MAX_FRONTEND_ID})`
+          : `${list.length} frontends exceed the ${MAX_FRONTEND_ID} one node can hold (apply fewer services, ports or external addresses)`,
     });
   }
   if (slots.size > cfg.bpf.lbMapMax) {
@@ -196,7 +202,8 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   const bySort = (a: { sort: string }, b: { sort: string }) =>
     a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0;
   assignSlots([...slots.values()].sort(bySort), opts.previous?.backends, MAX_BACKEND_ID);
-  return { node, frontends: buildFrontends(list, beSlots, opts.previous?.frontends) };
+  const frontends = buildFrontends(list, beSlots, opts.previous?.frontends);
+  return special.warnings.length > 0 ? { node, frontends, warnings: special.warnings } : { node, frontends };
 }
 
 function svcName(s: { metadata: { namespace?: string; name?: string } }): string {

@@ -236,6 +236,24 @@ export function hostCases(): Case[] {
         },
       ],
     },
+    ...["127.0.0.1", "127.9.9.9", "0.0.0.0"].map(
+      (dst): Case => ({
+        name: `a SYN from a device to ${dst}:30080 (a loopback or 0.0.0.0 frontend) is dropped (CVE-2020-8558)`,
+        setup: (lab) => {
+          nodePort(lab);
+          nodePort(lab, { address: dst, revNatId: 8 });
+        },
+        steps: [
+          {
+            what: "syn",
+            prog: "kpr_tc_ingress",
+            input: tcp({ src: CLIENT, sport: 40001, dst, dport: 30080 }),
+            verdict: "SHOT",
+            reason: "DROP_LOOPBACK_DST",
+          },
+        ],
+      }),
+    ),
     {
       name: "truncated TCP header is dropped",
       setup: nodePort,

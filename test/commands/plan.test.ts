@@ -71,12 +71,12 @@ describe("skipped services", () => {
 });
 
 describe("apply --dry-run", () => {
-  it("fails on capacity exactly as apply would (exit 1, apply's message)", async () => {
+  it("fails on capacity exactly as apply would (exit 2, apply's message)", async () => {
     const cfg = join(tmp, "small.yaml");
     writeFileSync(cfg, "bpf: {lbMapMax: 8, root: /sys/fs/bpf/kprP-absent}\n");
     const r = await kpr(["apply", "--dry-run", "-f", DEMO, "--config", cfg]);
-    expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toContain("apply: maps too small: kpr_lb4_svc needs");
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain("apply: input too large: kpr_lb4_svc needs");
     expect(r.stderr).toContain("holds 8");
   });
 
@@ -125,9 +125,10 @@ describe.skipIf(!!skip)("apply agrees with its dry run", () => {
     const cfg = topo().writeConfig({ nodeName: "node-1", bpf: { lbMapMax: 8 } });
     const dry = await topo().kpr("node", ["apply", "--dry-run", "-f", DEMO, "--config", cfg]);
     const real = await topo().kpr("node", ["apply", "-f", DEMO, "--config", cfg]);
-    const msg = (s: string) => /apply: maps too small[^"\n]*/.exec(s)?.[0];
-    expect(dry.code, dry.stderr).toBe(1);
-    expect(real.code, real.stderr).toBe(1);
+    const msg = (s: string) => /apply: input too large[^"\n]*/.exec(s)?.[0];
+    expect(dry.code, dry.stderr).toBe(2);
+    expect(real.code, real.stderr).toBe(2);
+    expect(msg(dry.stderr), "dry run names the overflow").toBeDefined();
     expect(msg(real.stderr), "same message").toBe(msg(dry.stderr)!);
   });
 

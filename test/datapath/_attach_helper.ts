@@ -6,7 +6,7 @@
  *   bun _attach_helper.ts xdp BPFROOT DEV MODE  XDP link (native|generic)
  *   bun _attach_helper.ts cgroup BPFROOT CGDIR  connect4 + sendmsg4 links
  *   bun _attach_helper.ts query - DEV          program ids on DEV's tcx ingress (BPF_PROG_QUERY)
- * Also pins one map at BPFROOT/maps/kprt_state. Prints a JSON summary.
+ * Also pins one map at BPFROOT/maps/kpr_test_state. Prints a JSON summary.
  */
 import { attachCgroup, attachTc, attachXdp, tcxPrograms, xdpProgramId } from "../../src/datapath/attach.ts";
 import { BpfMap, MapType, unpin } from "../../src/datapath/bpf.ts";
@@ -47,7 +47,13 @@ if (kind === "tc") {
   console.error(`unknown kind ${kind}`);
   process.exit(2);
 }
-using m = BpfMap.create({ name: "kprt_state", type: MapType.HASH, keySize: 4, valueSize: 4, maxEntries: 4 });
-unpin(`${mapsDir(root)}/kprt_state`);
-m.pin(`${mapsDir(root)}/kprt_state`);
+using m = BpfMap.create({
+  name: "kpr_test_state",
+  type: MapType.HASH,
+  keySize: 4,
+  valueSize: 4,
+  maxEntries: 4,
+});
+unpin(`${mapsDir(root)}/kpr_test_state`);
+m.pin(`${mapsDir(root)}/kpr_test_state`);
 console.log(JSON.stringify(out));

@@ -61,7 +61,7 @@ describe.skipIf(!!skip)("attach smoke tests in a netns", () => {
     const out = await cleanupLeavesNothing(t);
     expect(out).toContain("link tc-ingress-v0");
     expect(out).toContain("clsact egress filter on v0");
-    expect(out).toContain("maps/kprt_state");
+    expect(out).toContain("maps/kpr_test_state");
     expect(await helper(t, ["query", "-", "v0"])).toEqual({ tcxIngress: [], xdp: 0 });
     expect(await sh(t, ["tc", "filter", "show", "dev", "v0", "egress"])).toBe("");
   });

@@ -127,7 +127,7 @@ status: {phase: Running, podIP: 192.168.50.2}
 
   it("reports files concatenated without --- (duplicate keys) instead of merging objects", () => {
     const ps = problems(() => manifestsFromText(`${SVC}${SVC.replace("name: web", "name: b")}`, "cat.yaml"));
-    expect(ps[0]).toMatch(/^cat\.yaml:8 \| invalid YAML: Map keys must be unique/);
+    expect(ps[0]).toMatch(/^cat\.yaml:8 \| apiVersion \| duplicate key \(first at line 1/);
   });
 
   it("reports unparsable YAML with its line", () => {
