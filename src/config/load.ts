@@ -96,6 +96,7 @@ const SCHEMA: Schema = {
   bpf: { root: absPath, lbMapMax: posInt(16_777_216) },
   nodeName: nonEmptyStr,
   k8s: { serviceProxyName: str },
+  prometheus: { serveAddr: hostPort },
 };
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
