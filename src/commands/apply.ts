@@ -1,9 +1,6 @@
 import { defineCommand } from "citty";
-import type { Config } from "../config/config.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
-import type { MapState } from "../datapath/mapstate.ts";
 import { InputError } from "../errors.ts";
-import type { PreviousIds } from "../lb/model.ts";
 import { log } from "../log.ts";
 import { commonArgs, configFromArgs, outputArg, outputProblem } from "./_common.ts";
 
@@ -26,25 +23,30 @@ export function fileArgs(rawArgs: string[]): string[] {
   return out;
 }
 
-/**
- * Settings this version accepts (they are valid Cilium values) but does not carry out yet, each
- * with what happens instead, so an operator never learns it from `kpr status` only.
- */
-export function unsupportedSettings(cfg: Config): string[] {
-  const out: string[] = [];
-  if (cfg.loadBalancer.mode !== "snat")
-    out.push(
-      `loadBalancer.mode=${cfg.loadBalancer.mode} is not implemented yet: remote backends are reached with SNAT`,
-    );
-  if (cfg.loadBalancer.algorithm !== "random")
-    out.push(
-      `loadBalancer.algorithm=${cfg.loadBalancer.algorithm} is not implemented yet: backends are chosen at random`,
-    );
-  if (cfg.loadBalancer.acceleration !== "disabled")
-    out.push(
-      `loadBalancer.acceleration=${cfg.loadBalancer.acceleration} is not implemented yet: services are served by tc only (no XDP)`,
-    );
-  return out;
+/** Re-exported for callers of the old location; the pipeline owns it. */
+export { unsupportedSettings } from "../agent/pipeline.ts";
+
+/** `--prune-all` and `--max-delete`: the wipe guard's flags (apply and run). */
+export const guardArgs = {
+  "prune-all": {
+    type: "boolean",
+    description:
+      "Allow removing every programmed service (refused otherwise: an empty input is usually a mistake)",
+  },
+  "max-delete": {
+    type: "string",
+    description: "Refuse a change that removes more than N services (or P% of them), e.g. 10 or 25%",
+    valueHint: "N|P%",
+  },
+} as const;
+
+/** The guard options from `--prune-all` / `--max-delete`; exits 2 on a bad value. */
+export async function guardFromArgs(args: { "prune-all"?: boolean; "max-delete"?: string }) {
+  const { parseMaxDelete } = await import("../agent/guard.ts");
+  return {
+    pruneAll: args["prune-all"] === true,
+    ...(typeof args["max-delete"] === "string" ? { maxDelete: parseMaxDelete(args["max-delete"]) } : {}),
+  };
 }
 
 /** `kpr apply -f PATH... [--dry-run] [-o table|json]`: manifests in, services programmed (or the plan printed). */
@@ -66,6 +68,7 @@ export default defineCommand({
       type: "boolean",
       description: "Print the plan (and its diff against the node's state); change nothing",
     },
+    ...guardArgs,
   },
   async run({ args, rawArgs }) {
     const files = fileArgs(rawArgs);
@@ -82,61 +85,34 @@ export default defineCommand({
     if (badOutput) flagProblems.push(badOutput);
     if (flagProblems.length > 0) throw new InputError(flagProblems);
 
+    const guard = await guardFromArgs(args);
     const cfg = await configFromArgs(args);
-    for (const w of unsupportedSettings(cfg)) alog.warn(w);
     const { readManifests } = await import("../k8s/manifest.ts");
-    const { translate } = await import("../lb/translate.ts");
-    const { formatPlanDiff, formatServiceTable, toServiceEntryJson } = await import("../lb/format.ts");
+    const { applyOnce } = await import("../agent/pipeline.ts");
     const state = await readManifests(files);
-    let nodeAddresses: string[] | undefined;
-    if (cfg.devices.length > 0) {
-      const { readDeviceAddresses } = await import("../config/devices.ts");
-      nodeAddresses = readDeviceAddresses(cfg.devices, args.config ?? DEFAULT_CONFIG_PATH);
-    }
-
-    if (nodeAddresses === undefined && !state.nodes.some((n) => n.metadata.name === cfg.nodeName)) {
-      alog.warn(
-        `no devices configured and no Node object named "${cfg.nodeName}" in the manifests: NodePorts listen on 0.0.0.0 and 127.0.0.1 only (set devices or nodeName)`,
-      );
-    }
-
-    const recon = await import("../datapath/reconcile.ts");
-    const { previousIdsFromState } = await import("../datapath/mapstate.ts");
-    // A real apply holds the state lock from the read it plans from to its last write, and reads
-    // only the ids it must keep (applyModel compares per-frontend digests, not whole maps). A dry
-    // run reads the whole programmed state, for the diff it prints.
-    using _lock = args["dry-run"] ? undefined : await recon.lockState(cfg, alog);
-    let programmed: MapState | undefined;
-    let previous: PreviousIds | undefined;
-    if (args["dry-run"]) {
-      try {
-        programmed = recon.readPinnedState(cfg);
-        if (programmed) previous = previousIdsFromState(programmed);
-      } catch (e) {
-        // A plan is worth printing even when the node's state cannot be read.
-        alog.warn(`read current state: ${(e as Error).message} (showing the plan without a diff)`);
-      }
-    } else {
-      previous = recon.readPreviousIds(cfg);
-    }
-    const model = translate(state, cfg, {
-      ...(nodeAddresses !== undefined ? { nodeAddresses } : {}),
-      ...(previous !== undefined ? { previous } : {}),
+    const dryRun = args["dry-run"] === true;
+    const pass = await applyOnce(state, {
+      cfg,
+      configPath: args.config ?? DEFAULT_CONFIG_PATH,
+      log: alog,
+      guard,
+      dryRun,
     });
-
-    if (args["dry-run"]) {
-      const entries = model.frontends.map(toServiceEntryJson);
+    if (dryRun) {
+      const { formatPlanDiff, formatServiceTable, toServiceEntryJson } = await import("../lb/format.ts");
+      const entries = pass.model.frontends.map(toServiceEntryJson);
       if (args.output === "json") {
         process.stdout.write(`${JSON.stringify(entries, null, 2)}\n`);
       } else {
         process.stdout.write(formatServiceTable(entries));
-        if (programmed)
-          process.stdout.write(`\n${formatPlanDiff(await recon.entriesFromState(programmed), entries)}`);
+        if (pass.programmed) {
+          const { entriesFromState } = await import("../datapath/reconcile.ts");
+          process.stdout.write(`\n${formatPlanDiff(await entriesFromState(pass.programmed), entries)}`);
+        }
       }
       return 0;
     }
-    const result = await recon.applyModel(model, cfg, { log: alog });
-    console.log(result.summary);
+    if (pass.applied) console.log(pass.applied.summary);
     return 0;
   },
 });

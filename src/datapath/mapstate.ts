@@ -641,6 +641,34 @@ export function previousIdsFromBatches(meta: Batch, be: Batch): PreviousIds {
   };
 }
 
+const utf8d = new TextDecoder();
+const META_NAME = fieldOffset(svcMeta, "name");
+
+/** The service names ("ns/name", truncated as stored) of a kpr_svc_meta batch read. */
+export function serviceNamesFromMeta(meta: Batch): Set<string> {
+  const out = new Set<string>();
+  const stride = svcMeta.size;
+  for (let i = 0; i < meta.count; i++) {
+    const o = i * stride + META_NAME;
+    let end = o;
+    while (end < o + META_NAME_LEN && meta.values[end] !== 0) end++;
+    out.add(utf8d.decode(meta.values.subarray(o, end)));
+  }
+  return out;
+}
+
+/** The service names of a programmed state's kpr_svc_meta entries. */
+export function serviceNamesFromState(st: MapState): Set<string> {
+  const out = new Set<string>();
+  for (const e of st.kpr_svc_meta.values()) out.add(svcMeta.decode(e.value).name);
+  return out;
+}
+
+/** The name kpr_svc_meta stores for a service name (truncated to its field). */
+export function storedServiceName(name: string): string {
+  return truncateUtf8(name, META_NAME_LEN);
+}
+
 /** "address:port/PROTO" → id of each entry of a batch whose key is a little-endian id. */
 function idsByL4Key(
   b: Batch,

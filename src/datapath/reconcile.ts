@@ -26,6 +26,7 @@ import {
   peakEntries,
   planFromDigests,
   previousIdsFromBatches,
+  serviceNamesFromMeta,
   summarizeOps,
 } from "./mapstate.ts";
 
@@ -119,6 +120,24 @@ export function readPreviousIds(cfg: Config): PreviousIds {
   if (!maps) return { frontends: new Map(), backends: new Map() };
   try {
     return previousIdsFromBatches(maps.kpr_svc_meta.lookupBatch(), maps.kpr_lb4_be.lookupBatch());
+  } finally {
+    closeAll(maps);
+  }
+}
+
+/**
+ * What a sync plans from: the ids programmed on this node and the services (kpr_svc_meta names,
+ * "ns/name") they belong to, for the wipe guard. Empty when nothing is pinned.
+ */
+export function readProgrammed(cfg: Config): { previous: PreviousIds; services: Set<string> } {
+  const maps = openPinnedLbMaps(cfg);
+  if (!maps) return { previous: { frontends: new Map(), backends: new Map() }, services: new Set() };
+  try {
+    const meta = maps.kpr_svc_meta.lookupBatch();
+    return {
+      previous: previousIdsFromBatches(meta, maps.kpr_lb4_be.lookupBatch()),
+      services: serviceNamesFromMeta(meta),
+    };
   } finally {
     closeAll(maps);
   }
