@@ -1,0 +1,227 @@
+/**
+ * End-to-end: restarting the node agent is never an outage. On node-1 of the namespace cluster
+ * (see _cluster.ts), `kpr run --manifest DIR` serves a NodePort and a ClusterIP service while
+ * long-lived keep-alive TCP connections (bin/hold.ts) run through both; then the daemon is
+ * stopped with SIGTERM and restarted, and replaced by a genuinely different build (another
+ * version, a changed tc program): no connection breaks, the datapath keeps serving while no
+ * daemon runs, and the programmed maps are not rewritten. Finally the daemon is killed with
+ * SIGKILL in the middle of a sync, and a restart converges with nothing orphaned.
+ */
+import { describe, expect, test } from "bun:test";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { needs } from "../harness/env.ts";
+import { useTopology } from "../harness/netns.ts";
+import {
+  type Agent,
+  agentMissing,
+  answers,
+  buildVariant,
+  datapathSnapshot,
+  frontends,
+  type HeldConnection,
+  holdConnection,
+  mapCounts,
+  pollFrontends,
+  serviceList,
+  showFrontends,
+  startAgent,
+  type VariantBuild,
+} from "./_agent.ts";
+import { ADDR, buildCluster, httpPort, NS, POD_NAMES } from "./_cluster.ts";
+import { type EndpointSpec, node, service } from "./_manifests.ts";
+
+const A: EndpointSpec = { ip: ADDR.podA, nodeName: "node-1" };
+const B: EndpointSpec = { ip: ADDR.podB, nodeName: "node-1" };
+const WEB_IP = "10.96.0.80";
+const WEB_NP = 30080;
+
+/** `n` ClusterIP services (10.97.x.y:80, two endpoints each): a sync that takes a while. */
+function many(n: number): object[] {
+  const out: object[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push(
+      ...service({
+        name: `bulk-${i}`,
+        type: "ClusterIP",
+        clusterIP: `10.97.${i >> 8}.${i & 255}`,
+        ports: [httpPort()],
+        endpoints: [A, B],
+      }),
+    );
+  }
+  return out;
+}
+
+const skip =
+  needs(
+    { root: true, built: true, tools: ["ip", "nsenter", "curl", "python3", "bpftool", "clang"] },
+    "e2e agent restarts",
+  ) ?? agentMissing("e2e agent restarts");
+
+describe.skipIf(!!skip)("e2e: kpr run restarts and upgrades without breaking a connection", () => {
+  let dir = "";
+  let variant: VariantBuild;
+  const write = (file: string, objects: object[]) =>
+    writeFileSync(join(dir, file), objects.map((o) => stringify(o)).join("---\n"));
+  const topo = useTopology({
+    setup: async (t) => {
+      await buildCluster(t);
+      dir = join(t.tmpDir, "manifests");
+      mkdirSync(dir);
+      writeFileSync(join(dir, "node.yaml"), stringify(node("node-1", ADDR.node1)));
+      variant = await buildVariant(join(t.tmpDir, "variant"));
+    },
+  });
+  let agent: Agent;
+  let held: HeldConnection[] = [];
+
+  /** Every held connection answers n more times, from one backend, on one TCP connection. */
+  async function allAlive(n: number, when: string): Promise<void> {
+    for (const c of held) {
+      await c.more(n).catch((e: Error) => {
+        throw new Error(`${when}: ${e.message}\n${agent.tail()}`);
+      });
+      expect(c.errors(), `${c.what} ${when}: no error`).toEqual([]);
+      expect(c.backends().length, `${c.what} ${when}: one backend throughout (${c.backends()})`).toBe(1);
+      expect(c.clientEnds().length, `${c.what} ${when}: one TCP connection throughout`).toBe(1);
+    }
+  }
+
+  test("SIGTERM leaves the datapath serving; a restart keeps held connections and rewrites nothing", async () => {
+    write(
+      "web.yaml",
+      service({
+        name: "web",
+        type: "NodePort",
+        clusterIP: WEB_IP,
+        ports: [httpPort(WEB_NP)],
+        endpoints: [A, B],
+      }),
+    );
+    agent = await startAgent(topo(), NS.node1, ["--manifest", dir], { name: "first" });
+    await agent.waitReady();
+    held = [
+      await holdConnection(topo(), NS.client, ADDR.node1, WEB_NP),
+      await holdConnection(topo(), NS.node1, WEB_IP, 80, { cgroup: true }),
+    ];
+    await allAlive(3, "before the restart");
+    const list = showFrontends(frontends(await serviceList(topo(), NS.node1)));
+    const snap = datapathSnapshot(topo());
+
+    expect(await agent.stop(), `exit code after SIGTERM\n${agent.tail()}`).toBe(0);
+    await allAlive(5, "while no daemon runs");
+    expect(showFrontends(frontends(await serviceList(topo(), NS.node1))), "service list with no daemon").toBe(
+      list,
+    );
+    expect(datapathSnapshot(topo()), "maps and pinned links with no daemon").toEqual(snap);
+    const fresh = await answers(topo(), NS.client, `http://${ADDR.node1}:${WEB_NP}/`, 6);
+    expect(
+      Object.keys(fresh).every((k) => k === POD_NAMES.podA || k === POD_NAMES.podB),
+      `new NodePort connections with no daemon: ${JSON.stringify(fresh)}`,
+    ).toBe(true);
+
+    agent = await startAgent(topo(), NS.node1, ["--manifest", dir], { name: "second" });
+    await agent.waitReady();
+    await allAlive(5, "after the restart");
+    expect(
+      datapathSnapshot(topo()),
+      "a restart with the same binary and input rewrites no map entry and keeps links and programs",
+    ).toEqual(snap);
+    expect(showFrontends(frontends(await serviceList(topo(), NS.node1))), "service list after restart").toBe(
+      list,
+    );
+  });
+
+  test("an upgrade to a different build keeps held connections and loads the new programs", async () => {
+    const before = datapathSnapshot(topo());
+    const v = await topo().exec(NS.node1, [variant.bin, "version"]);
+    expect(v.stdout, "the upgrade binary reports its own version").toContain(variant.version);
+
+    expect(await agent.stop(), `exit code of the old daemon after SIGTERM\n${agent.tail()}`).toBe(0);
+    agent = await startAgent(topo(), NS.node1, ["--manifest", dir], { name: "upgraded", bin: variant.bin });
+    await agent.waitReady();
+    await allAlive(5, "after the upgrade");
+    const after = datapathSnapshot(topo());
+    expect(after.maps, "the upgrade rewrites no programmed map entry").toEqual(before.maps);
+    const tcLinks = Object.keys(before.links).filter((l) => l.startsWith("tc-"));
+    expect(tcLinks.length, "tc links pinned before the upgrade").toBeGreaterThan(0);
+    for (const l of tcLinks) {
+      expect(after.links[l]?.prog, `${l}: the upgraded tc program is attached (a new program id)`).not.toBe(
+        before.links[l]?.prog,
+      );
+    }
+    // Back on dist/kpr for the rest of the file (a downgrade is an upgrade too).
+    expect(await agent.stop(), `exit code of the upgraded daemon after SIGTERM\n${agent.tail()}`).toBe(0);
+    agent = await startAgent(topo(), NS.node1, ["--manifest", dir], { name: "downgraded" });
+    await agent.waitReady();
+    await allAlive(5, "after going back to dist/kpr");
+    for (const c of held) await c.stop();
+    held = [];
+  });
+
+  test("kill -9 in the middle of a sync, then a restart: converges, nothing orphaned", async () => {
+    const small = showFrontends(frontends(await serviceList(topo(), NS.node1)));
+    const smallCounts = mapCounts(topo());
+    const N = 3000;
+    const attempts: string[] = [];
+    let hitMidSync = false;
+    for (let attempt = 0; attempt < 4 && !hitMidSync; attempt++) {
+      const adding = attempt % 2 === 0;
+      const start = mapCounts(topo());
+      if (adding) write("bulk.yaml", many(N));
+      else rmSync(join(dir, "bulk.yaml"));
+      let seen = start;
+      const t0 = Date.now();
+      while (Date.now() - t0 < 20_000) {
+        seen = mapCounts(topo());
+        if (JSON.stringify(seen) !== JSON.stringify(start)) break;
+      }
+      await agent.kill9();
+      const atKill = mapCounts(topo());
+      const final = adding
+        ? atKill.kpr_svc_meta === smallCounts.kpr_svc_meta! + N
+        : atKill.kpr_svc_meta === smallCounts.kpr_svc_meta;
+      hitMidSync = JSON.stringify(atKill) !== JSON.stringify(start) && !final;
+      attempts.push(`${adding ? "add" : "remove"} ${N}: counts at kill ${JSON.stringify(atKill)}`);
+
+      agent = await startAgent(topo(), NS.node1, ["--manifest", dir], { name: `after-kill-${attempt}` });
+      await agent.waitReady(60_000);
+      const f = await pollFrontends(
+        topo(),
+        NS.node1,
+        `converges after kill -9 (${adding ? "with" : "without"} the ${N} bulk services)`,
+        (fr) => [...fr.keys()].filter((k) => k.startsWith("10.97.")).length === (adding ? N : 0),
+        30_000,
+      );
+      if (adding) {
+        const bad = [...f].filter(
+          ([k, v]) => k.startsWith("10.97.") && v.join() !== `${ADDR.podA}:8080,${ADDR.podB}:8080`,
+        );
+        expect(bad.slice(0, 3), "every bulk service has both backends after the restart").toEqual([]);
+      }
+    }
+    expect(hitMidSync, `a kill -9 landed in the middle of a sync (attempts: ${attempts.join("; ")})`).toBe(
+      true,
+    );
+
+    rmSync(join(dir, "bulk.yaml"), { force: true });
+    await pollFrontends(
+      topo(),
+      NS.node1,
+      "back to the small state",
+      (f) => showFrontends(f) === small,
+      30_000,
+    );
+    expect(mapCounts(topo()), "map entry counts equal the small state's: nothing orphaned").toEqual(
+      smallCounts,
+    );
+    const got = await answers(topo(), NS.client, `http://${ADDR.node1}:${WEB_NP}/`, 3);
+    expect(
+      Object.keys(got).every((k) => k === POD_NAMES.podA || k === POD_NAMES.podB),
+      `web NodePort after the kill -9 cycles: ${JSON.stringify(got)}`,
+    ).toBe(true);
+    expect(await agent.stop(), `exit code after SIGTERM\n${agent.tail()}`).toBe(0);
+  });
+});
