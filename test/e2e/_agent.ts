@@ -10,7 +10,15 @@
  *   await pollFrontends(topo(), "web appears", (f) => f.has("10.96.0.80:80/TCP"));
  *   expect(await agent.stop(), `SIGTERM exit code\n${agent.tail()}`).toBe(0);
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { KPR_BIN, pollUntil, REPO_ROOT, type SpawnHandle, type Topology } from "../harness/netns.ts";
 import { httpGet } from "../harness/servers.ts";
@@ -561,4 +569,71 @@ export function agentMissing(label: string): string | undefined {
   const why = "kpr run is not in this tree yet (src/commands/run.ts)";
   console.warn(`skip ${label}: ${why}`);
   return why;
+}
+
+/** A relay that makes a loopback TCP server of the test process reachable on the same port inside a netns. */
+export interface LoopbackRelay {
+  readonly port: number;
+  /** Connections relayed so far. */
+  readonly connections: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Makes 127.0.0.1:port of the test process (e.g. startApiServer()'s) reachable as 127.0.0.1:port
+ * inside ns, so a kubeconfig naming https://127.0.0.1:PORT works unchanged for a daemon running
+ * there: socat listens on the namespace's loopback and connects to a unix socket in the topology's
+ * scratch dir, which this process accepts and pipes to its own loopback (a unix socket crosses
+ * network namespaces; TLS passes through untouched). When the server is down, relayed connections
+ * are reset.
+ */
+export async function relayLoopback(topo: Topology, ns: string, port: number): Promise<LoopbackRelay> {
+  const { createConnection, createServer } = await import("node:net");
+  const path = join(topo.tmpDir, `relay-${port}.sock`);
+  let connections = 0;
+  const open = new Set<import("node:net").Socket>();
+  const server = createServer((inbound) => {
+    connections++;
+    const outbound = createConnection({ host: "127.0.0.1", port });
+    open.add(inbound);
+    open.add(outbound);
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+    const close = () => {
+      inbound.destroy();
+      outbound.destroy();
+      open.delete(inbound);
+      open.delete(outbound);
+    };
+    inbound.on("error", close);
+    outbound.on("error", close);
+    inbound.on("close", close);
+    outbound.on("close", close);
+  });
+  await new Promise<void>((res, rej) => {
+    server.once("error", rej);
+    server.listen(path, () => res());
+  });
+  const socat = topo.spawn(
+    ns,
+    ["socat", `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${path}`],
+    { nsenter: true },
+  );
+  await pollUntil(`relay: socat listening on 127.0.0.1:${port} in ${ns}`, async () => {
+    if (socat.proc.exitCode !== null) throw new Error(`relay: socat exited: ${socat.output()}`);
+    const r = await topo.exec(ns, ["ss", "-Hltn", `sport = :${port}`]);
+    return r.stdout.includes(`:${port}`);
+  });
+  return {
+    port,
+    get connections() {
+      return connections;
+    },
+    async stop() {
+      await socat.kill();
+      for (const s of open) s.destroy();
+      await new Promise<void>((res) => server.close(() => res()));
+      rmSync(path, { force: true });
+    },
+  };
 }
