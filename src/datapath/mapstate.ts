@@ -406,7 +406,9 @@ function ipv6Skip(f: Frontend): { frontend: string; reason: string } {
 
 function checkSlots(f: Frontend, n: number): void {
   if (n > 0xffff)
-    throw new KprError(`program frontend ${l4Key(f.frontend)}: ${n} backends, at most 65535 fit one frontend`);
+    throw new KprError(
+      `program frontend ${l4Key(f.frontend)}: ${n} backends, at most 65535 fit one frontend`,
+    );
 }
 
 /**
@@ -438,7 +440,10 @@ export function encodeModel(model: LbModel): EncodedModel {
         uses.push({ all: 0, active: 0, localActive: 0, localAny: 0 });
       } else {
         const seen = beList[j]!;
-        if (seen !== b && (seen.address !== b.address || seen.port !== b.port || seen.protocol !== b.protocol))
+        if (
+          seen !== b &&
+          (seen.address !== b.address || seen.port !== b.port || seen.protocol !== b.protocol)
+        )
           throw new KprError(`program backend ${b.id}: id names both ${l4Key(seen)} and ${l4Key(b)}`);
       }
       countUse(uses[j]!, b, 1);
