@@ -66,34 +66,30 @@ export async function startAgentServices(cfg: Config, opts: AgentServicesOptions
   const health = new ProxierHealth(opts.healthTimeoutMs ?? DEFAULT_HEALTH_TIMEOUT_MS);
   health.started();
   const metrics = new AgentMetrics(cfg, log);
-  const servers: HttpServer[] = [];
   const hc = new HealthCheckNodePorts({
     host: opts.hcBindHost ?? "0.0.0.0",
     log,
     proxyHealthy: () => health.healthy(),
   });
+  let healthzServer: HttpServer | undefined;
+  let metricsServer: HttpServer | undefined;
   try {
     if (cfg.kubeProxyReplacementHealthzBindAddr !== "") {
-      const s = startHealthServer(cfg.kubeProxyReplacementHealthzBindAddr, health, {
+      healthzServer = startHealthServer(cfg.kubeProxyReplacementHealthzBindAddr, health, {
         nodeEligible: opts.nodeEligible,
         onAnswer: (path, code) => metrics.healthAnswer(path, code),
       });
-      servers.push(s);
-      log.info(`healthz: serving /healthz and /livez on ${s.address}`);
+      log.info(`healthz: serving /healthz and /livez on ${healthzServer.address}`);
     }
     if (cfg.prometheus.serveAddr !== "") {
-      const s = startMetricsServer(cfg.prometheus.serveAddr, metrics);
-      servers.push(s);
-      log.info(`metrics: serving /metrics on ${s.address}`);
+      metricsServer = startMetricsServer(cfg.prometheus.serveAddr, metrics);
+      log.info(`metrics: serving /metrics on ${metricsServer.address}`);
     }
   } catch (e) {
-    await Promise.all(servers.map((s) => s.stop()));
+    await healthzServer?.stop();
     throw e;
   }
-  const [healthzServer, metricsServer] = [
-    cfg.kubeProxyReplacementHealthzBindAddr !== "" ? servers[0] : undefined,
-    cfg.prometheus.serveAddr !== "" ? servers.at(-1) : undefined,
-  ];
+  const servers = [healthzServer, metricsServer].filter((s) => s !== undefined);
 
   // Health check node port updates run one at a time, in report order; the latest model wins.
   let hcChain: Promise<void> = Promise.resolve();
