@@ -69,7 +69,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   for i in "${!missing[@]}"; do
     [ "${missing[$i]}" = kubernetes-client ] || continue
     for cand in kubernetes-client kubectl; do
-      if apt-cache policy "$cand" 2>/dev/null | grep -q 'Candidate: [0-9]'; then missing[$i]=$cand; continue 2; fi
+      policy=$(apt-cache policy "$cand" 2>/dev/null || true)
+      if [[ $policy == *"Candidate: "[0-9]* ]]; then missing[$i]=$cand; continue 2; fi
     done
     say "no kubectl package in apt: the API-server checks that use kubectl will skip"
     unset 'missing[i]'
