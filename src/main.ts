@@ -15,6 +15,7 @@ export const main = defineCommand({
     apply: () => import("./commands/apply.ts").then((m) => m.default),
     bpf: () => import("./commands/bpf.ts").then((m) => m.default),
     cleanup: () => import("./commands/cleanup.ts").then((m) => m.default),
+    run: () => import("./commands/run.ts").then((m) => m.default),
     service: () => import("./commands/service.ts").then((m) => m.default),
     status: () => import("./commands/status.ts").then((m) => m.default),
     version: () => import("./commands/version.ts").then((m) => m.default),

@@ -61,29 +61,37 @@ export function checkRemovals(
   op = "apply",
 ): void {
   if (opts.pruneAll || programmed.size === 0) return;
-  let removed = 0;
-  const examples: string[] = [];
-  for (const s of programmed)
-    if (!desired.has(s)) {
-      removed++;
-      if (examples.length < 3) examples.push(s);
-    }
-  if (removed === 0) return;
-  const total = programmed.size;
-  const names = `${examples.join(", ")}${removed > examples.length ? ", …" : ""}`;
-  if (removed === total)
+  const removed: string[] = [];
+  for (const s of programmed) if (!desired.has(s)) removed.push(s);
+  checkRemovalCount(removed, programmed.size, opts, op);
+}
+
+/**
+ * Throws WipeRefused when removing the services `removed` out of `total` programmed ones is a
+ * wipe (all of them) without `pruneAll`, or more than `maxDelete` allows.
+ */
+export function checkRemovalCount(
+  removed: readonly string[],
+  total: number,
+  opts: GuardOptions,
+  op = "apply",
+): void {
+  if (opts.pruneAll || total === 0 || removed.length === 0) return;
+  const n = removed.length;
+  const names = `${removed.slice(0, 3).join(", ")}${n > 3 ? ", …" : ""}`;
+  if (n >= total)
     throw new WipeRefused(
       `${op}: refused: it would remove all ${total} programmed service${total === 1 ? "" : "s"} (${names}) and the input names none of them (empty or unreadable input? nothing was changed; pass --prune-all to remove them all)`,
-      removed,
+      n,
       total,
     );
   if (opts.maxDelete === undefined) return;
   const limit = deleteLimit(opts.maxDelete, total);
-  if (removed > limit) {
+  if (n > limit) {
     const allowed = "count" in opts.maxDelete ? `${opts.maxDelete.count}` : `${opts.maxDelete.percent}%`;
     throw new WipeRefused(
-      `${op}: refused: it would remove ${removed} of ${total} programmed services (${names}), more than --max-delete ${allowed} allows (${limit}) (nothing was changed; raise --max-delete or pass --prune-all)`,
-      removed,
+      `${op}: refused: it would remove ${n} of ${total} programmed services (${names}), more than --max-delete ${allowed} allows (${limit}) (nothing was changed; raise --max-delete or pass --prune-all)`,
+      n,
       total,
     );
   }

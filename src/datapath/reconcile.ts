@@ -10,6 +10,7 @@ import { KprError } from "../errors.ts";
 import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
 import { log as rootLog } from "../log.ts";
 import { BpfMap } from "./bpf.ts";
+import type { Datapath } from "./loader.ts";
 import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
 import {
   type CurrentView,
@@ -286,6 +287,8 @@ export interface ApplyResult {
   skipped: { frontend: string; reason: string }[];
   /** wall time of applyModel */
   ms: number;
+  /** the loaded datapath, when the caller asked to keep it open (`keepDatapath`) */
+  datapath?: Datapath;
 }
 
 /** A CurrentView over the pinned maps: two batch reads, the rest looked up on demand. */
@@ -319,7 +322,13 @@ function maxDirty(enc: EncodedModel): number {
 export async function applyModel(
   model: LbModel,
   cfg: Config,
-  opts: { log?: ConsolaInstance } = {},
+  opts: {
+    log?: ConsolaInstance;
+    /** an open datapath to program (not loaded again, left open) */
+    datapath?: Datapath;
+    /** keep the datapath this call loads open and return it (the daemon programs it on) */
+    keepDatapath?: boolean;
+  } = {},
 ): Promise<ApplyResult> {
   const log = opts.log ?? rootLog.withTag("reconcile");
   const t0 = performance.now();
@@ -361,25 +370,31 @@ export async function applyModel(
   if (planMs > 1000)
     log.info(`planned ${ops.length} map writes in ${Math.round(planMs)} ms; loading the datapath`);
 
-  const dp = await loadDatapath(cfg, { log });
+  const dp = opts.datapath ?? (await loadDatapath(cfg, { log }));
+  const keep = opts.datapath !== undefined || opts.keepDatapath === true;
   let writes = 0;
   try {
     writes = executeOps(ops, dp.lbMaps, { log });
-    if (ops.some((o) => o.kind === "delete")) pruneAffinity(dp.map("kpr_lb4_aff"), enc);
+    if (ops.some((o) => o.kind === "delete"))
+      pruneAffinity(dp.map("kpr_lb4_aff"), (fe, be) => enc.byId.has(fe) && enc.beIndex.has(be));
+  } catch (e) {
+    if (opts.keepDatapath && !opts.datapath) dp.close();
+    throw e;
   } finally {
-    dp.close();
+    if (!keep) dp.close();
   }
+  const dpChanges = opts.datapath ? [] : dp.changes;
   const ms = performance.now() - t0;
   const fc = frontendChanges(ops);
   const s = summarizeOps(ops);
   const nBackends = enc.beIndex.size;
   const nFrontends = enc.frontends.length;
-  const changed = writes > 0 || dp.changes.length > 0;
+  const changed = writes > 0 || dpChanges.length > 0;
   const detail = [
     `frontends +${fc.added} ~${fc.changed} -${fc.removed}`,
     `backends +${s.kpr_lb4_be.added} ~${s.kpr_lb4_be.changed} -${s.kpr_lb4_be.removed}`,
     `${writes} map writes`,
-    ...dp.changes,
+    ...dpChanges,
   ];
   const took = ms < 10 ? ms.toFixed(1) : String(Math.round(ms));
   const summary = changed
@@ -391,22 +406,23 @@ export async function applyModel(
     writes,
     ops,
     planned,
-    datapathChanges: dp.changes,
+    datapathChanges: dpChanges,
     skipped: enc.skipped,
     ms,
+    ...(opts.keepDatapath && !opts.datapath ? { datapath: dp } : {}),
   };
 }
 
 /**
- * Drops session-affinity entries whose frontend or backend is gone, so a returning id never
+ * Drops session-affinity entries that `keep` (frontend id, backend id) rejects: those whose frontend or backend is gone, so a returning id never
  * inherits a stale choice (the datapath checks slots only for small frontends).
  */
-function pruneAffinity(aff: BpfMap, enc: EncodedModel): void {
+export function pruneAffinity(aff: BpfMap, keep: (frontendId: number, backendId: number) => boolean): void {
   const stale: Uint8Array[] = [];
   for (const [k, v] of aff.entries()) {
     const key = lb4AffKey.decode(k);
     const val = lb4AffVal.decode(v);
-    if (!enc.byId.has(key.rev_nat_id) || !enc.beIndex.has(val.backend_id)) stale.push(k);
+    if (!keep(key.rev_nat_id, val.backend_id)) stale.push(k);
   }
   for (const k of stale) aff.delete(k);
 }

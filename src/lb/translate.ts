@@ -1097,9 +1097,14 @@ export class IncrementalTranslation {
     return { node: this.node, frontends };
   }
 
-  /** The frontends of one service (or of the pods' hostPorts with `pods`) now. */
+  /** The frontends of one service ("ns/name") now. */
   frontendsOf(service: string): readonly Frontend[] {
     return this.groups.get(service) ?? [];
+  }
+
+  /** Services (not pods) with at least one frontend. */
+  get serviceCount(): number {
+    return this.groups.size - (this.groups.has(POD_GROUP) ? 1 : 0);
   }
 
   private hold(f: Frontend, group: string): void {

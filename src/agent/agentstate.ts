@@ -1,0 +1,73 @@
+/**
+ * The daemon's runtime record for `kpr status`: who runs for this bpf root (pid), what it follows
+ * and how its last sync went. One JSON file per bpf root under /run/kpr (KPR_RUN_DIR overrides),
+ * written atomically and removed on a clean exit. It is not state: the pinned maps are.
+ */
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Config } from "../config/config.ts";
+
+/** The record. */
+export interface AgentState {
+  pid: number;
+  /** the source's description ("manifest /etc/kpr/manifests", "api https://…") */
+  source: string;
+  startedAt: string;
+  /** the config file the daemon runs with */
+  config?: string;
+  lastSync?: { at: string; ok: boolean; error?: string; durationMs: number };
+  /** frontends programmed after the last good sync */
+  frontends?: number;
+}
+
+/** Directory of the records. */
+export function runDir(): string {
+  return process.env.KPR_RUN_DIR ?? "/run/kpr";
+}
+
+/** Path of the record of `cfg.bpf.root`. */
+export function agentStatePath(cfg: Config): string {
+  const h = createHash("sha256").update(cfg.bpf.root).digest("hex").slice(0, 12);
+  return join(runDir(), `agent-${h}.json`);
+}
+
+/** Writes the record (tmp + rename). */
+export function writeAgentState(cfg: Config, st: AgentState): void {
+  const path = agentStatePath(cfg);
+  mkdirSync(runDir(), { recursive: true, mode: 0o755 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(st)}\n`, { mode: 0o644 });
+  renameSync(tmp, path);
+}
+
+/** Removes the record (clean exit). */
+export function removeAgentState(cfg: Config): void {
+  rmSync(agentStatePath(cfg), { force: true });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** The record for `cfg.bpf.root` with whether its process still runs; undefined when none. */
+export function readAgentState(cfg: Config): (AgentState & { running: boolean }) | undefined {
+  let text: string;
+  try {
+    text = readFileSync(agentStatePath(cfg), "utf8");
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = JSON.parse(text) as AgentState;
+    if (typeof st.pid !== "number") return undefined;
+    return { ...st, running: alive(st.pid) };
+  } catch {
+    return undefined;
+  }
+}
