@@ -44,6 +44,8 @@ declare -A need=(
   [python3]=/usr/bin/python3
   [procps]=/usr/sbin/sysctl
   [openssl]=/usr/bin/openssl
+  # strace: the agent's end-to-end tests kill the daemon at a chosen bpf() call (fault injection)
+  [strace]=/usr/bin/strace
   # kubectl, a real client the tests check the test API server with: Debian 12 ships it as
   # kubernetes-client, later releases as kubectl (picked below)
   [kubernetes-client]=/usr/bin/kubectl

@@ -637,3 +637,40 @@ export async function relayLoopback(topo: Topology, ns: string, port: number): P
     },
   };
 }
+
+/**
+ * Attaches strace to pid and has it SIGKILL the process when it enters its `nth` `syscall` call
+ * after the attach (strace's fault injection): a kill at a chosen point, e.g. in the middle of a
+ * sync's map writes. Resolves once strace is attached; kill() the handle afterwards.
+ */
+export async function killAtSyscall(
+  topo: Topology,
+  ns: string,
+  pid: number,
+  syscall: string,
+  nth: number,
+): Promise<SpawnHandle> {
+  const h = topo.spawn(
+    ns,
+    [
+      "strace",
+      "-f",
+      "-qq",
+      "-p",
+      String(pid),
+      "-e",
+      `trace=${syscall}`,
+      "-e",
+      `inject=${syscall}:signal=SIGKILL:when=${nth}`,
+      "-o",
+      "/dev/null",
+    ],
+    { nsenter: true },
+  );
+  await pollUntil(`strace attached to ${pid}`, () => {
+    if (h.proc.exitCode !== null) throw new Error(`strace -p ${pid} exited: ${h.output()}`);
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    return !/^TracerPid:\s+0$/m.test(status);
+  });
+  return h;
+}
