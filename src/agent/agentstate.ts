@@ -71,3 +71,43 @@ export function readAgentState(cfg: Config): (AgentState & { running: boolean })
     return undefined;
   }
 }
+
+/** What `kpr status` shows of the daemon of this bpf root. */
+export interface AgentStatus {
+  running: boolean;
+  pid?: number;
+  source?: string;
+  config?: string;
+  startedAt?: string;
+  lastSync?: AgentState["lastSync"];
+  frontends?: number;
+  /** set when a record exists but its process is gone (killed without cleaning up) */
+  note?: string;
+}
+
+/** The daemon's status for `kpr status` (running: false when there is no daemon). */
+export function agentStatus(cfg: Config): AgentStatus {
+  const st = readAgentState(cfg);
+  if (!st) return { running: false };
+  const { running, ...rest } = st;
+  return {
+    ...rest,
+    running,
+    ...(running ? {} : { note: `pid ${st.pid} is gone without removing ${agentStatePath(cfg)} (killed?)` }),
+  };
+}
+
+/** The Agent lines of `kpr status`. */
+export function formatAgentStatus(a: AgentStatus): string {
+  const kv = (k: string, v: string) => `${`${k}:`.padEnd(26)}${v}\n`;
+  if (!a.running) return kv("Agent", a.note ? `not running (${a.note})` : "not running");
+  let out = kv("Agent", `running (pid ${a.pid}), ${a.source}`);
+  const l = a.lastSync;
+  if (!l) out += kv("Last sync", "none yet (waiting for the first complete sync)");
+  else
+    out += kv(
+      "Last sync",
+      `${l.at} ${l.ok ? "ok" : "failed"} in ${l.durationMs} ms${l.ok && a.frontends !== undefined ? `, ${a.frontends} frontends` : ""}${l.error ? `: ${l.error.split("\n")[0]}` : ""}`,
+    );
+  return out;
+}

@@ -14,8 +14,10 @@ export default defineCommand({
     const cfg = await configFromArgs(args);
     const { formatStatus, readNodeStatus, statusReport } = await import("../datapath/nodestatus.ts");
     const report = statusReport(cfg, readNodeStatus(cfg));
-    if (args.output === "json") process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-    else process.stdout.write(formatStatus(report, args.verbose));
+    const { agentStatus, formatAgentStatus } = await import("../agent/agentstate.ts");
+    const agent = agentStatus(cfg);
+    if (args.output === "json") process.stdout.write(`${JSON.stringify({ ...report, agent }, null, 2)}\n`);
+    else process.stdout.write(`${formatStatus(report, args.verbose)}${formatAgentStatus(agent)}`);
     return 0;
   },
 });
