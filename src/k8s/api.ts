@@ -55,6 +55,12 @@ export interface ApiSourceOptions {
   pageSize?: number;
   /** server-side watch timeout range in seconds (default [300, 600], as client-go's reflector) */
   watchTimeoutSeconds?: [number, number];
+  /** a list page or a watch's response that takes longer fails (default 60000 ms): a silent
+   *  network path must not hang the source */
+  requestTimeoutMs?: number;
+  /** a watch still open this long after its timeoutSeconds is taken for dead and reopened
+   *  (default 30000 ms) */
+  watchGraceMs?: number;
 }
 
 /** Metadata kept for a cached object: what translate reads plus the resourceVersion informers track. */
@@ -197,6 +203,14 @@ export function describeApiError(e: unknown): string {
   return msg.split("\n")[0]!.replace(/\s*For more information, pass `verbose: true`.*$/, "");
 }
 
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, fail) => {
+    timer = setTimeout(() => fail(new Error(`${what} after ${(ms / 1000).toFixed(0)}s`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 interface ListPage {
   items: Raw[];
   metadata?: { resourceVersion?: string; _continue?: string };
@@ -228,7 +242,10 @@ class Informer<T extends Cached> {
     private readonly spec: InformerSpec<T>,
     kc: KubeConfig,
     private readonly opts: Required<
-      Pick<ApiSourceOptions, "initialBackoffMs" | "maxBackoffMs" | "pageSize">
+      Pick<
+        ApiSourceOptions,
+        "initialBackoffMs" | "maxBackoffMs" | "pageSize" | "requestTimeoutMs" | "watchGraceMs"
+      >
     > & {
       watchTimeoutSeconds: [number, number];
     },
@@ -247,28 +264,44 @@ class Informer<T extends Cached> {
         if (self.stopped) return new AbortController();
         self.listDone();
         const [lo, hi] = self.opts.watchTimeoutSeconds;
-        let ended = false;
-        let ctl: AbortController;
+        const timeoutSeconds = Math.round(lo + Math.random() * (hi - lo));
+        let finished = false;
+        let ctl: AbortController | undefined;
+        let dog: ReturnType<typeof setTimeout> | undefined;
+        const finish = (err: unknown) => {
+          if (finished) return;
+          finished = true;
+          clearTimeout(dog);
+          ctl?.abort();
+          done(err);
+        };
+        const stall = (ms: number, what: string) => {
+          clearTimeout(dog);
+          dog = setTimeout(() => finish(new Error(`${what} after ${(ms / 1000).toFixed(0)}s`)), ms);
+        };
+        stall(self.opts.requestTimeoutMs, "watch: no response");
         try {
           ctl = await super.watch(
             path,
-            {
-              ...params,
-              allowWatchBookmarks: true,
-              timeoutSeconds: Math.round(lo + Math.random() * (hi - lo)),
+            { ...params, allowWatchBookmarks: true, timeoutSeconds },
+            (phase, obj, raw) => {
+              if (!finished) self.event(phase, obj, raw, cb);
             },
-            (phase, obj, raw) => self.event(phase, obj, raw, cb),
-            (err) => {
-              ended = true;
-              done(err);
-            },
+            finish,
           );
         } catch (e) {
-          done(e);
-          return new AbortController();
+          finish(e);
         }
-        if (!ended) self.connected();
-        return ctl;
+        if (finished) {
+          ctl?.abort();
+          return ctl ?? new AbortController();
+        }
+        stall(
+          timeoutSeconds * 1000 + self.opts.watchGraceMs,
+          "watch: stream silent and not closed by the server",
+        );
+        self.connected();
+        return ctl!;
       }
     }
     this.lw = new ListWatch(
@@ -295,7 +328,11 @@ class Informer<T extends Cached> {
     let cont: string | undefined;
     let rv: string | undefined;
     do {
-      const page = await this.spec.list({ limit: this.opts.pageSize, ...(cont ? { _continue: cont } : {}) });
+      const page = await withTimeout(
+        this.spec.list({ limit: this.opts.pageSize, ...(cont ? { _continue: cont } : {}) }),
+        this.opts.requestTimeoutMs,
+        "list: no response",
+      );
       for (const o of page.items) items.push(this.spec.convert(o) as T & { metadata: Meta });
       cont = page.metadata?._continue || undefined;
       rv = page.metadata?.resourceVersion;
@@ -418,6 +455,8 @@ export class ApiSource implements ClusterSource {
       maxBackoffMs: opts.maxBackoffMs ?? 3000,
       pageSize: opts.pageSize ?? 500,
       watchTimeoutSeconds: opts.watchTimeoutSeconds ?? ([300, 600] as [number, number]),
+      requestTimeoutMs: opts.requestTimeoutMs ?? 60_000,
+      watchGraceMs: opts.watchGraceMs ?? 30_000,
     };
     const selector = serviceLabelSelector(opts.serviceProxyName);
     const changed = () => this.onChange();

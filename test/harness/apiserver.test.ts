@@ -416,7 +416,7 @@ describe.skipIf(!!noOpenssl)("test API server", () => {
     }
   });
 
-  test("unreachable: refused, then reset, then back on the same URL", async () => {
+  test("unreachable: refused, then reset, then hanging, then back on the same URL", async () => {
     await api.setDown(true, "refuse");
     const refused = await get("/api/v1/services").then(
       () => "answered",
@@ -432,5 +432,15 @@ describe.skipIf(!!noOpenssl)("test API server", () => {
     expect(reset, "connection reset").toBe("failed");
     await api.setDown(false);
     expect((await get("/api/v1/services")).status, "back up").toBe(200);
+    await api.setDown(true, "hang");
+    let answered = false;
+    const held = get("/api/v1/services").then((r) => {
+      answered = true;
+      return r.status;
+    });
+    await until("the held request reached the server", () => api.requests.at(-1) === "GET /api/v1/services");
+    expect(answered, "no answer while hanging").toBe(false);
+    await api.setDown(false);
+    expect(await held, "answered once back").toBe(200);
   });
 });

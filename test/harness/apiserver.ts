@@ -112,6 +112,10 @@ interface Watcher {
   match: (o: KubeObject) => boolean;
   bookmarks: boolean;
   res_: ServerResponse;
+  /** events held back while the server hangs (as a stalled TCP connection buffers them); "" is
+   *  the end of the stream */
+  held: string[];
+  write(line: string): void;
   timers: ReturnType<typeof setTimeout>[];
   close(how: "end" | "reset"): void;
 }
@@ -157,9 +161,10 @@ export interface ApiServer {
   /** open watch streams */
   readonly watchCount: number;
   /** unreachable mode: "refuse" closes the listener (connection refused), "reset" accepts and
-   *  destroys every connection; either drops every open connection. false listens again on the
-   *  same port. */
-  setDown(down: boolean, how?: "refuse" | "reset"): Promise<void>;
+   *  destroys every connection (both drop every open connection); "hang" keeps connections open
+   *  but silent (no response, no watch event, no bookmark), as a network partition does. false
+   *  listens again on the same port, or answers what was held back. */
+  setDown(down: boolean, how?: "refuse" | "reset" | "hang"): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -319,7 +324,8 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const watchers = new Set<Watcher>();
   const sockets = new Set<Socket>();
   const requests: string[] = [];
-  let mode: "up" | "refuse" | "reset" = "up";
+  let mode: "up" | "refuse" | "reset" | "hang" = "up";
+  const heldRequests: [IncomingMessage, ServerResponse][] = [];
 
   const resolve = (obj: KubeObject): Resource => {
     const r = obj.kind ? byKind.get(obj.kind) : undefined;
@@ -348,7 +354,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const notify = (e: HistoryEntry) => {
     for (const w of watchers) {
       const type = eventFor(w, e);
-      if (type) w.res_.write(`${JSON.stringify({ type, object: wire(e.res, e.obj) })}\n`);
+      if (type) w.write(`${JSON.stringify({ type, object: wire(e.res, e.obj) })}\n`);
     }
   };
 
@@ -544,6 +550,11 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       match,
       bookmarks: q.get("allowWatchBookmarks") === "true",
       res_: r,
+      held: [],
+      write(line) {
+        if (mode === "hang") w.held.push(line);
+        else r.write(line);
+      },
       timers: [],
       close(how) {
         if (!watchers.delete(w)) return;
@@ -566,17 +577,24 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     }
     watchers.add(w);
     const timeout = Number(q.get("timeoutSeconds") ?? 0);
-    if (timeout > 0) w.timers.push(setTimeout(() => w.close("end"), timeout * 1000));
+    if (timeout > 0)
+      w.timers.push(
+        setTimeout(() => {
+          if (mode === "hang") w.held.push("");
+          else w.close("end");
+        }, timeout * 1000),
+      );
     if (w.bookmarks) {
       const tick = () => {
-        send({
-          type: "BOOKMARK",
-          object: {
-            kind: res.kind,
-            apiVersion: apiVersionOf(res),
-            metadata: { resourceVersion: String(rv), annotations: { "k8s.io/initial-events-end": "true" } },
-          },
-        });
+        if (mode !== "hang")
+          send({
+            type: "BOOKMARK",
+            object: {
+              kind: res.kind,
+              apiVersion: apiVersionOf(res),
+              metadata: { resourceVersion: String(rv), annotations: { "k8s.io/initial-events-end": "true" } },
+            },
+          });
         w.timers[1] = setTimeout(tick, bookmarkMs);
       };
       w.timers[1] = setTimeout(tick, bookmarkMs);
@@ -587,6 +605,14 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const handle = (req: IncomingMessage, r: ServerResponse) => {
     const url = new URL(req.url ?? "/", "https://127.0.0.1");
     requests.push(`${req.method} ${url.pathname}${url.search}`);
+    if (mode === "hang") {
+      heldRequests.push([req, r]);
+      return;
+    }
+    serve(req, r, url);
+  };
+
+  const serve = (req: IncomingMessage, r: ServerResponse, url: URL) => {
     try {
       if (req.headers.authorization !== `Bearer ${token}`) throw new HttpError(401, "Unauthorized");
       if (req.method !== "GET")
@@ -716,7 +742,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     dropWatches(how = "end") {
       for (const w of [...watchers]) {
         if (how === "expire") {
-          w.res_.write(`${JSON.stringify({ type: "ERROR", object: status(410, "Expired", tooOld(0)) })}\n`);
+          w.write(`${JSON.stringify({ type: "ERROR", object: status(410, "Expired", tooOld(0)) })}\n`);
           w.close("end");
         } else w.close(how);
       }
@@ -733,12 +759,22 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
           const closed = closeListener();
           dropAll();
           await closed;
-        } else dropAll();
+        } else if (how === "reset") dropAll();
       } else {
         if (mode === "up") return;
         const was = mode;
         mode = "up";
         if (was === "refuse") await listen(port);
+        if (was === "hang") {
+          for (const w of [...watchers])
+            for (const line of w.held.splice(0)) {
+              if (line === "") w.close("end");
+              else w.res_.write(line);
+            }
+          for (const [req, r] of heldRequests.splice(0))
+            if (!r.destroyed && !req.socket.destroyed)
+              serve(req, r, new URL(req.url ?? "/", "https://127.0.0.1"));
+        }
       }
     },
     async stop() {

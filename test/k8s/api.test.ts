@@ -175,7 +175,7 @@ describe.skipIf(!!noOpenssl)("ApiSource", () => {
       { pageSize: 1 },
     );
     expect(src.description, "description").toBe(`api ${api.url} (kubeconfig ${api.kubeconfigPath})`);
-    await until("synced", () => src.synced);
+    await until("synced and watching", () => src.synced && api.watchCount === 4);
     expect(src.lastError, "healthy").toBeUndefined();
     expect(calls, "onChange called").toBeGreaterThan(0);
     const snap = src.snapshot();
@@ -419,6 +419,35 @@ describe.skipIf(!!noOpenssl)("ApiSource", () => {
           src.serviceObjects("default/web").endpointSlices[0]?.endpoints?.[0]?.addresses?.[0] === want,
       );
     }
+  });
+
+  test("silent API (a partition: connections open, nothing answered): timeouts, lastError, then converges", async () => {
+    api = await startApiServer({ objects: [svc("default", "web")], bookmarkIntervalMs: 60_000 });
+    src = new ApiSource({
+      kubeconfig: api.kubeconfigPath,
+      nodeName: "node-1",
+      log: quiet,
+      initialBackoffMs: 20,
+      maxBackoffMs: 200,
+      watchTimeoutSeconds: [1, 1],
+      watchGraceMs: 300,
+      requestTimeoutMs: 500,
+    });
+    const [a, s] = [api, src];
+    await a.setDown(true, "hang");
+    await s.start(() => {});
+    await until("hung list detected", () => (s.lastError ?? "").includes("list: no response"), 15_000);
+    expect(s.synced, "not synced while the list hangs").toBe(false);
+    await a.setDown(false);
+    await until("synced", () => s.synced && s.lastError === undefined && a.watchCount === 4, 15_000);
+    await a.setDown(true, "hang");
+    a.create(svc("default", "held"));
+    await until("stalled watch detected", () => (s.lastError ?? "").includes("stream silent"), 15_000);
+    await until("hung re-watch detected", () => (s.lastError ?? "").includes("watch: no response"), 15_000);
+    expect(names(s.snapshot().services), "snapshot kept").toEqual(["default/web"]);
+    await a.setDown(false);
+    await until("converged", () => s.lastError === undefined && s.snapshot().services.length === 2, 15_000);
+    expect(s.synced, "synced").toBe(true);
   });
 
   test("unreachable at start: not synced, error reported, nothing listed; syncs once the API is up", async () => {
