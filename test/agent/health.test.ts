@@ -1,5 +1,11 @@
 import { afterEach, describe, expect, it } from "bun:test";
-import { goTimeJson, type HttpServer, ProxierHealth, startHealthServer } from "../../src/agent/health.ts";
+import {
+  goTimeJson,
+  type HttpServer,
+  ProxierHealth,
+  parseBindAddr,
+  startHealthServer,
+} from "../../src/agent/health.ts";
 import { type AgentServices, startAgentServices } from "../../src/agent/services.ts";
 import { defaultConfig } from "../../src/config/config.ts";
 import { log } from "../../src/log.ts";
@@ -31,6 +37,20 @@ describe("goTimeJson", () => {
     [Date.UTC(2026, 11, 2, 5, 0, 0, 1) + 0.5, "2026-12-02T05:00:00.0015Z"],
   ])("%p → %s (Go's RFC 3339 with nanoseconds, trailing zeros trimmed)", (ms, want) => {
     expect(goTimeJson(ms)).toBe(want);
+  });
+});
+
+describe("parseBindAddr", () => {
+  it.each([
+    ["0.0.0.0:10256", { hostname: "0.0.0.0", port: 10256 }],
+    [":10256", { hostname: "0.0.0.0", port: 10256 }],
+    ["[::1]:10249", { hostname: "::1", port: 10249 }],
+    ["127.0.0.1:0", { hostname: "127.0.0.1", port: 0 }],
+  ])("%s", (addr, want) => {
+    expect(parseBindAddr(addr)).toEqual(want);
+  });
+  it("rejects an address without a port", () => {
+    expect(() => parseBindAddr("localhost")).toThrow('listen on "localhost": not "host:port"');
   });
 });
 
