@@ -164,10 +164,14 @@ describe.skipIf(!!skip)("e2e: kpr run --kubeconfig against a live API server", (
   });
 
   test("a 410 Gone converges: objects deleted during the gap disappear, created ones appear", async () => {
+    const lists = () =>
+      api.requests.filter((r) => r.startsWith("GET /api/v1/services") && !/[?&]watch=(true|1)/.test(r))
+        .length;
     await api.setDown(true, "refuse");
     remove(apiSvc([]));
     apply(web([B]));
     api.compact();
+    const listsBefore = lists();
     await api.setDown(false);
     await converge(
       "after the 410 relist: api gone, web → pod-b",
@@ -177,6 +181,10 @@ describe.skipIf(!!skip)("e2e: kpr run --kubeconfig against a live API server", (
       what: "api NodePort stops",
     });
     await pollTraffic(topo(), NS.client, `http://${ADDR.node1}:${WEB_NP}/`, [POD_NAMES.podB]);
+    expect(
+      lists(),
+      "services were listed again after the 410 (a relist, not a resumed watch)",
+    ).toBeGreaterThan(listsBefore);
 
     apply(apiSvc([R]));
     await converge("api created again", (f) => has(f, `${API_IP}:80/TCP`, [ADDR.podR]));
