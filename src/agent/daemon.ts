@@ -241,8 +241,23 @@ export class Daemon {
       };
       const first = full === "first";
       this.needFull = undefined;
-      if (r.writes > 0 || full) this.log.info(r.summary);
-      else this.log.debug(r.summary);
+      const lastWriteAt = r.lastWriteAt ?? startedAt;
+      const latency =
+        firstEventAt !== undefined
+          ? ` (event → last map write ${(lastWriteAt - firstEventAt).toFixed(2)} ms)`
+          : "";
+      if (r.writes > 0 || full) this.log.info(`${r.summary}${latency}`);
+      else this.log.debug(`${r.summary}${latency}`);
+      if (firstEventAt !== undefined)
+        this.log.debug(
+          `sync timing ${JSON.stringify({
+            firstEventEpochMs: performance.timeOrigin + firstEventAt,
+            lastWriteEpochMs: performance.timeOrigin + lastWriteAt,
+            eventToLastWriteMs: lastWriteAt - firstEventAt,
+            writes: r.writes,
+            incremental: !full,
+          })}`,
+        );
       this.last = { at, ok: true, durationMs };
       this.o.onSync?.(report);
       if (first) this.o.onFirstSync?.(report);
@@ -320,9 +335,14 @@ export class Daemon {
     });
     if (r.datapath) this.dp = r.datapath;
     const lastWriteAt = performance.now();
+    this.inc = undefined;
+    this.prog = undefined;
     this.inc = IncrementalTranslation.seed(model, this.cfg);
     this.prog = ProgrammedModel.of(model);
     this.model = model;
+    // a full pass leaves much garbage (the snapshot's translation, the plan): return it now, so
+    // the steady state's resident memory is the model's
+    Bun.gc(true);
     const why = reason === "first" ? "first sync" : reason === "resync" ? "resync" : reason;
     return {
       summary: `${why}: ${r.summary}`,

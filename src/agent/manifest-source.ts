@@ -22,6 +22,7 @@ import {
 
 const MANIFEST_EXT = /\.(ya?ml|json)$/i;
 const LABEL_SERVICE_NAME = "kubernetes.io/service-name";
+const EMPTY_LIST = Bun.hash.wyhash("[]");
 
 /** Options of ManifestSource. */
 export interface ManifestSourceOptions {
@@ -38,9 +39,9 @@ interface FileEntry {
   /** the last good content */
   state: ClusterState;
   /** "ns/name" → canonical JSON of that service's objects in this file (for change detection) */
-  keys: Map<string, string>;
-  pods: string;
-  nodes: string;
+  keys: Map<string, bigint>;
+  pods: bigint;
+  nodes: bigint;
   /** the problem of the current content, when it does not read */
   error?: string;
 }
@@ -64,7 +65,7 @@ function canon(o: { source?: unknown }): string {
   return JSON.stringify(rest);
 }
 
-function keysOf(st: ClusterState): Map<string, string> {
+function keysOf(st: ClusterState): Map<string, bigint> {
   const parts = new Map<string, string[]>();
   const add = (k: string, text: string) => {
     const l = parts.get(k);
@@ -77,7 +78,7 @@ function keysOf(st: ClusterState): Map<string, string> {
     if (k !== undefined) add(k, `E${canon(s)}`);
   }
   for (const e of st.endpoints) add(nsName(e), `L${canon(e)}`);
-  return new Map([...parts].map(([k, l]) => [k, l.join("\n")]));
+  return new Map([...parts].map(([k, l]) => [k, Bun.hash.wyhash(l.join("\n"))]));
 }
 
 /** Files under a directory (recursive *.yaml, *.yml, *.json, in name order) and its directories. */
@@ -102,10 +103,15 @@ export class ManifestSource implements ClusterSource {
   private pollTimer: ReturnType<typeof setInterval> | undefined;
   private scanTimer: ReturnType<typeof setTimeout> | undefined;
   private scanning = false;
+  /** paths named by watch events since the last scan */
+  private touched = new Set<string>();
+  /** the next scan must look at everything (a timer tick, an event without a name) */
+  private full = true;
   private rescan = false;
   private pathProblems = new Map<string, string>();
   private snap: ClusterState | undefined;
-  private index: Map<string, ServiceObjectsMut> | undefined;
+  /** "ns/name" → that service's objects in every file, kept in step with `files` */
+  private index = new Map<string, ServiceObjectsMut>();
   private stopped = false;
   synced = false;
   lastError: string | undefined;
@@ -117,7 +123,10 @@ export class ManifestSource implements ClusterSource {
   async start(onChange: () => void): Promise<void> {
     this.onChange = onChange;
     await this.scan();
-    this.pollTimer = setInterval(() => this.kick(0), this.o.pollMs ?? 1000);
+    this.pollTimer = setInterval(() => {
+      this.full = true;
+      this.kick(0);
+    }, this.o.pollMs ?? 1000);
   }
 
   /** Schedules a scan (coalescing the bursts of events an editor's save makes). */
@@ -137,7 +146,11 @@ export class ManifestSource implements ClusterSource {
   private watchDir(dir: string): void {
     if (this.watchers.has(dir)) return;
     try {
-      const w = watch(dir, { persistent: false }, () => this.kick());
+      const w = watch(dir, { persistent: false }, (_event, name) => {
+        if (typeof name === "string" && name !== "") this.touched.add(join(dir, name));
+        else this.full = true;
+        this.kick(1);
+      });
       w.on("error", () => {
         w.close();
         this.watchers.delete(dir);
@@ -156,7 +169,11 @@ export class ManifestSource implements ClusterSource {
     try {
       do {
         this.rescan = false;
-        await this.scanOnce();
+        const touched = this.touched;
+        this.touched = new Set();
+        const full = this.full;
+        this.full = false;
+        if (full || !(await this.scanFiles(touched))) await this.scanOnce();
       } while (this.rescan && !this.stopped);
     } finally {
       this.scanning = false;
@@ -226,6 +243,7 @@ export class ManifestSource implements ClusterSource {
     for (const [f, e] of this.files)
       if (!keep.has(f)) {
         this.files.delete(f);
+        this.reindex(e.state, -1);
         this.diff(e, undefined, ch);
         changed = true;
       }
@@ -238,6 +256,7 @@ export class ManifestSource implements ClusterSource {
         if (had && !this.o.pruneAll) continue; // vanished with its path: kept above
         if (had) {
           this.files.delete(f);
+          this.reindex(had.state, -1);
           this.diff(had, undefined, ch);
           changed = true;
         }
@@ -249,40 +268,9 @@ export class ManifestSource implements ClusterSource {
         if (had.error) problems.set(f, had.error);
         continue;
       }
-      let state: ClusterState;
-      try {
-        state = await readManifests([f]);
-      } catch (e) {
-        const msg = (e as Error).message;
-        if (!had || had.error !== msg)
-          log.error(
-            `rejected ${f}: ${msg} (${had ? "its last good version stays programmed" : "nothing of it is programmed"})`,
-          );
-        problems.set(f, msg);
-        if (had) {
-          had.sig = sig;
-          had.error = msg;
-        } else
-          this.files.set(f, {
-            sig,
-            state: emptyClusterState(),
-            keys: new Map(),
-            pods: "[]",
-            nodes: "[]",
-            error: msg,
-          });
-        continue;
-      }
-      const entry: FileEntry = {
-        sig,
-        state,
-        keys: keysOf(state),
-        pods: JSON.stringify(state.pods.map(canon)),
-        nodes: JSON.stringify(state.nodes.map(canon)),
-      };
-      if (had?.error) log.info(`${f} reads again`);
-      this.files.set(f, entry);
-      if (this.diff(had, entry, ch)) changed = true;
+      if (await this.readFile(f, had, sig, ch)) changed = true;
+      const e = this.files.get(f);
+      if (e?.error) problems.set(f, e.error);
     }
     // keep the files' order as listed (the snapshot's object order follows apply's)
     const ordered = new Map<string, FileEntry>();
@@ -302,18 +290,113 @@ export class ManifestSource implements ClusterSource {
     this.lastError = lastError;
     if (synced && !this.synced) ch.all = true;
     this.synced = synced;
-    if (changed) {
-      this.snap = undefined;
-      this.index = undefined;
-    }
+    if (changed) this.snap = undefined;
     if (notify) this.onChange();
+  }
+
+  /**
+   * The quick path for watch events naming known files that are still there (edited in place or
+   * replaced by rename): only those are stat'ed and read. False when an event names anything else
+   * (a new or removed file, a directory): the caller scans everything.
+   */
+  private async scanFiles(paths: Set<string>): Promise<boolean> {
+    if (!this.synced) return false;
+    const targets: [string, FileEntry, Stats][] = [];
+    for (const p of paths) {
+      const had = this.files.get(p);
+      if (!had) {
+        if (MANIFEST_EXT.test(p) || !this.isNoise(p)) return false;
+        continue; // an editor's swap or temp file
+      }
+      try {
+        const st = statSync(p);
+        if (!st.isFile()) return false;
+        targets.push([p, had, st]);
+      } catch {
+        return false;
+      }
+    }
+    const ch = this.changes;
+    let changed = false;
+    for (const [f, had, st] of targets) {
+      const sig = sigOf(st);
+      if (had.sig === sig) continue;
+      if (await this.readFile(f, had, sig, ch)) changed = true;
+    }
+    const problems = new Map(this.pathProblems);
+    for (const [f] of targets) {
+      const e = this.files.get(f);
+      if (e?.error) problems.set(f, e.error);
+      else problems.delete(f);
+    }
+    this.pathProblems = problems;
+    const lastError = problems.size === 0 ? undefined : [...problems.values()].join("\n");
+    const notify = changed || lastError !== this.lastError;
+    this.lastError = lastError;
+    if (changed) this.snap = undefined;
+    if (notify) this.onChange();
+    return true;
+  }
+
+  /** A path that is no manifest and no directory kpr follows (an editor's temp file). */
+  private isNoise(p: string): boolean {
+    try {
+      return !statSync(p).isDirectory();
+    } catch {
+      return true;
+    }
+  }
+
+  /** Reads one file again; true when its objects changed (added to `ch`). */
+  private async readFile(
+    f: string,
+    had: FileEntry | undefined,
+    sig: string,
+    ch: SourceChanges,
+  ): Promise<boolean> {
+    const log = this.o.log;
+    let state: ClusterState;
+    try {
+      state = await readManifests([f]);
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (!had || had.error !== msg)
+        log.error(
+          `rejected ${f}: ${msg} (${had ? "its last good version stays programmed" : "nothing of it is programmed"})`,
+        );
+      if (had) {
+        had.sig = sig;
+        had.error = msg;
+      } else
+        this.files.set(f, {
+          sig,
+          state: emptyClusterState(),
+          keys: new Map(),
+          pods: 0n,
+          nodes: 0n,
+          error: msg,
+        });
+      return false;
+    }
+    const entry: FileEntry = {
+      sig,
+      state,
+      keys: keysOf(state),
+      pods: Bun.hash.wyhash(JSON.stringify(state.pods.map(canon))),
+      nodes: Bun.hash.wyhash(JSON.stringify(state.nodes.map(canon))),
+    };
+    if (had?.error) log.info(`${f} reads again`);
+    if (had) this.reindex(had.state, -1);
+    this.reindex(entry.state, 1);
+    this.files.set(f, entry);
+    return this.diff(had, entry, ch);
   }
 
   /** Adds to `ch` what differs between two versions of a file; true when anything does. */
   private diff(a: FileEntry | undefined, b: FileEntry | undefined, ch: SourceChanges): boolean {
     let any = false;
-    const ka = a?.keys ?? new Map<string, string>();
-    const kb = b?.keys ?? new Map<string, string>();
+    const ka = a?.keys ?? new Map<string, bigint>();
+    const kb = b?.keys ?? new Map<string, bigint>();
     for (const [k, v] of ka)
       if (kb.get(k) !== v) {
         ch.services.add(k);
@@ -324,11 +407,11 @@ export class ManifestSource implements ClusterSource {
         ch.services.add(k);
         any = true;
       }
-    if ((a?.pods ?? "[]") !== (b?.pods ?? "[]")) {
+    if ((a?.pods ?? EMPTY_LIST) !== (b?.pods ?? EMPTY_LIST)) {
       ch.pods = true;
       any = true;
     }
-    if ((a?.nodes ?? "[]") !== (b?.nodes ?? "[]")) {
+    if ((a?.nodes ?? EMPTY_LIST) !== (b?.nodes ?? EMPTY_LIST)) {
       ch.all = true;
       any = true;
     }
@@ -350,26 +433,32 @@ export class ManifestSource implements ClusterSource {
   }
 
   serviceObjects(key: string): Pick<ClusterState, "services" | "endpointSlices" | "endpoints"> {
-    if (!this.index) {
-      const idx = new Map<string, ServiceObjectsMut>();
-      const get = (k: string) => {
-        let o = idx.get(k);
-        if (!o) {
-          o = { services: [], endpointSlices: [], endpoints: [] };
-          idx.set(k, o);
-        }
-        return o;
-      };
-      const st = this.snapshot();
-      for (const s of st.services) get(nsName(s)).services.push(s);
-      for (const s of st.endpointSlices) {
-        const k = sliceService(s);
-        if (k !== undefined) get(k).endpointSlices.push(s);
-      }
-      for (const e of st.endpoints) get(nsName(e)).endpoints.push(e);
-      this.index = idx;
-    }
     return this.index.get(key) ?? { services: [], endpointSlices: [], endpoints: [] };
+  }
+
+  /** Adds (n = 1) or removes (n = -1) a file's objects to or from the index. */
+  private reindex(st: ClusterState, n: 1 | -1): void {
+    const touch = <T>(k: string, pick: (o: ServiceObjectsMut) => T[], obj: T) => {
+      let o = this.index.get(k);
+      if (!o) {
+        if (n < 0) return;
+        o = { services: [], endpointSlices: [], endpoints: [] };
+        this.index.set(k, o);
+      }
+      const list = pick(o);
+      if (n > 0) list.push(obj);
+      else {
+        const i = list.indexOf(obj);
+        if (i >= 0) list.splice(i, 1);
+        if (o.services.length + o.endpointSlices.length + o.endpoints.length === 0) this.index.delete(k);
+      }
+    };
+    for (const s of st.services) touch(nsName(s), (o) => o.services, s);
+    for (const s of st.endpointSlices) {
+      const k = sliceService(s);
+      if (k !== undefined) touch(k, (o) => o.endpointSlices, s);
+    }
+    for (const e of st.endpoints) touch(nsName(e), (o) => o.endpoints, e);
   }
 
   takeChanges(): SourceChanges {

@@ -1090,11 +1090,19 @@ export class IncrementalTranslation {
     return this.count;
   }
 
+  private cached: LbModel | undefined;
+
   /** The current model (frontends sorted by id). */
   model(): LbModel {
+    if (this.cached) return this.cached;
     const frontends: Frontend[] = [];
-    for (const f of this.byId) if (f) frontends.push(f);
-    return { node: this.node, frontends };
+    const byId = this.byId;
+    for (let i = 0; i < byId.length; i++) {
+      const f = byId[i];
+      if (f !== undefined) frontends.push(f);
+    }
+    this.cached = { node: this.node, frontends };
+    return this.cached;
   }
 
   /** The frontends of one service ("ns/name") now. */
@@ -1256,6 +1264,7 @@ export class IncrementalTranslation {
       newFeIds.set(p.key, id);
     }
 
+    this.cached = undefined;
     // swap the groups: every old frontend out first (a key may move between two of them)
     const removed: Frontend[] = [];
     const added: Frontend[] = [];
