@@ -114,6 +114,15 @@ describe.skipIf(!!noOpenssl)("test API server", () => {
       (e: Error) => e.message,
     );
     expect(untrusted, "a client without the CA refuses the certificate").not.toBe("accepted");
+    const dir = api.caFile.replace(/ca\.crt$/, "");
+    const mtls = await fetch(`${api.url}/api/v1/services`, {
+      tls: {
+        ca,
+        cert: readFileSync(`${dir}client.crt`, "utf8"),
+        key: readFileSync(`${dir}client.key`, "utf8"),
+      },
+    });
+    expect(mtls.status, "a client certificate signed by the CA, no token").toBe(200);
   });
 
   describe("kubectl", () => {
@@ -207,6 +216,42 @@ describe.skipIf(!!noOpenssl)("test API server", () => {
       const bad = await kubectl(["get", "svc", "-A", "--field-selector", "spec.nodeName=x"]);
       expect(bad.code, "unsupported field label").not.toBe(0);
       expect(bad.err, "field label message").toContain("field label not supported");
+    });
+
+    test.skipIf(!!noKubectl)("a kubeconfig with a client certificate (as k3s writes) works too", async () => {
+      const certApi = await startApiServer({
+        kubeconfigAuth: "client-cert",
+        objects: [svc("default", "web")],
+      });
+      try {
+        expect(readFileSync(certApi.kubeconfigPath, "utf8"), "no token in it").not.toContain("token:");
+        const p = Bun.spawn(
+          [
+            "kubectl",
+            "--kubeconfig",
+            certApi.kubeconfigPath,
+            "--cache-dir",
+            cache,
+            "get",
+            "svc",
+            "-A",
+            "-o",
+            "name",
+          ],
+          { stdout: "pipe", stderr: "pipe", env: { ...process.env, HOME: cache } },
+        );
+        const [out, err, code] = await Promise.all([
+          new Response(p.stdout).text(),
+          new Response(p.stderr).text(),
+          p.exited,
+        ]);
+        expect({ code, out: out.trim() }, `kubectl with a client certificate: ${err}`).toEqual({
+          code: 0,
+          out: "service/web",
+        });
+      } finally {
+        await certApi.stop();
+      }
     });
 
     test.skipIf(!!noKubectl)("get --chunk-size: limit/continue pages return every object once", async () => {

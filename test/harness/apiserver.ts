@@ -15,6 +15,7 @@ import { createServer, type Server } from "node:https";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
 
 /** A resource the server serves. */
 interface Resource {
@@ -126,6 +127,9 @@ export interface ApiServerOptions {
   token?: string;
   /** interval between BOOKMARK events for watches that allow them (default 1000 ms) */
   bookmarkIntervalMs?: number;
+  /** how the kubeconfig it writes authenticates: a bearer token (default) or a client
+   *  certificate signed by the server's CA, as k3s's kubeconfig does. The server accepts both. */
+  kubeconfigAuth?: "token" | "client-cert";
   /** objects to create before the server answers */
   objects?: KubeObject[];
 }
@@ -256,15 +260,15 @@ function objKey(o: KubeObject): string {
   return `${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`;
 }
 
-function generateCerts(dir: string): { caFile: string; certFile: string; keyFile: string } {
-  const caFile = join(dir, "ca.crt");
-  const certFile = join(dir, "server.crt");
-  const keyFile = join(dir, "server.key");
-  const ext = join(dir, "server.ext");
-  writeFileSync(
-    ext,
-    "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n",
-  );
+interface Certs {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  clientCertFile: string;
+  clientKeyFile: string;
+}
+
+function generateCerts(dir: string): Certs {
   const run = (args: string[]) => {
     const r = spawnSync("openssl", args, { cwd: dir, encoding: "utf8" });
     if (r.status !== 0) throw new Error(`openssl ${args[0]}: ${r.error?.message ?? r.stderr.trim()}`);
@@ -283,25 +287,26 @@ function generateCerts(dir: string): { caFile: string; certFile: string; keyFile
     "-subj",
     "/CN=kpr-test-ca",
   ]);
-  run(["req", ...ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=kpr-test-apiserver"]);
-  run([
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.crt",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-extfile",
-    ext,
-    "-out",
-    "server.crt",
-  ]);
-  return { caFile, certFile, keyFile };
+  const issue = (name: string, subject: string, ext: string) => {
+    writeFileSync(join(dir, `${name}.ext`), ext);
+    run(["req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject]);
+    const sign = ["-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"];
+    run(["x509", "-req", "-in", `${name}.csr`, ...sign, "-extfile", `${name}.ext`, "-out", `${name}.crt`]);
+  };
+  const leaf = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n";
+  issue(
+    "server",
+    "/CN=kpr-test-apiserver",
+    `subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n${leaf}`,
+  );
+  issue("client", "/O=system:nodes/CN=system:kube-proxy", `extendedKeyUsage=clientAuth\n${leaf}`);
+  return {
+    caFile: join(dir, "ca.crt"),
+    certFile: join(dir, "server.crt"),
+    keyFile: join(dir, "server.key"),
+    clientCertFile: join(dir, "client.crt"),
+    clientKeyFile: join(dir, "client.key"),
+  };
 }
 
 /** Starts a test API server on 127.0.0.1 (port 0). Needs `openssl`. */
@@ -309,7 +314,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const token = opts.token ?? crypto.randomUUID().replaceAll("-", "");
   const bookmarkMs = opts.bookmarkIntervalMs ?? 1000;
   const dir = mkdtempSync(join(tmpdir(), "kpr-apiserver-"));
-  let certs: ReturnType<typeof generateCerts>;
+  let certs: Certs;
   try {
     certs = generateCerts(dir);
   } catch (e) {
@@ -614,7 +619,9 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
 
   const serve = (req: IncomingMessage, r: ServerResponse, url: URL) => {
     try {
-      if (req.headers.authorization !== `Bearer ${token}`) throw new HttpError(401, "Unauthorized");
+      const certOk = (req.socket as TLSSocket).authorized === true;
+      if (req.headers.authorization !== `Bearer ${token}` && !certOk)
+        throw new HttpError(401, "Unauthorized");
       if (req.method !== "GET")
         throw new HttpError(405, `method ${req.method} not allowed (the test server is read-only)`);
       const d = discovery(url.pathname);
@@ -640,7 +647,13 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   };
 
   const server: Server = createServer(
-    { cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) },
+    {
+      cert: readFileSync(certs.certFile),
+      key: readFileSync(certs.keyFile),
+      ca: readFileSync(certs.caFile),
+      requestCert: true,
+      rejectUnauthorized: false,
+    },
     (req, r) => {
       try {
         handle(req, r);
@@ -696,7 +709,9 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       "users:",
       "- name: kpr-test",
       "  user:",
-      `    token: ${token}`,
+      ...(opts.kubeconfigAuth === "client-cert"
+        ? [`    client-certificate: ${certs.clientCertFile}`, `    client-key: ${certs.clientKeyFile}`]
+        : [`    token: ${token}`]),
       "contexts:",
       "- name: kpr-test",
       "  context:",

@@ -470,6 +470,17 @@ describe.skipIf(!!noOpenssl)("ApiSource", () => {
     expect(names(s.snapshot().services), "listed").toEqual(["default/web"]);
   });
 
+  test("client-certificate kubeconfig (k3s's kind): lists and watches", async () => {
+    api = await startApiServer({ objects: [svc("default", "web")], kubeconfigAuth: "client-cert" });
+    src = new ApiSource({ kubeconfig: api.kubeconfigPath, nodeName: "node-1", log: quiet });
+    const [a, s] = [api, src];
+    await s.start(() => {});
+    await until("synced and watching", () => s.synced && a.watchCount === 4);
+    a.create(svc("default", "second"));
+    await until("watch event", () => s.snapshot().services.length === 2);
+    expect(s.lastError, "healthy").toBeUndefined();
+  });
+
   test("bad token: 401 reported as lastError, never synced", async () => {
     api = await startApiServer({ objects: [svc("default", "web")], token: "right" });
     const path = api.kubeconfigPath;
