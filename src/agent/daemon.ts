@@ -216,6 +216,7 @@ export class Daemon {
     const firstEventAt = this.firstEventAt;
     this.firstEventAt = undefined;
     const startedAt = performance.now();
+    const cpu0 = process.cpuUsage();
     const at = new Date();
     const changes = src.takeChanges();
     const full = this.needFull ?? (changes.all || !this.cfg.kubeProxyReplacement ? "resync" : undefined);
@@ -242,6 +243,7 @@ export class Daemon {
       const first = full === "first";
       this.needFull = undefined;
       const lastWriteAt = r.lastWriteAt ?? startedAt;
+      const cpu = process.cpuUsage(cpu0);
       const latency =
         firstEventAt !== undefined
           ? ` (event → last map write ${(lastWriteAt - firstEventAt).toFixed(2)} ms)`
@@ -254,6 +256,7 @@ export class Daemon {
             firstEventEpochMs: performance.timeOrigin + firstEventAt,
             lastWriteEpochMs: performance.timeOrigin + lastWriteAt,
             eventToLastWriteMs: lastWriteAt - firstEventAt,
+            syncCpuMs: (cpu.user + cpu.system) / 1000,
             writes: r.writes,
             incremental: !full,
           })}`,
