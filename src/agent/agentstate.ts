@@ -19,6 +19,8 @@ export interface AgentState {
   lastSync?: { at: string; ok: boolean; error?: string; durationMs: number };
   /** frontends programmed after the last good sync */
   frontends?: number;
+  /** the source's problem now (API unreachable, a manifest rejected with file:line), if any */
+  sourceError?: string;
 }
 
 /** Directory of the records. */
@@ -81,6 +83,7 @@ export interface AgentStatus {
   startedAt?: string;
   lastSync?: AgentState["lastSync"];
   frontends?: number;
+  sourceError?: string;
   /** set when a record exists but its process is gone (killed without cleaning up) */
   note?: string;
 }
@@ -109,5 +112,6 @@ export function formatAgentStatus(a: AgentStatus): string {
       "Last sync",
       `${l.at} ${l.ok ? "ok" : "failed"} in ${l.durationMs} ms${l.ok && a.frontends !== undefined ? `, ${a.frontends} frontends` : ""}${l.error ? `: ${l.error.split("\n")[0]}` : ""}`,
     );
+  if (a.sourceError) out += kv("Source error", a.sourceError.split("\n").join("; "));
   return out;
 }

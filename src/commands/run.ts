@@ -105,6 +105,7 @@ export default defineCommand({
           config: configPath,
           ...(lastSync ? { lastSync } : {}),
           ...(frontends !== undefined ? { frontends } : {}),
+          ...(source.lastError !== undefined ? { sourceError: source.lastError } : {}),
         });
       } catch (e) {
         rlog.warn(
