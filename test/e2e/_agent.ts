@@ -417,7 +417,9 @@ export interface DatapathSnapshot {
 
 function bpftool(args: string[]): string {
   const r = Bun.spawnSync(["bpftool", "-j", ...args], { stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`bpftool ${args.join(" ")}: ${r.stderr.toString().trim()}`);
+  // with -j, bpftool reports its errors as JSON on stdout
+  if (r.exitCode !== 0)
+    throw new Error(`bpftool ${args.join(" ")}: ${(r.stderr.toString() + r.stdout.toString()).trim()}`);
   return r.stdout.toString();
 }
 
@@ -431,10 +433,13 @@ export function datapathSnapshot(topo: Topology): DatapathSnapshot {
   const links: DatapathSnapshot["links"] = {};
   const dir = join(topo.bpfRoot, "links");
   for (const l of existsSync(dir) ? readdirSync(dir).sort() : []) {
-    const info = JSON.parse(bpftool(["link", "show", "pinned", join(dir, l)])) as {
-      id: number;
-      prog_id: number;
-    };
+    let info: { id: number; prog_id: number };
+    try {
+      info = JSON.parse(bpftool(["link", "show", "pinned", join(dir, l)]));
+    } catch (e) {
+      if (!existsSync(join(dir, l))) continue; // unpinned while we looked
+      throw e;
+    }
     links[l] = { link: info.id, prog: info.prog_id };
   }
   return { maps, links };

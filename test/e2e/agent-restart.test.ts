@@ -12,7 +12,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { needs } from "../harness/env.ts";
-import { useTopology } from "../harness/netns.ts";
+import { pollUntil, useTopology } from "../harness/netns.ts";
 import {
   type Agent,
   agentMissing,
@@ -25,12 +25,13 @@ import {
   killAtSyscall,
   mapCounts,
   pollFrontends,
+  pollTraffic,
   serviceList,
   showFrontends,
   startAgent,
   type VariantBuild,
 } from "./_agent.ts";
-import { ADDR, buildCluster, httpPort, NS, POD_NAMES } from "./_cluster.ts";
+import { ADDR, buildCluster, DEVICE, httpPort, NS, POD_NAMES } from "./_cluster.ts";
 import { type EndpointSpec, node, service } from "./_manifests.ts";
 
 const A: EndpointSpec = { ip: ADDR.podA, nodeName: "node-1" };
@@ -174,6 +175,44 @@ describe.skipIf(!!skip)("e2e: kpr run restarts and upgrades without breaking a c
     agent = await startAgent(topo(), NS.node1, ["--manifest", dir], { name: "downgraded" });
     await agent.waitReady();
     await allAlive(5, "after going back to dist/kpr");
+    for (const c of held) await c.stop();
+    held = [];
+  });
+
+  test("SIGHUP reloads the config (socket LB off, then on again) without breaking a held connection", async () => {
+    const base = {
+      devices: [DEVICE],
+      nodeName: "node-1",
+      loadBalancer: { mode: "snat", acceleration: "disabled", algorithm: "random" },
+    };
+    held = [
+      await holdConnection(topo(), NS.client, ADDR.node1, WEB_NP),
+      await holdConnection(topo(), NS.node1, WEB_IP, 80, { cgroup: true }),
+    ];
+    const reload = async (socketLB: boolean) => {
+      topo().writeConfig({ ...base, socketLB: { enabled: socketLB } });
+      const from = agent.log().length;
+      agent.handle.proc.kill("SIGHUP");
+      await agent.waitLog(/SIGHUP: reloaded/, 10_000, from);
+    };
+    await reload(false);
+    await allAlive(5, "after a SIGHUP that detached the socket hooks");
+    const hooks = () => Object.keys(datapathSnapshot(topo()).links).filter((l) => l.startsWith("cgroup-"));
+    await pollUntil("the socket hooks are detached after the reload", () => hooks().length === 0, 5000).catch(
+      (e: Error) => {
+        throw new Error(`${e.message}: still pinned ${hooks().join(", ")}\n${agent.tail()}`);
+      },
+    );
+    await pollTraffic(topo(), NS.node1, `http://${WEB_IP}/`, [], {
+      cgroup: true,
+      what: "a new ClusterIP connection from the cgroup is not balanced without socket LB",
+    });
+    await reload(true);
+    await allAlive(5, "after a SIGHUP that attached the socket hooks again");
+    await pollTraffic(topo(), NS.node1, `http://${WEB_IP}/`, [POD_NAMES.podA, POD_NAMES.podB], {
+      cgroup: true,
+    });
+    expect(agent.running(), "the daemon runs on after two reloads").toBe(true);
     for (const c of held) await c.stop();
     held = [];
   });
