@@ -115,7 +115,10 @@ describe.skipIf(!!skip)("e2e: kpr run --manifest DIR on node-1", () => {
     const programmedMs = checkStarted - t0;
     await pollTraffic(topo(), NS.client, webNodePort, [POD_NAMES.podA, POD_NAMES.podB]);
     await pollTraffic(topo(), NS.node1, webClusterIP, [POD_NAMES.podA, POD_NAMES.podB], { cgroup: true });
-    console.log(`manifest edit → shown by a service list started ${programmedMs} ms after the write`);
+    const said = [...agent.log().matchAll(/event → last map write ([\d.]+) ms/g)].at(-1)?.[1];
+    console.log(
+      `manifest edit: in the maps for a service list started ${programmedMs} ms after the write; the daemon says event → last map write ${said ?? "?"} ms`,
+    );
   });
 
   test("a removed service file removes the service: frontends gone, its NodePort stops answering", async () => {
