@@ -343,12 +343,17 @@ class Informer<T extends Cached> {
         let finished = false;
         let ctl: AbortController | undefined;
         let dog: ReturnType<typeof setTimeout> | undefined;
+        const opened = performance.now();
+        let events = 0;
         const finish = (err: unknown) => {
           if (finished) return;
           finished = true;
           clearTimeout(dog);
           ctl?.abort();
-          done(err);
+          // ListWatch re-watches at once after a clean end: one that ends as soon as it opened,
+          // with nothing in it, goes through the backoff instead of a tight loop
+          const early = !err && events === 0 && performance.now() - opened < 1000;
+          done(early ? new Error("watch: closed by the server as soon as it opened") : err);
         };
         const stall = (ms: number, what: string) => {
           clearTimeout(dog);
@@ -360,7 +365,9 @@ class Informer<T extends Cached> {
             path,
             { ...params, allowWatchBookmarks: true, timeoutSeconds },
             (phase, obj, raw) => {
-              if (!finished) self.event(phase, obj, raw, cb);
+              if (finished) return;
+              events++;
+              self.event(phase, obj, raw, cb);
             },
             finish,
           );

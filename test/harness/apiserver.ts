@@ -132,6 +132,9 @@ export interface ApiServerOptions {
   kubeconfigAuth?: "token" | "client-cert";
   /** objects to create before the server answers */
   objects?: KubeObject[];
+  /** ends every watch this long after it opened, whatever its timeoutSeconds (an overloaded
+   *  server shedding watches) */
+  maxWatchMs?: number;
 }
 
 /** A running test API server. */
@@ -147,6 +150,8 @@ export interface ApiServer {
   readonly resourceVersion: number;
   /** requests served so far, by "METHOD path?query", for tests that check what a client asked */
   readonly requests: string[];
+  /** performance.now() of each request in `requests` */
+  readonly requestTimes: number[];
   /** creates an object (its kind names the resource); returns the stored copy */
   create(obj: KubeObject): KubeObject;
   /** replaces an existing object; returns the stored copy */
@@ -329,6 +334,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const watchers = new Set<Watcher>();
   const sockets = new Set<Socket>();
   const requests: string[] = [];
+  const requestTimes: number[] = [];
   let mode: "up" | "refuse" | "reset" | "hang" = "up";
   const heldRequests: [IncomingMessage, ServerResponse][] = [];
 
@@ -581,13 +587,15 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       }
     }
     watchers.add(w);
-    const timeout = Number(q.get("timeoutSeconds") ?? 0);
-    if (timeout > 0)
+    const asked = Number(q.get("timeoutSeconds") ?? 0) * 1000;
+    const timeout =
+      opts.maxWatchMs !== undefined && (asked === 0 || opts.maxWatchMs < asked) ? opts.maxWatchMs : asked;
+    if (timeout > 0 || opts.maxWatchMs !== undefined)
       w.timers.push(
         setTimeout(() => {
           if (mode === "hang") w.held.push("");
           else w.close("end");
-        }, timeout * 1000),
+        }, timeout),
       );
     if (w.bookmarks) {
       const tick = () => {
@@ -610,6 +618,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const handle = (req: IncomingMessage, r: ServerResponse) => {
     const url = new URL(req.url ?? "/", "https://127.0.0.1");
     requests.push(`${req.method} ${url.pathname}${url.search}`);
+    requestTimes.push(performance.now());
     if (mode === "hang") {
       heldRequests.push([req, r]);
       return;
@@ -732,6 +741,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       return rv;
     },
     requests,
+    requestTimes,
     create: (o) => store_(o, "create"),
     update: (o) => store_(o, "update"),
     apply: (o) => store_(o, "apply"),

@@ -450,6 +450,30 @@ describe.skipIf(!!noOpenssl)("ApiSource", () => {
     expect(s.synced, "synced").toBe(true);
   });
 
+  test("a server that ends every watch at once: re-watches go through the backoff, not a tight loop", async () => {
+    api = await startApiServer({ objects: [svc("default", "web")], maxWatchMs: 0 });
+    src = new ApiSource({
+      kubeconfig: api.kubeconfigPath,
+      nodeName: "node-1",
+      log: quiet,
+      initialBackoffMs: 100,
+      maxBackoffMs: 400,
+    });
+    const [a, s] = [api, src];
+    await s.start(() => {});
+    await until("synced", () => s.synced);
+    await until("reported", () => (s.lastError ?? "").includes("closed by the server as soon as it opened"));
+    const watchTimes = (path: string) =>
+      a.requests.flatMap((r, i) =>
+        r.startsWith(`GET ${path}?`) && r.includes("watch=true") ? [a.requestTimes[i]!] : [],
+      );
+    await until("several re-watches of services", () => watchTimes("/api/v1/services").length >= 5);
+    const t = watchTimes("/api/v1/services");
+    const gaps = t.slice(1).map((x, i) => x - t[i]!);
+    expect(Math.min(...gaps), "no re-watch sooner than half the first backoff").toBeGreaterThanOrEqual(50);
+    expect(names(s.snapshot().services), "snapshot intact").toEqual(["default/web"]);
+  });
+
   test("unreachable at start: not synced, error reported, nothing listed; syncs once the API is up", async () => {
     api = await startApiServer({ objects: [svc("default", "web")] });
     await api.setDown(true);
