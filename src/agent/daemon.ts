@@ -410,6 +410,7 @@ export class Daemon {
       (k) => JSON.stringify(cfg[k as keyof Config]) !== JSON.stringify(old[k as keyof Config]),
     );
     if (changed.length === 0) return [];
+    while (this.running) await this.idle;
     this.cfg = cfg;
     this.dp?.close();
     this.dp = undefined;

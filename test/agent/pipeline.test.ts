@@ -225,6 +225,20 @@ describe.skipIf(!!skip)("Daemon on pinned maps", () => {
     expect(d.timing?.incremental, "a resync is a full pass").toBe(false);
     expect(d.timing?.writes, "which finds nothing to write").toBe(0);
 
+    // SIGHUP: a map resize is refused (old config stays); another change is a full pass
+    const bigger = config();
+    bigger.bpf.lbMapMax = 131072;
+    await expect(d.reload(bigger), "lbMapMax change refused").rejects.toThrow(
+      /bpf\.lbMapMax changed from 65536 to 131072: refused/,
+    );
+    const other = config();
+    other.nodePort.range = [30000, 32000];
+    expect(await d.reload(other), "changed keys").toEqual(["nodePort"]);
+    await d.settled();
+    expect(d.last?.ok, `sync after the reload: ${d.last?.error}`).toBe(true);
+    expect(d.timing?.incremental, "a reload is a full pass").toBe(false);
+    expectProgrammed(next, "same services after the reload");
+
     await d.stop();
     expectProgrammed(next, "stop() leaves the datapath programmed");
   });
