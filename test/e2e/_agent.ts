@@ -45,6 +45,12 @@ while True:
     print(json.dumps(data.decode("utf-8", "replace")), flush=True)
 `;
 
+/**
+ * The system's python3 (what scripts/bootstrap.sh installs); a python3 found first on PATH may be
+ * a version manager's shim that takes seconds to start on a busy machine.
+ */
+const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+
 /** A NOTIFY_SOCKET bound by the test: every datagram the daemon sends, in arrival order. */
 export interface NotifyListener {
   readonly path: string;
@@ -59,7 +65,7 @@ export interface NotifyListener {
 
 /** Binds a unix datagram socket at `path` (from inside ns; the path is a host path) and records what arrives. */
 export async function startNotifyListener(topo: Topology, ns: string, path: string): Promise<NotifyListener> {
-  const h = topo.spawn(ns, ["python3", "-u", "-c", NOTIFY_LISTENER, path], { nsenter: true });
+  const h = topo.spawn(ns, [PYTHON, "-u", "-c", NOTIFY_LISTENER, path], { nsenter: true });
   await h.waitForOutput(/^listening /m, 10_000);
   const datagrams = () =>
     h
