@@ -307,7 +307,8 @@ class Informer<T extends Cached> {
   listed = false;
   everListed = false;
   error: string | undefined;
-  private failures = 0;
+  /** failures since the last list or watch that worked; the next retry's backoff grows with it */
+  failures = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private listing = false;
   /** stop() was called: nothing restarts */
@@ -353,6 +354,7 @@ class Informer<T extends Cached> {
           // ListWatch re-watches at once after a clean end: one that ends as soon as it opened,
           // with nothing in it, goes through the backoff instead of a tight loop
           const early = !err && events === 0 && performance.now() - opened < 1000;
+          if (!early && (events > 0 || performance.now() - opened >= 1000)) self.failures = 0;
           done(early ? new Error("watch: closed by the server as soon as it opened") : err);
         };
         const stall = (ms: number, what: string) => {
@@ -444,7 +446,6 @@ class Informer<T extends Cached> {
   }
 
   private connected(): void {
-    this.failures = 0;
     if (this.error !== undefined) {
       this.log.info(`${this.spec.name}: watching again`);
       this.error = undefined;
