@@ -11,7 +11,17 @@
  * Needs root, dist/kpr (bun build.ts), nft, nsenter. Removes everything it created (netns, bpffs
  * dir, cgroup, temp dir, the agent process) at the end, on failure and on Ctrl-C.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
@@ -74,10 +84,17 @@ class AgentLog {
   constructor(private readonly path: string) {}
   poll(): void {
     if (!existsSync(this.path)) return;
-    const all = readFileSync(this.path);
-    if (all.length <= this.offset) return;
-    this.buf += all.subarray(this.offset).toString("utf8");
-    this.offset = all.length;
+    const size = statSync(this.path).size;
+    if (size <= this.offset) return;
+    const chunk = Buffer.alloc(size - this.offset);
+    const fd = openSync(this.path, "r");
+    try {
+      readSync(fd, chunk, 0, chunk.length, this.offset);
+    } finally {
+      closeSync(fd);
+    }
+    this.buf += chunk.toString("utf8");
+    this.offset = size;
     let nl = this.buf.indexOf("\n");
     while (nl >= 0) {
       const line = this.buf.slice(0, nl);
@@ -102,8 +119,11 @@ class AgentLog {
       const v = f();
       if (v !== undefined) return v;
       if (this.errors.length > 0) throw new Error(`agent: ${this.errors.join("; ")}`);
-      if (performance.now() > end) throw new Error(`timed out waiting for ${what} (log ${this.path})`);
-      await Bun.sleep(1);
+      if (performance.now() > end) {
+        const tail = readFileSync(this.path, "utf8").trimEnd().split("\n").slice(-8).join("\n");
+        throw new Error(`timed out waiting for ${what}; the agent's last log lines:\n${tail}`);
+      }
+      await Bun.sleep(2);
     }
   }
 }
@@ -195,13 +215,14 @@ async function benchSize(
     const next = withOneEndpointChanged(set, i)[i]!;
     rmSync(scratch, { recursive: true, force: true });
     writeManifests(scratch, [next], { format: "json", nodeName: NODE, nodeAddress: NODE_ADDR, perFile: 1 });
+    log.poll();
     const seen = log.timings.length;
     const at = epochMs();
     renameSync(join(scratch, "services-0000.json"), fileOf(i));
     const t = await log.until(
       `the sync of service ${i}`,
       () => (log.timings.length > seen ? log.timings[log.timings.length - 1] : undefined),
-      10_000,
+      30_000,
     );
     if (!t.incremental) throw new Error(`bench/agent: the change of service ${i} made a full sync`);
     eventToWrite.push(t.eventToLastWriteMs);

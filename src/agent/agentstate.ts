@@ -100,10 +100,10 @@ export function agentStatus(cfg: Config): AgentStatus {
   };
 }
 
-/** The Agent lines of `kpr status`. */
+/** The Agent lines of `kpr status` (none when no daemon ever ran for this bpf root). */
 export function formatAgentStatus(a: AgentStatus): string {
   const kv = (k: string, v: string) => `${`${k}:`.padEnd(26)}${v}\n`;
-  if (!a.running) return kv("Agent", a.note ? `not running (${a.note})` : "not running");
+  if (!a.running) return a.note ? kv("Agent", `not running (${a.note})`) : "";
   let out = kv("Agent", `running (pid ${a.pid}), ${a.source}`);
   const l = a.lastSync;
   if (!l) out += kv("Last sync", "none yet (waiting for the first complete sync)");
