@@ -220,7 +220,7 @@ describe.skipIf(!!skip)("e2e: kpr run restarts and upgrades without breaking a c
   test("kill -9 in the middle of a sync, then a restart: converges, nothing orphaned", async () => {
     const small = showFrontends(frontends(await serviceList(topo(), NS.node1)));
     const smallCounts = mapCounts(topo());
-    const N = 1000;
+    const N = 200;
     const bulkCounts = { ...smallCounts };
     for (const [cycle, adding] of [
       [1, true],
