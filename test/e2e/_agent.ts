@@ -264,6 +264,8 @@ export interface AgentStatusView {
   pid?: number;
   source?: string;
   lastSync?: { at?: string; ok?: boolean; error?: string; durationMs?: number };
+  /** the source's current problem (a rejected manifest, an unreachable API) */
+  sourceError?: string;
 }
 
 /** `kpr status -o json` of ns, with the topology's agent run dir; its agent section, if any. */

@@ -13,6 +13,7 @@ import { useTopology } from "../harness/netns.ts";
 import {
   type Agent,
   agentMissing,
+  agentStatus,
   answers,
   datapathSnapshot,
   frontends,
@@ -206,6 +207,14 @@ describe.skipIf(!!skip)("e2e: kpr run --kubeconfig against a live API server", (
       20_000,
     );
     expect(agent.running(), "the daemon keeps running while the API is away").toBe(true);
+    const st = await agentStatus(topo(), NS.node1);
+    expect(
+      {
+        running: st?.running,
+        sourceError: typeof st?.sourceError,
+      },
+      `kpr status names the API problem during the outage: ${JSON.stringify(st)}`,
+    ).toEqual({ running: true, sourceError: "string" });
     expect(datapathSnapshot(topo()), "maps and links byte-identical during the outage").toEqual(before);
     expect(showFrontends(await frontendsNow()), "service list during the outage").toBe(list);
     expect(
@@ -253,6 +262,15 @@ describe.skipIf(!!skip)("e2e: kpr run --kubeconfig against a live API server", (
       20_000,
     );
     expect(agent.running(), "the daemon keeps running while the API is unreachable").toBe(true);
+    const st = await agentStatus(topo(), NS.node1);
+    expect(
+      {
+        running: st?.running,
+        lastSync: st?.lastSync,
+        sourceError: typeof st?.sourceError,
+      },
+      `kpr status of a daemon that never reached the API: ${JSON.stringify(st)}`,
+    ).toEqual({ running: true, lastSync: undefined, sourceError: "string" });
     expect(datapathSnapshot(topo()), "maps and links untouched by a daemon that cannot list").toEqual(before);
     expect(
       await answers(topo(), NS.node1, `http://${PRE_IP}/`, 3, { cgroup: true }),
