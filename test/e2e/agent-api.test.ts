@@ -262,15 +262,7 @@ describe.skipIf(!!skip)("e2e: kpr run --kubeconfig against a live API server", (
       20_000,
     );
     expect(agent.running(), "the daemon keeps running while the API is unreachable").toBe(true);
-    const st = await agentStatus(topo(), NS.node1);
-    expect(
-      {
-        running: st?.running,
-        lastSync: st?.lastSync,
-        sourceError: typeof st?.sourceError,
-      },
-      `kpr status of a daemon that never reached the API: ${JSON.stringify(st)}`,
-    ).toEqual({ running: true, lastSync: undefined, sourceError: "string" });
+    const offline = await agentStatus(topo(), NS.node1);
     expect(datapathSnapshot(topo()), "maps and links untouched by a daemon that cannot list").toEqual(before);
     expect(
       await answers(topo(), NS.node1, `http://${PRE_IP}/`, 3, { cgroup: true }),
@@ -293,6 +285,14 @@ describe.skipIf(!!skip)("e2e: kpr run --kubeconfig against a live API server", (
       cgroup: true,
       what: "pre stops answering",
     });
+    expect(
+      {
+        running: offline?.running,
+        lastSync: offline?.lastSync,
+        sourceError: typeof offline?.sourceError,
+      },
+      `kpr status of a daemon that never reached the API: ${JSON.stringify(offline)}`,
+    ).toEqual({ running: true, lastSync: undefined, sourceError: "string" });
     expect(await agent.stop(), `exit code after SIGTERM\n${agent.tail()}`).toBe(0);
   });
 });
