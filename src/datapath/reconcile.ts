@@ -10,8 +10,8 @@ import { KprError } from "../errors.ts";
 import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
 import { log as rootLog } from "../log.ts";
 import { BpfMap } from "./bpf.ts";
-import type { Datapath } from "./loader.ts";
 import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
+import type { Datapath } from "./loader.ts";
 import {
   type CurrentView,
   diffMapState,
