@@ -139,6 +139,8 @@ export default defineCommand({
       },
       onStatus: (s) => {
         notify.notifyStatus(s);
+        // the source's problem shows in kpr status also before the first sync
+        record();
       },
     });
 
