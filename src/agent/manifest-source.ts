@@ -358,6 +358,11 @@ export class ManifestSource implements ClusterSource {
       if (had.sig === sig) continue;
       if (await this.readFile(f, had, sig, ch)) changed = true;
     }
+    // a rename into a directory changes its stat: seen here, it needs no full scan from the poll
+    for (const [f] of targets) {
+      const d = dirname(f);
+      if (this.dirSigs.has(d)) this.dirSigs.set(d, this.statSig(d));
+    }
     const problems = new Map(this.pathProblems);
     for (const [f] of targets) {
       const e = this.files.get(f);
