@@ -22,7 +22,13 @@ export default defineCommand({
     const { configSource } = await import("../config/load.ts");
     const { formatStatus, readNodeStatus, statusReport } = await import("../datapath/nodestatus.ts");
     const report = statusReport(cfg, readNodeStatus(cfg, configSource(cfg)));
-    printOutput(args.output, report, () => formatStatus(report, args.verbose));
-    process.exitCode = report.programmed ? 0 : 1;
+    const { agentStatus, formatAgentStatus } = await import("../agent/agentstate.ts");
+    const agent = agentStatus(cfg);
+    printOutput(
+      args.output,
+      { ...report, agent },
+      () => `${formatStatus(report, args.verbose)}${formatAgentStatus(agent)}`,
+    );
+    process.exitCode = report.programmed || agent.running ? 0 : 1;
   },
 });

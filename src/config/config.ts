@@ -36,6 +36,8 @@ export interface Config {
   /** This node's name (default: the hostname, lower-cased as kubelet and kube-proxy do). */
   nodeName: string;
   k8s: { serviceProxyName: string };
+  /** host:port of the Prometheus /metrics server of `kpr run` ("" = off). */
+  prometheus: { serveAddr: string };
 }
 
 export const DEFAULT_CONFIG_PATH = "/etc/kpr/config.yaml";
@@ -54,5 +56,6 @@ export function defaultConfig(): Config {
     bpf: { root: "/sys/fs/bpf/kpr", lbMapMax: 65536 },
     nodeName: process.env.KPR_NODE_NAME ?? hostname().toLowerCase(),
     k8s: { serviceProxyName: "" },
+    prometheus: { serveAddr: "127.0.0.1:10249" },
   };
 }

@@ -233,6 +233,9 @@ const SCHEMA: Schema = {
     serviceProxyName: str("Serve only Services labelled service.kubernetes.io/service-proxy-name=VALUE"),
   },
   k8sServiceProxyName: str("Cilium's name for k8s.serviceProxyName"),
+  prometheus: {
+    serveAddr: hostPort('host:port of the /metrics server of `kpr run` (default 127.0.0.1:10249; "" = off)'),
+  },
 };
 
 /** Cilium names that kpr maps onto its own keys: alias path → kpr path. */

@@ -96,6 +96,7 @@ const libcSymbols = {
   mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
   umount2: { args: ["ptr", "i32"], returns: "i32" },
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
+  sendto: { args: ["i32", "ptr", "u64", "i32", "ptr", "u32"], returns: "i64" },
   ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
   getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
   open: { args: ["ptr", "i32", "u32"], returns: "i32" },
@@ -559,5 +560,38 @@ function namesLockedInode(path: string, fd: number): boolean {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw e;
+  }
+}
+
+const AF_UNIX = 1;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
+const MSG_NOSIGNAL = 0x4000;
+/** sizeof(struct sockaddr_un): sa_family_t, then sun_path[108]. */
+const SOCKADDR_UN_SIZE = 110;
+
+/**
+ * Sends one datagram to a unix datagram socket (what sd_notify does; neither Bun nor node:dgram
+ * opens AF_UNIX datagram sockets). `path` is a filesystem path, or an abstract socket name
+ * written with a leading "@" as systemd sets NOTIFY_SOCKET. Throws BpfError on failure.
+ */
+export function sendUnixDatagram(path: string, data: Uint8Array): void {
+  const abstract = path.startsWith("@");
+  const name = encoder.encode(abstract ? path.slice(1) : path);
+  // Abstract names are counted by length (no NUL); paths need room for their NUL.
+  if (name.length + 1 > SOCKADDR_UN_SIZE - 2) throw new BpfError(`send to unix socket ${path}`, 36);
+  const addr = new Struct(SOCKADDR_UN_SIZE).u16(0, AF_UNIX);
+  addr.bytes.set(name, abstract ? 3 : 2);
+  const addrLen = 2 + (abstract ? 1 + name.length : name.length + 1);
+  const libc = unsafeLibc();
+  const fd = checkErrno(
+    `open unix datagram socket for ${path}`,
+    libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0),
+  );
+  try {
+    const sent = Number(libc.sendto(fd, data, data.length, MSG_NOSIGNAL, addr.bytes, addrLen));
+    checkErrno(`send to unix socket ${path}`, sent);
+  } finally {
+    libc.close(fd);
   }
 }

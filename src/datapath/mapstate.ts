@@ -271,71 +271,51 @@ export function metaDigest(value: Uint8Array, off = 0): [number, number] {
   return [dv.getUint32(META_DIGEST, true), dv.getUint32(META_DIGEST + 4, true)];
 }
 
-/**
- * Encodes `model` frontend by frontend. Each frontend's digest covers every byte it programs:
- * master key and value, slots (backend ids), reverse NAT, metadata, source ranges and the values
- * of the backends its slots name, so equal digests mean equal entries.
- */
-export function encodeModel(model: LbModel): EncodedModel {
-  const skipped: DesiredState["skipped"] = [];
-  const arena = new Arena();
-  // backends first: a backend shared by several frontends is terminating for one only if it is
-  // for all, and its value is part of each frontend's digest
-  const beIndex = new IdIndex();
-  const beList: Backend[] = [];
-  const v4: { f: Frontend; slots: Backend[]; activeCount: number; idx: Int32Array }[] = [];
-  for (const f of model.frontends) {
-    if (!isIp4(f.frontend.address)) {
-      skipped.push({
-        frontend: l4Key(f.frontend),
-        reason: "IPv6 frontends are not programmed yet (IPv4 datapath)",
-      });
-      continue;
-    }
-    const { slots, activeCount } = backendSlots(f);
-    if (slots.length > 0xffff)
-      throw new KprError(
-        `program frontend ${l4Key(f.frontend)}: ${slots.length} backends, at most 65535 fit one frontend`,
-      );
-    const idx = new Int32Array(slots.length);
-    for (let i = 0; i < slots.length; i++) {
-      const b = slots[i]!;
-      let j = beIndex.get(b.id);
-      if (j === undefined) {
-        j = beIndex.add(b.id);
-        beList.push(b);
-      } else {
-        const seen = beList[j]!;
-        if (seen !== b) {
-          if (seen.address !== b.address || seen.port !== b.port || seen.protocol !== b.protocol)
-            throw new KprError(`program backend ${b.id}: id names both ${l4Key(seen)} and ${l4Key(b)}`);
-          if (seen.state !== "active" && b.state === "active") beList[j] = b;
-        }
-      }
-      idx[i] = j;
-    }
-    v4.push({ f, slots, activeCount, idx });
-  }
-  // 12-byte values, read back as three u32 words when hashed
-  const beValues = new Uint8Array(beList.length * BE_SIZE);
-  const beWords = new Uint32Array(beValues.buffer);
-  for (let bi = 0; bi < beList.length; bi++) {
-    const b = beList[bi]!;
-    const o = bi * BE_SIZE;
-    if (!putIp4(b.address, beValues, o + BE_ADDR))
-      throw new KprError(`program backend ${b.id}: "${b.address}" is not an IPv4 address`);
-    beValues[o + BE_PORT] = b.port >> 8;
-    beValues[o + BE_PORT + 1] = b.port & 0xff;
-    beValues[o + BE_PROTO] = PROTO_NUM[b.protocol];
-    beValues[o + BE_STATE_OFF] = b.state === "active" ? BE_STATE.ACTIVE : BE_STATE.TERMINATING;
-    beValues[o + BE_FLAGS] = b.local ? BE_F.LOCAL : 0;
-  }
+/** Writes a backend's 12-byte value at `out[o]`. */
+function putBackendValue(b: Backend, active: boolean, local: boolean, out: Uint8Array, o: number): void {
+  if (!putIp4(b.address, out, o + BE_ADDR))
+    throw new KprError(`program backend ${b.id}: "${b.address}" is not an IPv4 address`);
+  out[o + BE_PORT] = b.port >> 8;
+  out[o + BE_PORT + 1] = b.port & 0xff;
+  out[o + BE_PROTO] = PROTO_NUM[b.protocol];
+  out[o + BE_STATE_OFF] = active ? BE_STATE.ACTIVE : BE_STATE.TERMINATING;
+  out[o + BE_FLAGS] = local ? BE_F.LOCAL : 0;
+}
 
-  let scratch = new Uint8Array(4096);
-  let words = new Uint32Array(scratch.buffer);
-  const frontends: FrontendEnc[] = [];
-  const byId = new Map<number, FrontendEnc>();
-  for (const { f, slots, activeCount, idx } of v4) {
+/**
+ * How a backend named by several frontends is programmed: active when any of them uses it as
+ * active; LOCAL as the active uses say (or, with none active, any use). Counts of uses make it
+ * independent of the order the frontends come in.
+ */
+interface BackendUses {
+  all: number;
+  active: number;
+  localActive: number;
+  localAny: number;
+}
+
+function usesActive(u: BackendUses): boolean {
+  return u.active > 0;
+}
+function usesLocal(u: BackendUses): boolean {
+  return u.active > 0 ? u.localActive > 0 : u.localAny > 0;
+}
+
+/** Encodes single frontends given their backends' values (shares buffers between calls). */
+class FrontendEncoder {
+  private arena = new Arena();
+  private scratch = new Uint8Array(4096);
+  private words = new Uint32Array(this.scratch.buffer);
+
+  /** `beWord(id, k)`: word k (0..2) of backend `id`'s value. */
+  encode(
+    f: Frontend,
+    slots: Backend[],
+    activeCount: number,
+    beWords: Uint32Array,
+    beIdx: (id: number) => number,
+  ): FrontendEnc {
+    const arena = this.arena;
     const fe = f.frontend;
     const proto = PROTO_NUM[fe.protocol];
     const key = arena.encode(lb4Key, { address: fe.address, dport: fe.port, slot: 0, proto, scope: 0 });
@@ -376,10 +356,12 @@ export function encodeModel(model: LbModel): EncodedModel {
     // slot; every part is a multiple of 4 bytes, so slots are copied as u32 words
     const need =
       4 + key.length + master.length + rnat.length + meta.length + 12 * srcrKeys.length + 16 * slots.length;
-    if (need > scratch.length) {
-      scratch = new Uint8Array(need * 2);
-      words = new Uint32Array(scratch.buffer);
+    if (need > this.scratch.length) {
+      this.scratch = new Uint8Array(need * 2);
+      this.words = new Uint32Array(this.scratch.buffer);
     }
+    const scratch = this.scratch;
+    const words = this.words;
     let p = 0;
     scratch[p++] = DIGEST_VERSION;
     scratch[p++] = 0;
@@ -398,8 +380,8 @@ export function encodeModel(model: LbModel): EncodedModel {
       p += k.length;
     }
     let w = p >> 2;
-    for (let i = 0; i < idx.length; i++) {
-      const o = idx[i]! * 3; // BE_SIZE is 12 (abi.h asserts it)
+    for (let i = 0; i < backendIds.length; i++) {
+      const o = beIdx(backendIds[i]!) * 3; // BE_SIZE is 12 (abi.h asserts it)
       words[w] = backendIds[i]!;
       words[w + 1] = beWords[o]!;
       words[w + 2] = beWords[o + 1]!;
@@ -414,7 +396,72 @@ export function encodeModel(model: LbModel): EncodedModel {
     const dv = new DataView(meta.buffer, meta.byteOffset, meta.byteLength);
     dv.setUint32(META_DIGEST, digestLo, true);
     dv.setUint32(META_DIGEST + 4, digestHi, true);
-    const enc: FrontendEnc = { id: f.id, key, master, backendIds, rnat, meta, srcrKeys, digestLo, digestHi };
+    return { id: f.id, key, master, backendIds, rnat, meta, srcrKeys, digestLo, digestHi };
+  }
+}
+
+function ipv6Skip(f: Frontend): { frontend: string; reason: string } {
+  return { frontend: l4Key(f.frontend), reason: "IPv6 frontends are not programmed yet (IPv4 datapath)" };
+}
+
+function checkSlots(f: Frontend, n: number): void {
+  if (n > 0xffff)
+    throw new KprError(
+      `program frontend ${l4Key(f.frontend)}: ${n} backends, at most 65535 fit one frontend`,
+    );
+}
+
+/**
+ * Encodes `model` frontend by frontend. Each frontend's digest covers every byte it programs:
+ * master key and value, slots (backend ids), reverse NAT, metadata, source ranges and the values
+ * of the backends its slots name, so equal digests mean equal entries.
+ */
+export function encodeModel(model: LbModel): EncodedModel {
+  const skipped: DesiredState["skipped"] = [];
+  // backends first: a backend shared by several frontends is terminating for one only if it is
+  // for all, and its value is part of each frontend's digest
+  const beIndex = new IdIndex();
+  const beList: Backend[] = [];
+  const uses: BackendUses[] = [];
+  const v4: { f: Frontend; slots: Backend[]; activeCount: number }[] = [];
+  for (const f of model.frontends) {
+    if (!isIp4(f.frontend.address)) {
+      skipped.push(ipv6Skip(f));
+      continue;
+    }
+    const { slots, activeCount } = backendSlots(f);
+    checkSlots(f, slots.length);
+    for (let i = 0; i < slots.length; i++) {
+      const b = slots[i]!;
+      let j = beIndex.get(b.id);
+      if (j === undefined) {
+        j = beIndex.add(b.id);
+        beList.push(b);
+        uses.push({ all: 0, active: 0, localActive: 0, localAny: 0 });
+      } else {
+        const seen = beList[j]!;
+        if (
+          seen !== b &&
+          (seen.address !== b.address || seen.port !== b.port || seen.protocol !== b.protocol)
+        )
+          throw new KprError(`program backend ${b.id}: id names both ${l4Key(seen)} and ${l4Key(b)}`);
+      }
+      countUse(uses[j]!, b, 1);
+    }
+    v4.push({ f, slots, activeCount });
+  }
+  // 12-byte values, read back as three u32 words when hashed
+  const beValues = new Uint8Array(beList.length * BE_SIZE);
+  const beWords = new Uint32Array(beValues.buffer);
+  for (let bi = 0; bi < beList.length; bi++)
+    putBackendValue(beList[bi]!, usesActive(uses[bi]!), usesLocal(uses[bi]!), beValues, bi * BE_SIZE);
+
+  const encoder = new FrontendEncoder();
+  const beIdx = (id: number) => beIndex.get(id)!;
+  const frontends: FrontendEnc[] = [];
+  const byId = new Map<number, FrontendEnc>();
+  for (const { f, slots, activeCount } of v4) {
+    const enc = encoder.encode(f, slots, activeCount, beWords, beIdx);
     frontends.push(enc);
     byId.set(f.id, enc);
   }
@@ -430,6 +477,15 @@ export function encodeModel(model: LbModel): EncodedModel {
     },
     skipped,
   };
+}
+
+function countUse(u: BackendUses, b: Backend, n: 1 | -1): void {
+  u.all += n;
+  if (b.state === "active") {
+    u.active += n;
+    if (b.local) u.localActive += n;
+  }
+  if (b.local) u.localAny += n;
 }
 
 // Slot values carry only what the datapath reads (backend_id) plus rev_nat_id for inspection,
@@ -639,6 +695,34 @@ export function previousIdsFromBatches(meta: Batch, be: Batch): PreviousIds {
     frontends: idsByL4Key(meta, 2, META_ADDR, META_PORT, META_PROTO),
     backends: idsByL4Key(be, 4, BE_ADDR, BE_PORT, BE_PROTO),
   };
+}
+
+const utf8d = new TextDecoder();
+const META_NAME = fieldOffset(svcMeta, "name");
+
+/** The service names ("ns/name", truncated as stored) of a kpr_svc_meta batch read. */
+export function serviceNamesFromMeta(meta: Batch): Set<string> {
+  const out = new Set<string>();
+  const stride = svcMeta.size;
+  for (let i = 0; i < meta.count; i++) {
+    const o = i * stride + META_NAME;
+    let end = o;
+    while (end < o + META_NAME_LEN && meta.values[end] !== 0) end++;
+    out.add(utf8d.decode(meta.values.subarray(o, end)));
+  }
+  return out;
+}
+
+/** The service names of a programmed state's kpr_svc_meta entries. */
+export function serviceNamesFromState(st: MapState): Set<string> {
+  const out = new Set<string>();
+  for (const e of st.kpr_svc_meta.values()) out.add(svcMeta.decode(e.value).name);
+  return out;
+}
+
+/** The name kpr_svc_meta stores for a service name (truncated to its field). */
+export function storedServiceName(name: string): string {
+  return truncateUtf8(name, META_NAME_LEN);
 }
 
 /** "address:port/PROTO" → id of each entry of a batch whose key is a little-endian id. */
@@ -980,4 +1064,183 @@ export function frontendChanges(ops: MapOp[]): { added: number; changed: number;
   let changed = 0;
   for (const id of touched) if (!added.has(id) && !removed.has(id)) changed++;
   return { added: added.size, changed, removed: removed.size };
+}
+
+// ---- the daemon's programmed model -------------------------------------------------------------
+
+/** A backend of the programmed model: its uses and the value they make. */
+interface BackendRec {
+  b: Backend;
+  uses: BackendUses;
+  /** index into the value buffer */
+  idx: number;
+}
+
+/**
+ * The model programmed on the node, kept in memory as map entries (the daemon's copy, so a
+ * change is diffed against memory rather than re-read from the kernel): each IPv4 frontend's
+ * encoding and every backend with the uses that decide its value. `change()` turns the frontends
+ * one update replaced into the ordered writes of the entries that differ, and takes them in.
+ */
+export class ProgrammedModel {
+  private fe = new Map<number, { f: Frontend; enc: FrontendEnc }>();
+  private be = new Map<number, BackendRec>();
+  private values = new Uint8Array(BE_SIZE * 1024);
+  private words = new Uint32Array(this.values.buffer);
+  private freeIdx: number[] = [];
+  private nextIdx = 0;
+  private encoder = new FrontendEncoder();
+  private readonly idxOf = (id: number) => this.be.get(id)!.idx;
+
+  /** The programmed model of `model` (every frontend counted as added). */
+  static of(model: LbModel): ProgrammedModel {
+    const p = new ProgrammedModel();
+    p.change({ removed: [], added: model.frontends });
+    return p;
+  }
+
+  /** Frontends and backends held. */
+  get sizes(): { frontends: number; backends: number } {
+    return { frontends: this.fe.size, backends: this.be.size };
+  }
+
+  private slotIndex(): number {
+    const i = this.freeIdx.pop();
+    if (i !== undefined) return i;
+    if ((this.nextIdx + 1) * BE_SIZE > this.values.length) {
+      const grown = new Uint8Array(this.values.length * 2);
+      grown.set(this.values);
+      this.values = grown;
+      this.words = new Uint32Array(grown.buffer);
+    }
+    return this.nextIdx++;
+  }
+
+  private value(r: BackendRec): Uint8Array {
+    return this.values.subarray(r.idx * BE_SIZE, (r.idx + 1) * BE_SIZE);
+  }
+
+  /**
+   * Takes in one update (the frontends it removed and those it added; a frontend id may be in
+   * both) and returns the writes that program it, in DESIGN.md's order, plus the frontends left
+   * out (IPv6). Throws (before changing anything) when a frontend cannot be encoded.
+   */
+  change(delta: { removed: readonly Frontend[]; added: readonly Frontend[] }): {
+    ops: MapOp[];
+    skipped: DesiredState["skipped"];
+  } {
+    const skipped: DesiredState["skipped"] = [];
+    const removed: { f: Frontend; enc: FrontendEnc }[] = [];
+    for (const f of delta.removed) {
+      const r = this.fe.get(f.id);
+      if (r && r.f === f) removed.push(r);
+    }
+    const added: { f: Frontend; slots: Backend[]; activeCount: number }[] = [];
+    for (const f of delta.added) {
+      if (!isIp4(f.frontend.address)) {
+        skipped.push(ipv6Skip(f));
+        continue;
+      }
+      const { slots, activeCount } = backendSlots(f);
+      checkSlots(f, slots.length);
+      for (const b of slots)
+        if (!putIp4(b.address, new Uint8Array(4), 0))
+          throw new KprError(`program backend ${b.id}: "${b.address}" is not an IPv4 address`);
+      added.push({ f, slots, activeCount });
+    }
+
+    const current = emptyMapState();
+    const desired = emptyMapState();
+    const arena = new Arena();
+    // backends whose uses change: their value before (undefined: not programmed)
+    const touched = new Map<number, Uint8Array | undefined>();
+    const touch = (id: number) => {
+      if (touched.has(id)) return;
+      const r = this.be.get(id);
+      touched.set(id, r ? this.value(r).slice() : undefined);
+    };
+    for (const { f, enc } of removed) {
+      addFrontend(current, enc, arena);
+      this.fe.delete(f.id);
+      const { slots } = backendSlots(f);
+      for (const b of slots) {
+        touch(b.id);
+        countUse(this.be.get(b.id)!.uses, b, -1);
+      }
+    }
+    const addedUses = new Map<number, number>();
+    for (const { slots } of added)
+      for (const b of slots) {
+        touch(b.id);
+        let r = this.be.get(b.id);
+        if (!r) {
+          r = { b, uses: { all: 0, active: 0, localActive: 0, localAny: 0 }, idx: this.slotIndex() };
+          this.be.set(b.id, r);
+        }
+        countUse(r.uses, b, 1);
+        addedUses.set(b.id, (addedUses.get(b.id) ?? 0) + 1);
+      }
+    // new values; a backend whose value changed while frontends outside this update name it
+    // makes them re-encoded (their digest covers it)
+    const revalue = new Set<number>();
+    for (const [id, before] of touched) {
+      const r = this.be.get(id)!;
+      if (r.uses.all === 0) {
+        if (before) {
+          const key = arena.encode(u32Id, { v: id });
+          put(current.kpr_lb4_be, key, before);
+        }
+        continue;
+      }
+      putBackendValue(r.b, usesActive(r.uses), usesLocal(r.uses), this.values, r.idx * BE_SIZE);
+      const now = this.value(r);
+      if (before && bytesEqual(before, now)) continue;
+      const key = arena.encode(u32Id, { v: id });
+      if (before) put(current.kpr_lb4_be, key, before);
+      put(desired.kpr_lb4_be, key, now.slice());
+      if (before && r.uses.all > (addedUses.get(id) ?? 0)) revalue.add(id);
+    }
+    if (revalue.size > 0)
+      for (const [id, r] of this.fe)
+        if (r.enc.backendIds.some((b) => revalue.has(b))) {
+          addFrontend(current, r.enc, arena);
+          const { slots, activeCount } = backendSlots(r.f);
+          r.enc = this.encoder.encode(r.f, slots, activeCount, this.words, this.idxOf);
+          addFrontend(desired, r.enc, arena);
+          this.fe.set(id, r);
+        }
+    for (const { f, slots, activeCount } of added) {
+      const enc = this.encoder.encode(f, slots, activeCount, this.words, this.idxOf);
+      addFrontend(desired, enc, arena);
+      this.fe.set(f.id, { f, enc });
+    }
+    for (const [id] of touched) {
+      const r = this.be.get(id)!;
+      if (r.uses.all === 0) {
+        this.be.delete(id);
+        this.values.fill(0, r.idx * BE_SIZE, (r.idx + 1) * BE_SIZE);
+        this.freeIdx.push(r.idx);
+      }
+    }
+    return { ops: diffMapState(current, desired), skipped };
+  }
+
+  /** Whether a backend id is programmed. */
+  hasBackend(id: number): boolean {
+    return this.be.has(id);
+  }
+
+  /** Whether a frontend id is programmed. */
+  hasFrontend(id: number): boolean {
+    return this.fe.has(id);
+  }
+
+  /** The whole programmed content (for checks: equals modelToMapState of the same model). */
+  state(): MapState {
+    const st = emptyMapState();
+    const arena = new Arena();
+    for (const { enc } of this.fe.values()) addFrontend(st, enc, arena);
+    for (const [id, r] of this.be) put(st.kpr_lb4_be, arena.encode(u32Id, { v: id }), this.value(r).slice());
+    return st;
+  }
 }

@@ -13,6 +13,7 @@ import { log as rootLog } from "../log.ts";
 import { BpfMap } from "./bpf.ts";
 import { applyInterrupted, crashPoint, markApplyDone, markApplyStarted } from "./crashmark.ts";
 import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
+import type { Datapath } from "./loader.ts";
 import { type MaglevResult, syncMaglev } from "./maglevmaps.ts";
 import {
   type CurrentView,
@@ -29,6 +30,7 @@ import {
   peakEntries,
   planFromDigests,
   previousIdsFromBatches,
+  serviceNamesFromMeta,
   summarizeOps,
 } from "./mapstate.ts";
 import { checkAttachedMaps } from "./verify.ts";
@@ -124,6 +126,24 @@ export function readPreviousIds(cfg: Config): PreviousIds {
   if (!maps) return { frontends: new Map(), backends: new Map() };
   try {
     return previousIdsFromBatches(maps.kpr_svc_meta.lookupBatch(), maps.kpr_lb4_be.lookupBatch());
+  } finally {
+    closeAll(maps);
+  }
+}
+
+/**
+ * What a sync plans from: the ids programmed on this node and the services (kpr_svc_meta names,
+ * "ns/name") they belong to, for the wipe guard. Empty when nothing is pinned.
+ */
+export function readProgrammed(cfg: Config): { previous: PreviousIds; services: Set<string> } {
+  const maps = openPinnedLbMaps(cfg);
+  if (!maps) return { previous: { frontends: new Map(), backends: new Map() }, services: new Set() };
+  try {
+    const meta = maps.kpr_svc_meta.lookupBatch();
+    return {
+      previous: previousIdsFromBatches(meta, maps.kpr_lb4_be.lookupBatch()),
+      services: serviceNamesFromMeta(meta),
+    };
   } finally {
     closeAll(maps);
   }
@@ -286,6 +306,8 @@ export interface ApplyResult {
   skipped: { frontend: string; reason: string }[];
   /** wall time of applyModel */
   ms: number;
+  /** the loaded datapath, when the caller asked to keep it open (`keepDatapath`) */
+  datapath?: Datapath;
 }
 
 /** A CurrentView over the pinned maps: two batch reads, the rest looked up on demand. */
@@ -319,7 +341,13 @@ function maxDirty(enc: EncodedModel): number {
 export async function applyModel(
   model: LbModel,
   cfg: Config,
-  opts: { log?: ConsolaInstance } = {},
+  opts: {
+    log?: ConsolaInstance;
+    /** an open datapath to program (not loaded again, left open) */
+    datapath?: Datapath;
+    /** keep the datapath this call loads open and return it (the daemon programs it on) */
+    keepDatapath?: boolean;
+  } = {},
 ): Promise<ApplyResult> {
   const log = opts.log ?? rootLog.withTag("reconcile");
   const t0 = performance.now();
@@ -361,14 +389,16 @@ export async function applyModel(
   if (planMs > 1000)
     log.info(`planned ${ops.length} map writes in ${Math.round(planMs)} ms; loading the datapath`);
 
-  const dp = await loadDatapath(cfg, { log });
+  const dp = opts.datapath ?? (await loadDatapath(cfg, { log }));
+  const keep = opts.datapath !== undefined || opts.keepDatapath === true;
   let writes = 0;
   let maglev: MaglevResult | undefined;
   try {
     checkAttachedMaps(cfg.bpf.root);
     if (ops.length > 0) markApplyStarted(cfg.bpf.root);
     writes = executeOps(ops, dp.lbMaps, { log });
-    if (ops.some((o) => o.kind === "delete")) pruneAffinity(dp.map("kpr_lb4_aff"), enc);
+    if (ops.some((o) => o.kind === "delete"))
+      pruneAffinity(dp.map("kpr_lb4_aff"), (fe, be) => enc.byId.has(fe) && enc.beIndex.has(be));
     maglev = syncMaglev(
       { outer: dp.map("kpr_lb4_maglev"), cfg: dp.map("kpr_maglev_cfg"), sig: dp.map("kpr_lb4_mgsig") },
       enc,
@@ -376,22 +406,26 @@ export async function applyModel(
       log,
     );
     markApplyDone(cfg.bpf.root);
+  } catch (e) {
+    if (opts.keepDatapath && !opts.datapath) dp.close();
+    throw e;
   } finally {
-    dp.close();
+    if (!keep) dp.close();
   }
+  const dpChanges = opts.datapath ? [] : dp.changes;
   const ms = performance.now() - t0;
   const fc = frontendChanges(ops);
   const s = summarizeOps(ops);
   const nBackends = enc.beIndex.size;
   const nFrontends = enc.frontends.length;
   const maglevChanged = (maglev?.written ?? 0) + (maglev?.removed ?? 0) > 0;
-  const changed = writes > 0 || dp.changes.length > 0 || maglevChanged;
+  const changed = writes > 0 || dpChanges.length > 0 || maglevChanged;
   const detail = [
     `frontends +${fc.added} ~${fc.changed} -${fc.removed}`,
     `backends +${s.kpr_lb4_be.added} ~${s.kpr_lb4_be.changed} -${s.kpr_lb4_be.removed}`,
     `${writes} map writes`,
     ...(maglevChanged ? [`maglev tables +${maglev!.written} -${maglev!.removed}`] : []),
-    ...dp.changes,
+    ...dpChanges,
   ];
   const took = ms < 10 ? ms.toFixed(1) : String(Math.round(ms));
   const summary = changed
@@ -403,22 +437,23 @@ export async function applyModel(
     writes,
     ops,
     planned,
-    datapathChanges: dp.changes,
+    datapathChanges: dpChanges,
     skipped: enc.skipped,
     ms,
+    ...(opts.keepDatapath && !opts.datapath ? { datapath: dp } : {}),
   };
 }
 
 /**
- * Drops session-affinity entries whose frontend or backend is gone, so a returning id never
+ * Drops session-affinity entries that `keep` (frontend id, backend id) rejects: those whose frontend or backend is gone, so a returning id never
  * inherits a stale choice (the datapath checks slots only for small frontends).
  */
-function pruneAffinity(aff: BpfMap, enc: EncodedModel): void {
+export function pruneAffinity(aff: BpfMap, keep: (frontendId: number, backendId: number) => boolean): void {
   const stale: Uint8Array[] = [];
   for (const [k, v] of aff.entries()) {
     const key = lb4AffKey.decode(k);
     const val = lb4AffVal.decode(v);
-    if (!enc.byId.has(key.rev_nat_id) || !enc.beIndex.has(val.backend_id)) stale.push(k);
+    if (!keep(key.rev_nat_id, val.backend_id)) stale.push(k);
   }
   for (const k of stale) aff.delete(k);
 }

@@ -907,6 +907,42 @@ interface IdSlot {
   id: number;
 }
 
+/** Sort key of a frontend for id assignment: service, kind, address, port, protocol ("\0" sorts a name before its extensions). */
+function frontendSort(p: Planned): string {
+  return `${p.service}\0${String.fromCharCode(TYPE_ORDER.indexOf(p.type))}${addrSortKey(p.frontend.address)}${String.fromCharCode(p.frontend.port)}${p.frontend.protocol}`;
+}
+
+/** The model frontend of a planned one, with its id and its backends' ids. */
+function toFrontend(p: Planned, id: number, ids: { id: number }[]): Frontend {
+  const f: Frontend = {
+    id,
+    frontend: p.frontend,
+    type: p.type,
+    service: p.service,
+    portName: p.portName,
+    backends: p.backends.map((b, j) => {
+      const be: Backend = {
+        id: ids[j]!.id,
+        address: b.address,
+        port: b.port,
+        protocol: b.protocol,
+        state: b.state,
+        local: b.local,
+      };
+      if (b.nodeName !== undefined) be.nodeName = b.nodeName;
+      if (b.zone !== undefined) be.zone = b.zone;
+      return be;
+    }),
+    scope: p.scope,
+  };
+  if (p.affinityTimeoutSeconds !== undefined) f.affinityTimeoutSeconds = p.affinityTimeoutSeconds;
+  if (p.sourceRanges !== undefined) f.sourceRanges = p.sourceRanges;
+  if (p.healthCheckNodePort !== undefined) f.healthCheckNodePort = p.healthCheckNodePort;
+  if (p.dropNoLocal) f.dropNoLocal = true;
+  else if (p.backends.length === 0) f.reject = true;
+  return f;
+}
+
 /** Builds the frontends with their ids, sorted by id; backend ids come from their (assigned) slots. */
 function buildFrontends(
   list: Planned[],
@@ -914,51 +950,14 @@ function buildFrontends(
   previous: Map<string, number> | undefined,
 ): Frontend[] {
   // Sort keys: service, kind, address, port, protocol ("\0" sorts a name before its extensions).
-  const fe = list.map((p, i) => ({
-    i,
-    slot: {
-      key: p.key,
-      sort: `${p.service}\0${String.fromCharCode(TYPE_ORDER.indexOf(p.type))}${addrSortKey(p.frontend.address)}${String.fromCharCode(p.frontend.port)}${p.frontend.protocol}`,
-      id: 0,
-    },
-  }));
+  const fe = list.map((p, i) => ({ i, slot: { key: p.key, sort: frontendSort(p), id: 0 } }));
   fe.sort((a, b) => (a.slot.sort < b.slot.sort ? -1 : a.slot.sort > b.slot.sort ? 1 : 0));
   assignSlots(
     fe.map((x) => x.slot),
     previous,
     MAX_FRONTEND_ID,
   );
-  const out = fe.map(({ i, slot }): Frontend => {
-    const p = list[i]!;
-    const ids = beSlots[i]!;
-    const f: Frontend = {
-      id: slot.id,
-      frontend: p.frontend,
-      type: p.type,
-      service: p.service,
-      portName: p.portName,
-      backends: p.backends.map((b, j) => {
-        const be: Backend = {
-          id: ids[j]!.id,
-          address: b.address,
-          port: b.port,
-          protocol: b.protocol,
-          state: b.state,
-          local: b.local,
-        };
-        if (b.nodeName !== undefined) be.nodeName = b.nodeName;
-        if (b.zone !== undefined) be.zone = b.zone;
-        return be;
-      }),
-      scope: p.scope,
-    };
-    if (p.affinityTimeoutSeconds !== undefined) f.affinityTimeoutSeconds = p.affinityTimeoutSeconds;
-    if (p.sourceRanges !== undefined) f.sourceRanges = p.sourceRanges;
-    if (p.healthCheckNodePort !== undefined) f.healthCheckNodePort = p.healthCheckNodePort;
-    if (p.dropNoLocal) f.dropNoLocal = true;
-    else if (p.backends.length === 0) f.reject = true;
-    return f;
-  });
+  const out = fe.map(({ i, slot }) => toFrontend(list[i]!, slot.id, beSlots[i]!));
   return out.sort((a, b) => a.id - b.id);
 }
 
@@ -998,4 +997,336 @@ function assignSlots(slots: IdSlot[], previous: Map<string, number> | undefined,
     s.id = next++;
     held.add(s.id);
   }
+}
+
+/** Group key of the hostPort frontends of this node's pods (no Service name contains a NUL). */
+const POD_GROUP = "\0pods";
+
+/** An id allocator: which ids are held, and the lowest that may be free. */
+class IdPool {
+  private held: Uint8Array;
+  private low = 1;
+  constructor(private readonly max: number) {
+    this.held = new Uint8Array(Math.min(max, 1 << 16) + 1);
+  }
+  has(id: number): boolean {
+    return id < this.held.length && this.held[id] === 1;
+  }
+  hold(id: number): void {
+    if (id >= this.held.length) {
+      let n = this.held.length;
+      while (n <= id) n *= 2;
+      const grown = new Uint8Array(Math.min(n, this.max + 1));
+      grown.set(this.held);
+      this.held = grown;
+    }
+    this.held[id] = 1;
+  }
+  release(id: number): void {
+    if (id < this.held.length) this.held[id] = 0;
+    if (id < this.low) this.low = id;
+  }
+  /** The lowest id not held (and holds it); undefined when every id up to max is held. */
+  next(): number | undefined {
+    let id = this.low;
+    while (id < this.held.length && this.held[id] === 1) id++;
+    if (id > this.max) return undefined;
+    this.low = id + 1;
+    this.hold(id);
+    return id;
+  }
+}
+
+/** Thrown by IncrementalTranslation when only a full translation can decide (ids exhausted). */
+export class NeedFullTranslation extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = "NeedFullTranslation";
+  }
+}
+
+/** The objects of one service, as a source hands them out. */
+export type ServiceObjects = Pick<ClusterState, "services" | "endpointSlices" | "endpoints">;
+
+/** What one incremental update changed: the frontends it replaced and their successors. */
+export interface TranslationDelta {
+  removed: Frontend[];
+  added: Frontend[];
+}
+
+/**
+ * A translation kept up to date service by service (the daemon's model): seeded from a full
+ * translate(), then `update()` retranslates only the services named by a change, with the same
+ * rules, the same validation and the same id assignment as a full translation that is given the
+ * current ids as `previous` (kept ids stay; new frontends and backends get, in sort order, the
+ * lowest ids not in use, and ids of entries that go away are reused only from the next update on).
+ * The node itself (addresses, labels) is not followed here: a Node change is a full translation.
+ */
+export class IncrementalTranslation {
+  /** group (service "ns/name", or POD_GROUP) → its frontends */
+  private groups = new Map<string, Frontend[]>();
+  /** frontend key → owner ("Service ns/name" / "Pod ns/name") and kind, for conflicts */
+  private owners = new Map<string, { group: string; owner: string; type: FrontendType }>();
+  private feIds = new Map<string, number>();
+  private beIds = new Map<string, { id: number; refs: number }>();
+  private fePool = new IdPool(MAX_FRONTEND_ID);
+  private bePool = new IdPool(MAX_BACKEND_ID);
+  private byId: (Frontend | undefined)[] = [];
+  private count = 0;
+
+  private constructor(
+    readonly node: NodeInfo,
+    private readonly cfg: Config,
+  ) {}
+
+  /** Starts from a full translation's result (translate() with the same cfg). */
+  static seed(model: LbModel, cfg: Config): IncrementalTranslation {
+    const t = new IncrementalTranslation(model.node, cfg);
+    for (const f of model.frontends) {
+      const group = f.type === "HostPort" ? POD_GROUP : f.service;
+      const list = t.groups.get(group);
+      if (list) list.push(f);
+      else t.groups.set(group, [f]);
+      t.hold(f, group);
+    }
+    return t;
+  }
+
+  /** Frontends programmed for the model now. */
+  get size(): number {
+    return this.count;
+  }
+
+  private cached: LbModel | undefined;
+
+  /** The current model (frontends sorted by id). */
+  model(): LbModel {
+    if (this.cached) return this.cached;
+    const frontends: Frontend[] = [];
+    const byId = this.byId;
+    for (let i = 0; i < byId.length; i++) {
+      const f = byId[i];
+      if (f !== undefined) frontends.push(f);
+    }
+    this.cached = { node: this.node, frontends };
+    return this.cached;
+  }
+
+  /** The frontends of one service ("ns/name") now. */
+  frontendsOf(service: string): readonly Frontend[] {
+    return this.groups.get(service) ?? [];
+  }
+
+  /** Services (not pods) with at least one frontend. */
+  get serviceCount(): number {
+    return this.groups.size - (this.groups.has(POD_GROUP) ? 1 : 0);
+  }
+
+  private hold(f: Frontend, group: string): void {
+    const key = l4Key(f.frontend);
+    this.owners.set(key, {
+      group,
+      owner: `${group === POD_GROUP ? "Pod" : "Service"} ${f.service}`,
+      type: f.type,
+    });
+    this.feIds.set(key, f.id);
+    this.fePool.hold(f.id);
+    this.byId[f.id] = f;
+    this.count++;
+    for (const b of f.backends) {
+      const k = l4Key(b);
+      const r = this.beIds.get(k);
+      if (r) r.refs++;
+      else {
+        this.beIds.set(k, { id: b.id, refs: 1 });
+        this.bePool.hold(b.id);
+      }
+    }
+  }
+
+  /**
+   * Retranslates the services of `services` (key "ns/name" → its objects; no Service object: the
+   * service is gone) and, when `pods` is given, this node's hostPort frontends. Throws InputError
+   * with every problem of those services (nothing changes then) and NeedFullTranslation when ids
+   * run out.
+   */
+  update(services: ReadonlyMap<string, ServiceObjects>, pods?: readonly Pod[]): TranslationDelta {
+    const problems: InputProblem[] = [];
+    const cfg = this.cfg;
+    const next = new Map<string, Planned[]>();
+    for (const [key, objs] of services) {
+      const out: Planned[] = [];
+      const svc = objs.services.find((s) => svcName(s) === key);
+      if (svc) {
+        const slices = objs.endpointSlices
+          .filter(
+            (s) =>
+              s.metadata.labels?.[LABEL_SERVICE_NAME] !== undefined &&
+              `${s.metadata.namespace ?? "default"}/${s.metadata.labels[LABEL_SERVICE_NAME]}` === key,
+          )
+          .sort((a, b) => cmpStr(a.metadata.name ?? "", b.metadata.name ?? ""));
+        const legacy = objs.endpoints.find((e) => svcName(e) === key);
+        out.push(...serviceFrontends(svc, slices, legacy, cfg, this.node, problems));
+      }
+      next.set(key, out);
+    }
+    if (pods !== undefined) {
+      const out: Planned[] = [];
+      if (cfg.nodePort.enabled)
+        for (const pod of [...pods].sort((a, b) => cmpStr(podName(a), podName(b))))
+          out.push(...hostPortFrontends(pod, cfg, this.node, problems));
+      next.set(POD_GROUP, out);
+    }
+
+    // claims: the first of a group wins over its own duplicates; another group's key conflicts
+    const claimed = new Map<string, Planned>();
+    let frontendCount = this.count;
+    for (const [group, list] of next) {
+      frontendCount -= this.groups.get(group)?.length ?? 0;
+      const kept: Planned[] = [];
+      for (const p of list) {
+        const other = this.owners.get(p.key);
+        const prev = claimed.get(p.key);
+        if (prev !== undefined) {
+          if (prev.owner !== p.owner)
+            problems.push({
+              ...plannedWhere(p),
+              message: `frontend ${p.key} (${p.type}) is also claimed by ${prev.owner} (${prev.type})`,
+            });
+          continue;
+        }
+        if (other !== undefined && !next.has(other.group)) {
+          problems.push({
+            ...plannedWhere(p),
+            message: `frontend ${p.key} (${p.type}) is also claimed by ${other.owner} (${other.type})`,
+          });
+          continue;
+        }
+        claimed.set(p.key, p);
+        kept.push(p);
+      }
+      next.set(group, kept);
+      frontendCount += kept.length;
+    }
+    const limit = Math.min(cfg.bpf.lbMapMax, MAX_FRONTEND_ID);
+    if (frontendCount > limit)
+      problems.push({
+        field: "bpf.lbMapMax",
+        message: `${frontendCount} frontends exceed the capacity of ${limit} (raise bpf.lbMapMax; at most ${MAX_FRONTEND_ID})`,
+      });
+
+    // backend references after the update
+    const refDelta = new Map<string, { n: number; sort: string }>();
+    for (const [group] of next)
+      for (const f of this.groups.get(group) ?? [])
+        for (const b of f.backends) {
+          const k = l4Key(b);
+          const d = refDelta.get(k);
+          if (d) d.n--;
+          else refDelta.set(k, { n: -1, sort: "" });
+        }
+    for (const list of next.values())
+      for (const p of list)
+        for (const bk of p.backendKeys) {
+          const d = refDelta.get(bk.key);
+          if (d) {
+            d.n++;
+            d.sort = bk.sort;
+          } else refDelta.set(bk.key, { n: 1, sort: bk.sort });
+        }
+    let backendCount = this.beIds.size;
+    const newBackends: { key: string; sort: string }[] = [];
+    for (const [k, d] of refDelta) {
+      const have = this.beIds.get(k);
+      if (!have && d.n > 0) {
+        backendCount++;
+        newBackends.push({ key: k, sort: d.sort });
+      } else if (have && have.refs + d.n === 0) backendCount--;
+    }
+    if (backendCount > cfg.bpf.lbMapMax)
+      problems.push({
+        field: "bpf.lbMapMax",
+        message: `${backendCount} backends exceed bpf.lbMapMax (${cfg.bpf.lbMapMax})`,
+      });
+    if (problems.length > 0) throw new InputError(problems);
+
+    // ids: kept ones stay, new ones in sort order from the lowest free (departing ids still held)
+    const bySort = (a: { sort: string }, b: { sort: string }) =>
+      a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0;
+    const newBeIds = new Map<string, number>();
+    newBackends.sort(bySort);
+    for (const b of newBackends) {
+      const id = this.bePool.next();
+      if (id === undefined) throw new NeedFullTranslation("backend ids exhausted");
+      newBeIds.set(b.key, id);
+    }
+    const newFe: { p: Planned; sort: string }[] = [];
+    for (const list of next.values())
+      for (const p of list) if (!this.feIds.has(p.key)) newFe.push({ p, sort: frontendSort(p) });
+    newFe.sort(bySort);
+    const newFeIds = new Map<string, number>();
+    for (const { p } of newFe) {
+      const id = this.fePool.next();
+      if (id === undefined) throw new NeedFullTranslation("frontend ids exhausted");
+      newFeIds.set(p.key, id);
+    }
+
+    this.cached = undefined;
+    // swap the groups: every old frontend out first (a key may move between two of them)
+    const removed: Frontend[] = [];
+    const added: Frontend[] = [];
+    const releasedFe: number[] = [];
+    for (const group of next.keys()) {
+      for (const f of this.groups.get(group) ?? []) {
+        removed.push(f);
+        const key = l4Key(f.frontend);
+        this.owners.delete(key);
+        this.byId[f.id] = undefined;
+        this.count--;
+        if (!claimed.has(key)) {
+          this.feIds.delete(key);
+          releasedFe.push(f.id);
+        }
+        for (const b of f.backends) this.beIds.get(l4Key(b))!.refs--;
+      }
+    }
+    for (const [group, list] of next) {
+      const made: Frontend[] = [];
+      for (const p of list) {
+        const id = this.feIds.get(p.key) ?? newFeIds.get(p.key)!;
+        const ids = p.backendKeys.map((bk) => {
+          const have = this.beIds.get(bk.key);
+          if (have) {
+            have.refs++;
+            return have;
+          }
+          const r = { id: newBeIds.get(bk.key)!, refs: 1 };
+          this.beIds.set(bk.key, r);
+          return r;
+        });
+        const f = toFrontend(p, id, ids);
+        made.push(f);
+        added.push(f);
+        this.feIds.set(p.key, id);
+        this.owners.set(p.key, { group, owner: p.owner, type: p.type });
+        this.byId[id] = f;
+        this.count++;
+      }
+      if (made.length > 0) this.groups.set(group, made);
+      else this.groups.delete(group);
+    }
+    for (const id of releasedFe) this.fePool.release(id);
+    for (const [k, d] of refDelta) {
+      const have = this.beIds.get(k);
+      if (d.n < 0 && have && have.refs === 0) {
+        this.beIds.delete(k);
+        this.bePool.release(have.id);
+      }
+    }
+    return { removed, added };
+  }
+}
+
+function plannedWhere(p: Planned): Where {
+  return { object: p.owner };
 }

@@ -1,0 +1,168 @@
+/**
+ * The one pipeline: cluster-state snapshot → translate (src/lb/, every Kubernetes rule) → wipe
+ * guard → reconcile into the pinned maps. `kpr apply` runs it once (applyOnce); `kpr run` runs
+ * its first pass the same way and then keeps the programmed model in memory (daemon.ts).
+ */
+import type { ConsolaInstance } from "consola";
+import type { Config } from "../config/config.ts";
+import type { MapState } from "../datapath/mapstate.ts";
+import type { ApplyResult } from "../datapath/reconcile.ts";
+import type { ClusterState } from "../k8s/types.ts";
+import type { LbModel, PreviousIds } from "../lb/model.ts";
+import { checkRemovals, type GuardOptions } from "./guard.ts";
+
+/**
+ * Settings this version accepts (they are valid Cilium values) but does not carry out yet, each
+ * with what happens instead, so an operator never learns it from `kpr status` only.
+ */
+export function unsupportedSettings(cfg: Config): string[] {
+  const out: string[] = [];
+  if (cfg.loadBalancer.mode !== "snat")
+    out.push(
+      `loadBalancer.mode=${cfg.loadBalancer.mode} is not implemented yet: remote backends are reached with SNAT`,
+    );
+  return out;
+}
+
+/** The line kpr logs when `kubeProxyReplacement: false` keeps it from programming anything. */
+export function disabledMessage(configPath: string): string {
+  return `kubeProxyReplacement is false in ${configPath}: kpr programs nothing on this node (the datapath is left as it is; set kubeProxyReplacement: true to program services)`;
+}
+
+/**
+ * NodePort addresses read from the configured devices (undefined when none is configured: the
+ * Node object's addresses are used). Warns when neither devices nor this node's Node object say.
+ */
+export async function nodeAddressesFor(
+  cfg: Config,
+  configPath: string,
+  state: ClusterState,
+  log: ConsolaInstance,
+): Promise<string[] | undefined> {
+  if (cfg.devices.length > 0) {
+    const { nodePortAddresses, readDeviceAddresses } = await import("../config/devices.ts");
+    return nodePortAddresses(cfg, readDeviceAddresses(cfg.devices, configPath));
+  }
+  if (!state.nodes.some((n) => n.metadata.name === cfg.nodeName))
+    log.warn(
+      `no devices configured and no Node object named "${cfg.nodeName}" in the input: NodePorts listen on 0.0.0.0 and 127.0.0.1 only (set devices or nodeName)`,
+    );
+  return undefined;
+}
+
+/**
+ * Expands Cilium's device wildcards (`eth+`) in `cfg.devices` to the interfaces present now
+ * (in place), logging what matched nothing.
+ */
+export async function expandDeviceWildcards(cfg: Config, log: ConsolaInstance): Promise<void> {
+  if (!cfg.devices.some((d) => d.endsWith("+"))) return;
+  const { resolveDevices } = await import("../config/devices.ts");
+  const rd = resolveDevices(cfg);
+  for (const w of rd.warnings) log.warn(w);
+  cfg.devices = rd.devices;
+}
+
+/** Warnings about a translated model: the translation's own, and frontends no device serves. */
+export async function warnModel(model: LbModel, cfg: Config, log: ConsolaInstance): Promise<void> {
+  for (const w of model.warnings ?? []) log.warn(w);
+  const { unservedFrontendsWarning } = await import("../config/devices.ts");
+  const unserved = unservedFrontendsWarning(
+    cfg.devices,
+    model.frontends.map((f) => f.type),
+  );
+  if (unserved) log.warn(unserved);
+}
+
+/** The service names a model programs, as kpr_svc_meta stores them (for the guard). */
+export async function modelServices(model: LbModel): Promise<Set<string>> {
+  const { storedServiceName } = await import("../datapath/mapstate.ts");
+  const out = new Set<string>();
+  let last = "";
+  for (const f of model.frontends)
+    if (f.service !== last) {
+      last = f.service;
+      out.add(storedServiceName(f.service));
+    }
+  return out;
+}
+
+/** What one pass needs. */
+export interface PassOptions {
+  cfg: Config;
+  /** the config file named in messages (and next to which relative paths resolve) */
+  configPath: string;
+  log: ConsolaInstance;
+  guard: GuardOptions;
+  /** plan only: read the node's state for a diff, write nothing */
+  dryRun?: boolean;
+  /** "apply" or "sync": starts guard messages */
+  op?: string;
+}
+
+/** What one pass did. */
+export interface PassResult {
+  model: LbModel;
+  /** the reconcile (absent for a dry run or when kubeProxyReplacement is false) */
+  applied?: ApplyResult;
+  /** dry run: the programmed state read back (absent when it could not be read or nothing is pinned) */
+  programmed?: MapState;
+  /** dry run: frontends apply would skip (address family), from apply's own checks */
+  skipped?: { what: string; reason: string }[];
+  /** kubeProxyReplacement is false: nothing was programmed */
+  disabled: boolean;
+}
+
+/**
+ * One pass of the pipeline over `state`: translate with the node's programmed ids, check the wipe
+ * guard, and program (or, for a dry run, only plan). A real pass holds the state lock from the
+ * read it plans from to its last write. Throws InputError / WipeRefused (exit 2) before any write.
+ */
+export async function applyOnce(state: ClusterState, o: PassOptions): Promise<PassResult> {
+  const { cfg, log } = o;
+  await expandDeviceWildcards(cfg, log);
+  for (const w of unsupportedSettings(cfg)) log.warn(w);
+  const nodeAddresses = await nodeAddressesFor(cfg, o.configPath, state, log);
+  const { translate } = await import("../lb/translate.ts");
+  const recon = await import("../datapath/reconcile.ts");
+  const opts = (previous: PreviousIds | undefined) => ({
+    ...(nodeAddresses !== undefined ? { nodeAddresses } : {}),
+    ...(previous !== undefined ? { previous } : {}),
+  });
+
+  if (o.dryRun) {
+    const { previousIdsFromState, serviceNamesFromState } = await import("../datapath/mapstate.ts");
+    let programmed: MapState | undefined;
+    try {
+      programmed = recon.readPinnedState(cfg);
+    } catch (e) {
+      // A plan is worth printing even when the node's state cannot be read.
+      log.warn(`read current state: ${(e as Error).message} (showing the plan without a diff)`);
+    }
+    const model = translate(state, cfg, opts(programmed && previousIdsFromState(programmed)));
+    await warnModel(model, cfg, log);
+    const { checkPlan } = await import("../datapath/plancheck.ts");
+    const skipped = checkPlan(model, cfg, programmed);
+    if (!cfg.kubeProxyReplacement) log.warn(disabledMessage(o.configPath));
+    else if (programmed)
+      checkRemovals(serviceNamesFromState(programmed), await modelServices(model), o.guard, o.op);
+    return {
+      model,
+      ...(programmed ? { programmed } : {}),
+      skipped,
+      disabled: !cfg.kubeProxyReplacement,
+    };
+  }
+  if (!cfg.kubeProxyReplacement) {
+    // Translated all the same: bad input still exits 2.
+    const model = translate(state, cfg, opts(undefined));
+    log.warn(disabledMessage(o.configPath));
+    return { model, disabled: true };
+  }
+  using _lock = await recon.lockState(cfg, log);
+  const { previous, services } = recon.readProgrammed(cfg);
+  const model = translate(state, cfg, opts(previous));
+  await warnModel(model, cfg, log);
+  checkRemovals(services, await modelServices(model), o.guard, o.op);
+  const applied = await recon.applyModel(model, cfg, { log });
+  return { model, applied, disabled: false };
+}
