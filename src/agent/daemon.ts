@@ -8,8 +8,10 @@
  */
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
+import { markApplyDone, markApplyStarted } from "../datapath/crashmark.ts";
 import type { Datapath } from "../datapath/loader.ts";
-import { ProgrammedModel } from "../datapath/mapstate.ts";
+import { syncMaglev } from "../datapath/maglevmaps.ts";
+import { encodeModel, ProgrammedModel } from "../datapath/mapstate.ts";
 import * as recon from "../datapath/reconcile.ts";
 import { InputError, KprError } from "../errors.ts";
 import type { ClusterSource } from "../k8s/source.ts";
@@ -374,12 +376,23 @@ export class Daemon {
     if (this.o.guardEverySync) checkRemovalCount(removed, inc.serviceCount, this.o.guard, "sync");
     const delta = inc.update(objs, pods ? src.snapshot().pods : undefined);
     const { ops, skipped } = prog.change(delta);
+    // the crash marker makes the next start diff every entry if this sync is cut short
+    if (ops.length > 0) markApplyStarted(this.cfg.bpf.root);
     const writes = recon.executeOps(ops, dp.lbMaps, { log: this.log });
-    const lastWriteAt = performance.now();
     if (ops.some((o) => o.kind === "delete"))
       recon.pruneAffinity(dp.map("kpr_lb4_aff"), (fe, be) => prog.hasFrontend(fe) && prog.hasBackend(be));
     for (const s of skipped) this.log.debug(`skipped frontend ${s.frontend}: ${s.reason}`);
     this.model = inc.model();
+    // Maglev tables follow the backends they were computed from (only changed ones are rebuilt)
+    if (ops.length > 0 && this.cfg.loadBalancer.algorithm === "maglev")
+      syncMaglev(
+        { outer: dp.map("kpr_lb4_maglev"), cfg: dp.map("kpr_maglev_cfg"), sig: dp.map("kpr_lb4_mgsig") },
+        encodeModel(this.model),
+        this.cfg,
+        this.log,
+      );
+    const lastWriteAt = performance.now();
+    if (ops.length > 0) markApplyDone(this.cfg.bpf.root);
     const endpointChanges = ops.filter((o) => o.map === "kpr_lb4_be").length;
     return {
       summary: `${keys.size} service${keys.size === 1 ? "" : "s"}${pods ? " and this node's pods" : ""} changed: ${writes} map writes in ${(lastWriteAt - t0).toFixed(2)} ms`,
