@@ -91,8 +91,9 @@ run_vm() {
   # shellcheck disable=SC2046
   timeout "$tmo" qemu-system-x86_64 $(accel_args x86_64) -m 3072 -smp 2 -nographic -no-reboot \
     -kernel "$kdir"/boot/vmlinuz-* -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet kpr.stage2=$REPO/scripts/vm/guest.sh kpr.repo=$REPO kpr.suites=${suites// /,} kpr.timescale=$([ -w /dev/kvm ] && echo 1 || echo 10)" \
+    -append "console=ttyS0 panic=-1 quiet kpr.stage2=$REPO/scripts/vm/guest.sh kpr.repo=$REPO kpr.reposhare kpr.suites=${suites// /,} kpr.timescale=$([ -w /dev/kvm ] && echo 1 || echo 10)" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+    -virtfs "local,path=$REPO,mount_tag=repo,security_model=none,readonly=on,multidevs=remap" \
     -virtfs "local,path=$dir,mount_tag=results,security_model=none" \
     -nic none >"$dir/console.log" 2>&1
   rc=$?

@@ -540,7 +540,11 @@ export async function buildVariant(outDir: string): Promise<VariantBuild> {
   runOk(["cp", "-r", join(REPO_ROOT, "src"), join(outDir, "src")]);
   symlinkSync(join(REPO_ROOT, "node_modules"), join(outDir, "node_modules"));
   writeFileSync(join(outDir, "package.json"), JSON.stringify({ ...pkg, version }, null, 2));
-  for (const obj of ["tc", "sock", "probe"]) {
+  // every object build.ts embeds: one per bpf/*.bpf.c
+  const objects = readdirSync(join(REPO_ROOT, "bpf"))
+    .filter((f) => f.endsWith(".bpf.c"))
+    .map((f) => f.slice(0, -".bpf.c".length));
+  for (const obj of objects) {
     const argv = bpfClangArgs(
       join(REPO_ROOT, "bpf", `${obj}.bpf.c`),
       join(outDir, ".build", "bpf", `${obj}.bpf.o`),
