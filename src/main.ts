@@ -43,8 +43,8 @@ const EXAMPLES: Record<string, string[]> = {
   "bpf affinity list": ["kpr bpf affinity list"],
   "bpf metrics": ["kpr bpf metrics", "kpr bpf metrics -o json"],
   explain: [
-    "kpr explain --src 10.0.0.5:41000 --dst 192.168.1.10:30080 --proto tcp --from-device eth0",
-    "kpr explain --src 10.244.1.7:40000 --dst 10.96.0.10:53 --proto udp --local",
+    "kpr explain --src 10.0.0.5:41000 --dst 192.168.1.10:30080 --proto tcp --device eth0",
+    "kpr explain --src 10.0.0.5:41000 --dst 192.168.1.10:30053 --proto udp -o json",
   ],
   completion: [
     "source <(kpr completion bash)",
