@@ -16,8 +16,9 @@ export { main };
 export function privilegeOf(path: string[], argv: string[]): Privilege {
   const p = path.join(" ");
   if (p === "apply") return argv.some((a) => a === "--dry-run" || a === "--dryRun") ? "none" : "write";
-  if (p === "cleanup" || p === "run") return "write";
-  if (["status", "explain"].includes(p) || p.startsWith("service") || p.startsWith("bpf ")) return "read";
+  // explain loads a private instance of the tc program (no attach): the capabilities of a load
+  if (p === "cleanup" || p === "run" || p === "explain") return "write";
+  if (p === "status" || p.startsWith("service") || p.startsWith("bpf ")) return "read";
   return "none";
 }
 
