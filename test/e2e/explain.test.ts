@@ -108,6 +108,15 @@ describe.skipIf(!!skip)("e2e: kpr explain on a programmed node", () => {
   const topo = useTopology({
     setup: async (t) => {
       await buildCluster(t);
+      // IPv6 neighbour discovery / MLD would keep moving the real pass-not-l4 counter
+      for (const ns of [NS.fabric, NS.client, NS.node1, NS.node2])
+        await t.run(ns, [
+          "sysctl",
+          "-q",
+          "-w",
+          "net.ipv6.conf.all.disable_ipv6=1",
+          "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
       await kprOk(t, ["apply", "-f", await writeManifests(t, "services.yaml", MANIFESTS)]);
     },
   });
@@ -124,12 +133,12 @@ describe.skipIf(!!skip)("e2e: kpr explain on a programmed node", () => {
     return out;
   };
 
-  /** A dump taken once two dumps 300 ms apart agree (background ARP moves pass-not-l4), within 15 s. */
+  /** A dump taken once two dumps 500 ms apart agree (background ARP moves pass-not-l4), within 15 s. */
   const quietDump = async (): Promise<Record<string, string[]>> => {
     const deadline = Date.now() + 15_000;
     let prev = dumpMaps();
     for (;;) {
-      await Bun.sleep(300);
+      await Bun.sleep(500);
       const cur = dumpMaps();
       if (Bun.deepEquals(cur, prev) || Date.now() > deadline) return cur;
       prev = cur;
