@@ -16,8 +16,9 @@ export { main };
 export function privilegeOf(path: string[], argv: string[]): Privilege {
   const p = path.join(" ");
   if (p === "apply") return argv.some((a) => a === "--dry-run" || a === "--dryRun") ? "none" : "write";
-  if (p === "cleanup" || p === "run") return "write";
-  if (["status", "explain"].includes(p) || p.startsWith("service") || p.startsWith("bpf ")) return "read";
+  // explain loads a private instance of the tc program (no attach): the capabilities of a load
+  if (p === "cleanup" || p === "run" || p === "explain") return "write";
+  if (p === "status" || p.startsWith("service") || p.startsWith("bpf ")) return "read";
   return "none";
 }
 
@@ -43,8 +44,8 @@ const EXAMPLES: Record<string, string[]> = {
   "bpf affinity list": ["kpr bpf affinity list"],
   "bpf metrics": ["kpr bpf metrics", "kpr bpf metrics -o json"],
   explain: [
-    "kpr explain --src 10.0.0.5:41000 --dst 192.168.1.10:30080 --proto tcp --from-device eth0",
-    "kpr explain --src 10.244.1.7:40000 --dst 10.96.0.10:53 --proto udp --local",
+    "kpr explain --src 10.0.0.5:41000 --dst 192.168.1.10:30080 --proto tcp --device eth0",
+    "kpr explain --src 10.0.0.5:41000 --dst 192.168.1.10:30053 --proto udp -o json",
   ],
   completion: [
     "source <(kpr completion bash)",

@@ -14,6 +14,7 @@ export const main = defineCommand({
     cleanup: () => import("./cleanup.ts").then((m) => m.default),
     completion: () => import("./completion.ts").then((m) => m.default),
     config: () => import("./config.ts").then((m) => m.default),
+    explain: () => import("./explain.ts").then((m) => m.default),
     run: () => import("./run.ts").then((m) => m.default),
     service: () => import("./service.ts").then((m) => m.default),
     status: () => import("./status.ts").then((m) => m.default),

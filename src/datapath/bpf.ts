@@ -708,6 +708,26 @@ export class BpfObject implements Disposable {
   }
 
   /**
+   * Makes map `name` use the map pinned at `path` (before load), whatever the object declares
+   * for its size: the pinned map's max_entries is adopted, every other shape field must match.
+   * Unlike pinMaps, a missing pin is an error and nothing is ever pinned.
+   */
+  reusePinned(name: string, path: string): void {
+    if (this.loaded) throw new BpfError(`reuse pinned map ${name}`, E.EINVAL, "object is already loaded");
+    const m = this.unsafeMap(name);
+    const fd = getPinned(`reuse pinned map ${name}`, path);
+    try {
+      const have = mapInfo(fd, path);
+      this.setMaxEntries(name, have.maxEntries);
+      const diff = specDiff(have, this.mapSpec(name));
+      if (diff) throw new BpfError(`reuse pinned map ${name}`, E.EINVAL, `incompatible: ${diff} at ${path}`);
+      check(`reuse pinned map ${name}`, unsafeLibbpf().bpf_map__reuse_fd(m, fd));
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  /**
    * Loads every (autoload) program and creates the maps. A program the verifier rejects fails
    * the load with the last lines of its verifier log in the error. With `stats`, each accepted
    * program's verifier statistics (log level 4: "processed N insns … total_states …") are passed
