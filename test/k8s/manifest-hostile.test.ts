@@ -101,7 +101,7 @@ describe("bounded reading", () => {
     truncateSync(big, 100 * 1024 * 1024);
     const ps = await problemsOf(readManifests([big]));
     expect(ps, "size named with the limits").toEqual([
-      `${big} |  |  | 100 MiB is more than kpr reads (8 MiB per file, 32 MiB in all): split the input or apply it in parts`,
+      `${big} |  |  | 100 MiB is more than kpr reads (32 MiB per file, 32 MiB in all): split the input or apply it in parts`,
     ]);
     rmSync(big);
   });
