@@ -152,8 +152,8 @@ export interface DesiredState {
  * source-range LPM entries. IPv6 frontends are left out (the datapath is IPv4 only) and listed
  * in `skipped`.
  */
-export function modelToMapState(model: LbModel, _cfg: Config): DesiredState {
-  const enc = encodeModel(model);
+export function modelToMapState(model: LbModel, cfg: Config): DesiredState {
+  const enc = encodeModel(model, cfg.loadBalancer.algorithm === "maglev");
   return { state: encodedState(enc, enc.frontends, enc.backendIds()), skipped: enc.skipped };
 }
 
@@ -271,12 +271,15 @@ export function metaDigest(value: Uint8Array, off = 0): [number, number] {
   return [dv.getUint32(META_DIGEST, true), dv.getUint32(META_DIGEST + 4, true)];
 }
 
+const NS_FLAGS = SVC_F.NODEPORT | SVC_F.EXTERNALIP | SVC_F.LOADBALANCER | SVC_F.HOSTPORT;
+
 /**
  * Encodes `model` frontend by frontend. Each frontend's digest covers every byte it programs:
  * master key and value, slots (backend ids), reverse NAT, metadata, source ranges and the values
- * of the backends its slots name, so equal digests mean equal entries.
+ * of the backends its slots name, so equal digests mean equal entries. `maglev`: masters of
+ * north-south frontends with backends say KPR_ALG_MAGLEV (they get a Maglev table).
  */
-export function encodeModel(model: LbModel): EncodedModel {
+export function encodeModel(model: LbModel, maglev = false): EncodedModel {
   const skipped: DesiredState["skipped"] = [];
   const arena = new Arena();
   // backends first: a backend shared by several frontends is terminating for one only if it is
@@ -345,9 +348,8 @@ export function encodeModel(model: LbModel): EncodedModel {
       count: slots.length,
       rev_nat_id: f.id,
       flags: frontendFlags(f),
-      // The datapath selects at random for every algorithm (no Maglev tables yet): say so
-      // honestly in the maps rather than promise consistent hashing.
-      algorithm: ALG.RANDOM,
+      // the frontends syncMaglev (maglevmaps.ts) gives a table: north-south with backends
+      algorithm: maglev && slots.length > 0 && frontendFlags(f) & NS_FLAGS ? ALG.MAGLEV : ALG.RANDOM,
       active_count: activeCount,
     });
     const rnat = arena.encode(lb4Revnat, { address: fe.address, port: fe.port });
