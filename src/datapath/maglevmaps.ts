@@ -94,6 +94,16 @@ export function syncMaglev(
   if (!cur || Buffer.compare(cur, cfgValue) !== 0) maps.cfg.update(zero, cfgValue);
 
   const want = new Set<number>();
+  // what the kernel holds, read once (not two lookups per frontend)
+  const inKernel = new Set<number>();
+  for (let k = maps.outer.nextKey(); k; k = maps.outer.nextKey(k)) inKernel.add(u16Id.decode(k).v);
+  const sigs = new Map<number, bigint>();
+  const dump = maps.sig.lookupBatch();
+  for (let i = 0; i < dump.count; i++)
+    sigs.set(
+      u16Id.decode(dump.keys, i * maps.sig.keySize).v,
+      u64Val.decode(dump.values, i * maps.sig.valueStride).v,
+    );
   const keys = new Uint8Array(m * 4);
   new Uint32Array(keys.buffer).forEach((_, i, a) => {
     a[i] = i;
@@ -110,8 +120,7 @@ export function syncMaglev(
         const { ids, names } = tableInputs(f, enc);
         const sig = Bun.hash.wyhash(`${m}|${cfg.maglev.hashSeed}|${names.join(",")}|${ids.join(",")}`, 0n);
         const key = u16Id.encode({ v: f.id });
-        const have = maps.sig.lookup(key);
-        if (have && u64Val.decode(have).v === sig && maps.outer.lookup(key)) {
+        if (sigs.get(f.id) === sig && inKernel.has(f.id)) {
           res.kept++;
           continue;
         }
@@ -147,11 +156,13 @@ export function syncMaglev(
   } finally {
     for (const map of recent.values()) map.close();
   }
-  for (const map of [maps.outer, maps.sig]) {
-    const stale: Uint8Array[] = [];
-    for (let k = map.nextKey(); k; k = map.nextKey(k)) if (!want.has(u16Id.decode(k).v)) stale.push(k);
-    for (const k of stale) {
-      map.delete(k);
+  for (const [map, ids] of [
+    [maps.outer, inKernel],
+    [maps.sig, sigs.keys()],
+  ] as const) {
+    for (const id of ids) {
+      if (want.has(id)) continue;
+      map.delete(u16Id.encode({ v: id }));
       if (map === maps.outer) res.removed++;
     }
   }
