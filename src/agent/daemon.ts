@@ -343,7 +343,7 @@ export class Daemon {
     this.inc = undefined;
     this.prog = undefined;
     this.inc = IncrementalTranslation.seed(model, this.cfg);
-    this.prog = ProgrammedModel.of(model);
+    this.prog = ProgrammedModel.of(model, this.cfg.loadBalancer.algorithm === "maglev");
     this.model = model;
     // a full pass leaves much garbage (the snapshot's translation, the plan): return it now, so
     // the steady state's resident memory is the model's
@@ -387,7 +387,7 @@ export class Daemon {
     if (ops.length > 0 && this.cfg.loadBalancer.algorithm === "maglev")
       syncMaglev(
         { outer: dp.map("kpr_lb4_maglev"), cfg: dp.map("kpr_maglev_cfg"), sig: dp.map("kpr_lb4_mgsig") },
-        encodeModel(this.model),
+        encodeModel(this.model, true),
         this.cfg,
         this.log,
       );

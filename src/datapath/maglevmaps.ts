@@ -37,8 +37,12 @@ export interface MaglevMaps {
 
 /** What syncMaglev did. */
 export interface MaglevResult {
-  /** tables computed and swapped in */
+  /** tables swapped in */
   written: number;
+  /** distinct tables computed and written into a new inner map (equal inputs share one) */
+  computed: number;
+  /** of `ms`, computing tables in user space */
+  computeMs: number;
   /** tables removed (frontend gone, no longer north-south, or algorithm not maglev) */
   removed: number;
   /** frontends whose table was up to date */
@@ -75,7 +79,7 @@ export function syncMaglev(
   log?: ConsolaInstance,
 ): MaglevResult {
   const t0 = performance.now();
-  const res: MaglevResult = { written: 0, removed: 0, kept: 0, ms: 0 };
+  const res: MaglevResult = { written: 0, computed: 0, computeMs: 0, removed: 0, kept: 0, ms: 0 };
   const on = cfg.loadBalancer.algorithm === "maglev";
   const m = cfg.maglev.tableSize;
   const seed = parseHashSeed(cfg.maglev.hashSeed);
@@ -90,52 +94,82 @@ export function syncMaglev(
   if (!cur || Buffer.compare(cur, cfgValue) !== 0) maps.cfg.update(zero, cfgValue);
 
   const want = new Set<number>();
+  // what the kernel holds, read once (not two lookups per frontend)
+  const inKernel = new Set<number>();
+  for (let k = maps.outer.nextKey(); k; k = maps.outer.nextKey(k)) inKernel.add(u16Id.decode(k).v);
+  const sigs = new Map<number, bigint>();
+  const dump = maps.sig.lookupBatch();
+  for (let i = 0; i < dump.count; i++)
+    sigs.set(
+      u16Id.decode(dump.keys, i * maps.sig.keySize).v,
+      u64Val.decode(dump.values, i * maps.sig.valueStride).v,
+    );
   const keys = new Uint8Array(m * 4);
   new Uint32Array(keys.buffer).forEach((_, i, a) => {
     a[i] = i;
   });
-  if (on) {
-    for (const f of enc.frontends) {
-      const flags = lb4Service.decode(f.master).flags;
-      if (!(flags & NORTH_SOUTH) || f.backendIds.length === 0) continue;
-      want.add(f.id);
-      const { ids, names } = tableInputs(f, enc);
-      const sig = Bun.hash.wyhash(`${m}|${cfg.maglev.hashSeed}|${names.join(",")}|${ids.join(",")}`, 0n);
-      const key = u16Id.encode({ v: f.id });
-      const have = maps.sig.lookup(key);
-      if (have && u64Val.decode(have).v === sig && maps.outer.lookup(key)) {
-        res.kept++;
-        continue;
+  // frontends with the same inputs (a NodePort's node address, 0.0.0.0 and 127.0.0.1 entries)
+  // share one inner map: it is never written after it is swapped in
+  const recent = new Map<bigint, BpfMap>();
+  try {
+    if (on) {
+      for (const f of enc.frontends) {
+        const flags = lb4Service.decode(f.master).flags;
+        if (!(flags & NORTH_SOUTH) || f.backendIds.length === 0) continue;
+        want.add(f.id);
+        const { ids, names } = tableInputs(f, enc);
+        const sig = Bun.hash.wyhash(`${m}|${cfg.maglev.hashSeed}|${names.join(",")}|${ids.join(",")}`, 0n);
+        const key = u16Id.encode({ v: f.id });
+        if (sigs.get(f.id) === sig && inKernel.has(f.id)) {
+          res.kept++;
+          continue;
+        }
+        let inner = recent.get(sig);
+        if (!inner) {
+          const c0 = performance.now();
+          const table = maglevTable(names, m, seed);
+          const values = new Uint32Array(m);
+          for (let j = 0; j < m; j++) values[j] = ids[table[j]!]!;
+          res.computeMs += performance.now() - c0;
+          inner = BpfMap.create({
+            name: "kpr_maglev_tbl",
+            type: MapType.ARRAY,
+            keySize: 4,
+            valueSize: 4,
+            maxEntries: m,
+            flags: BPF_F_INNER_MAP,
+          });
+          recent.set(sig, inner);
+          if (recent.size > 64) {
+            const [oldest, map] = recent.entries().next().value!;
+            recent.delete(oldest);
+            map.close();
+          }
+          inner.updateBatch(keys, new Uint8Array(values.buffer), m);
+          res.computed++;
+        }
+        maps.outer.update(key, u32Id.encode({ v: inner.fd }));
+        maps.sig.update(key, u64Val.encode({ v: sig }));
+        res.written++;
       }
-      const table = maglevTable(names, m, seed);
-      const values = new Uint32Array(m);
-      for (let j = 0; j < m; j++) values[j] = ids[table[j]!]!;
-      using inner = BpfMap.create({
-        name: "kpr_maglev_tbl",
-        type: MapType.ARRAY,
-        keySize: 4,
-        valueSize: 4,
-        maxEntries: m,
-        flags: BPF_F_INNER_MAP,
-      });
-      inner.updateBatch(keys, new Uint8Array(values.buffer), m);
-      maps.outer.update(key, u32Id.encode({ v: inner.fd }));
-      maps.sig.update(key, u64Val.encode({ v: sig }));
-      res.written++;
     }
+  } finally {
+    for (const map of recent.values()) map.close();
   }
-  for (const map of [maps.outer, maps.sig]) {
-    const stale: Uint8Array[] = [];
-    for (let k = map.nextKey(); k; k = map.nextKey(k)) if (!want.has(u16Id.decode(k).v)) stale.push(k);
-    for (const k of stale) {
-      map.delete(k);
+  for (const [map, ids] of [
+    [maps.outer, inKernel],
+    [maps.sig, sigs.keys()],
+  ] as const) {
+    for (const id of ids) {
+      if (want.has(id)) continue;
+      map.delete(u16Id.encode({ v: id }));
       if (map === maps.outer) res.removed++;
     }
   }
   res.ms = performance.now() - t0;
   if (res.written + res.removed > 0)
     log?.debug(
-      `maglev: ${res.written} tables written, ${res.removed} removed, ${res.kept} kept in ${Math.round(res.ms)} ms`,
+      `maglev: ${res.written} tables written (${res.computed} distinct, computed in ${Math.round(res.computeMs)} ms), ${res.removed} removed, ${res.kept} kept in ${Math.round(res.ms)} ms`,
     );
   return res;
 }

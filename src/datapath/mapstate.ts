@@ -152,8 +152,8 @@ export interface DesiredState {
  * source-range LPM entries. IPv6 frontends are left out (the datapath is IPv4 only) and listed
  * in `skipped`.
  */
-export function modelToMapState(model: LbModel, _cfg: Config): DesiredState {
-  const enc = encodeModel(model);
+export function modelToMapState(model: LbModel, cfg: Config): DesiredState {
+  const enc = encodeModel(model, cfg.loadBalancer.algorithm === "maglev");
   return { state: encodedState(enc, enc.frontends, enc.backendIds()), skipped: enc.skipped };
 }
 
@@ -301,8 +301,12 @@ function usesLocal(u: BackendUses): boolean {
   return u.active > 0 ? u.localActive > 0 : u.localAny > 0;
 }
 
+const NS_FLAGS = SVC_F.NODEPORT | SVC_F.EXTERNALIP | SVC_F.LOADBALANCER | SVC_F.HOSTPORT;
+
 /** Encodes single frontends given their backends' values (shares buffers between calls). */
 class FrontendEncoder {
+  /** `maglev`: masters of north-south frontends with backends say KPR_ALG_MAGLEV (they get a table) */
+  constructor(private readonly maglev = false) {}
   private arena = new Arena();
   private scratch = new Uint8Array(4096);
   private words = new Uint32Array(this.scratch.buffer);
@@ -325,9 +329,8 @@ class FrontendEncoder {
       count: slots.length,
       rev_nat_id: f.id,
       flags: frontendFlags(f),
-      // The datapath selects at random for every algorithm (no Maglev tables yet): say so
-      // honestly in the maps rather than promise consistent hashing.
-      algorithm: ALG.RANDOM,
+      // the frontends syncMaglev (maglevmaps.ts) gives a table: north-south with backends
+      algorithm: this.maglev && slots.length > 0 && frontendFlags(f) & NS_FLAGS ? ALG.MAGLEV : ALG.RANDOM,
       active_count: activeCount,
     });
     const rnat = arena.encode(lb4Revnat, { address: fe.address, port: fe.port });
@@ -414,9 +417,10 @@ function checkSlots(f: Frontend, n: number): void {
 /**
  * Encodes `model` frontend by frontend. Each frontend's digest covers every byte it programs:
  * master key and value, slots (backend ids), reverse NAT, metadata, source ranges and the values
- * of the backends its slots name, so equal digests mean equal entries.
+ * of the backends its slots name, so equal digests mean equal entries. `maglev`: masters of
+ * north-south frontends with backends say KPR_ALG_MAGLEV (syncMaglev gives them a table).
  */
-export function encodeModel(model: LbModel): EncodedModel {
+export function encodeModel(model: LbModel, maglev = false): EncodedModel {
   const skipped: DesiredState["skipped"] = [];
   // backends first: a backend shared by several frontends is terminating for one only if it is
   // for all, and its value is part of each frontend's digest
@@ -456,7 +460,7 @@ export function encodeModel(model: LbModel): EncodedModel {
   for (let bi = 0; bi < beList.length; bi++)
     putBackendValue(beList[bi]!, usesActive(uses[bi]!), usesLocal(uses[bi]!), beValues, bi * BE_SIZE);
 
-  const encoder = new FrontendEncoder();
+  const encoder = new FrontendEncoder(maglev);
   const beIdx = (id: number) => beIndex.get(id)!;
   const frontends: FrontendEnc[] = [];
   const byId = new Map<number, FrontendEnc>();
@@ -1089,12 +1093,17 @@ export class ProgrammedModel {
   private words = new Uint32Array(this.values.buffer);
   private freeIdx: number[] = [];
   private nextIdx = 0;
-  private encoder = new FrontendEncoder();
+  private encoder: FrontendEncoder;
   private readonly idxOf = (id: number) => this.be.get(id)!.idx;
 
+  /** `maglev`: encode masters as encodeModel(model, maglev) does. */
+  constructor(maglev = false) {
+    this.encoder = new FrontendEncoder(maglev);
+  }
+
   /** The programmed model of `model` (every frontend counted as added). */
-  static of(model: LbModel): ProgrammedModel {
-    const p = new ProgrammedModel();
+  static of(model: LbModel, maglev = false): ProgrammedModel {
+    const p = new ProgrammedModel(maglev);
     p.change({ removed: [], added: model.frontends });
     return p;
   }

@@ -353,7 +353,7 @@ export async function applyModel(
   const t0 = performance.now();
   const { ensureBpffs } = await import("./bpffs.ts");
   const { loadDatapath, lbMapMaxEntries } = await import("./loader.ts");
-  const enc = encodeModel(model);
+  const enc = encodeModel(model, cfg.loadBalancer.algorithm === "maglev");
   for (const s of enc.skipped) log.warn(`skipped frontend ${s.frontend}: ${s.reason}`);
   ensureBpffs(cfg.bpf.root);
 
