@@ -32,6 +32,8 @@ export interface ManifestSourceOptions {
   pruneAll?: boolean;
   /** the fallback pass (default 1000 ms) */
   pollMs?: number;
+  /** test seam: called after a scan has listed every path, before it reads the files */
+  afterList?: () => void;
 }
 
 interface FileEntry {
@@ -48,6 +50,14 @@ interface FileEntry {
 
 function sigOf(st: Stats): string {
   return `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+}
+
+function statSigOf(p: string): string {
+  try {
+    return sigOf(statSync(p));
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code ?? "error";
+  }
 }
 
 function nsName(o: { metadata: { namespace?: string; name?: string } }): string {
@@ -82,11 +92,16 @@ function keysOf(st: ClusterState): Map<string, bigint> {
 }
 
 /** Files under a directory (recursive *.yaml, *.yml, *.json, in name order) and its directories. */
-function walk(dir: string, files: string[], dirs: string[]): void {
+/**
+ * Lists `dir` recursively. Each directory's stat signature is taken before it is read, so a file
+ * added while (or just after) it is listed changes the signature and the next stat pass rescans.
+ */
+function walk(dir: string, files: string[], dirs: string[], sigs: Map<string, string>): void {
   dirs.push(dir);
+  sigs.set(dir, statSigOf(dir));
   for (const ent of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
     const p = join(dir, ent.name);
-    if (ent.isDirectory()) walk(p, files, dirs);
+    if (ent.isDirectory()) walk(p, files, dirs, sigs);
     else if (ent.isFile() && MANIFEST_EXT.test(ent.name)) files.push(p);
   }
 }
@@ -148,11 +163,7 @@ export class ManifestSource implements ClusterSource {
   }
 
   private statSig(p: string): string {
-    try {
-      return sigOf(statSync(p));
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code ?? "error";
-    }
+    return statSigOf(p);
   }
 
   private dirsChanged(): boolean {
@@ -216,8 +227,13 @@ export class ManifestSource implements ClusterSource {
     const wantDirs = new Set<string>();
     const present: string[] = [];
     const problems = new Map<string, string>();
+    // Signatures taken before anything is listed or read: a change racing this scan (a directory
+    // created, then filled) differs from them at the next stat pass instead of going unseen.
+    const sigs = new Map<string, string>();
     for (const p of this.o.paths) {
       wantDirs.add(dirname(p));
+      if (!sigs.has(dirname(p))) sigs.set(dirname(p), this.statSig(dirname(p)));
+      sigs.set(p, this.statSig(p));
       let st: Stats;
       try {
         st = statSync(p);
@@ -241,7 +257,7 @@ export class ManifestSource implements ClusterSource {
         files = [];
         const dirs: string[] = [];
         try {
-          walk(p, files, dirs);
+          walk(p, files, dirs, sigs);
         } catch (e) {
           problems.set(p, `${p}: cannot list: ${(e as Error).message}`);
           present.push(...(this.listed.get(p) ?? []));
@@ -261,10 +277,9 @@ export class ManifestSource implements ClusterSource {
       this.listed.set(p, files);
       present.push(...files);
     }
+    this.o.afterList?.();
     for (const d of wantDirs) this.watchDir(d);
-    const sigs = new Map<string, string>();
-    for (const d of wantDirs) sigs.set(d, this.statSig(d));
-    for (const p of this.o.paths) sigs.set(p, this.statSig(p));
+    for (const d of wantDirs) if (!sigs.has(d)) sigs.set(d, this.statSig(d));
     this.dirSigs = sigs;
     for (const [d, w] of this.watchers)
       if (!wantDirs.has(d)) {

@@ -4,7 +4,7 @@
  * keeps its objects (unless pruneAll), and following a directory created again.
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ManifestSource } from "../../src/agent/manifest-source.ts";
@@ -42,7 +42,10 @@ afterEach(async () => {
 });
 
 /** Starts a source on `paths`; `changed()` resolves with the next non-empty change set. */
-async function follow(paths: string[], opts: { pruneAll?: boolean; pollMs?: number } = {}) {
+async function follow(
+  paths: string[],
+  opts: { pruneAll?: boolean; pollMs?: number; afterList?: () => void } = {},
+) {
   let notified = 0;
   const src = new ManifestSource({ paths, log: quiet, ...opts });
   sources.push(src);
@@ -164,6 +167,25 @@ describe("ManifestSource", () => {
     await f.changedTo("t/a", 2000);
     expect(f.endpointOf("t/a"), "followed again").toBe("10.244.0.7");
     expect(f.src.lastError, "healthy again").toBeUndefined();
+  });
+
+  test("a file written while its new directory is being listed is still seen (CI race, fixed)", async () => {
+    // A directory created and then filled: the scan the creation triggers can list it before the
+    // files land. The stat pass must then see the directory differ from what was listed.
+    const dir = join(tmp, "race");
+    let armed = true;
+    const f = await follow([dir], {
+      pollMs: 100,
+      afterList: () => {
+        // the first scan that finds the directory: it has been listed (empty), not yet watched
+        if (!armed || !existsSync(dir)) return;
+        armed = false;
+        writeFileSync(join(dir, "late.yaml"), svcYaml("late", "10.96.0.9", "10.244.0.9"));
+      },
+    });
+    mkdirSync(dir);
+    await f.changedTo("t/late", 1500);
+    expect(f.endpointOf("t/late"), "the late file is read").toBe("10.244.0.9");
   });
 
   test("with pruneAll an emptied directory lets its objects go", async () => {
