@@ -83,6 +83,9 @@ interface Planned {
   backends: Omit<Backend, "id">[];
   /** l4Key of each backend, and a key that sorts backends by address, port, protocol. */
   backendKeys: { key: string; sort: string }[];
+  /** the in-cluster set of a two-scope frontend (Frontend.internalBackends), with its keys */
+  internalBackends?: Omit<Backend, "id">[];
+  internalBackendKeys?: { key: string; sort: string }[];
   scope: Scope;
   affinityTimeoutSeconds?: number;
   sourceRanges?: SourceRanges;
@@ -166,10 +169,10 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   // address of a port) share the slot array too.
   const slots = new Map<string, IdSlot>();
   const slotArrays = new Map<object, IdSlot[]>();
-  const beSlots = list.map((p) => {
-    let arr = slotArrays.get(p.backendKeys);
+  const slotsOf = (keys: { key: string; sort: string }[]) => {
+    let arr = slotArrays.get(keys);
     if (!arr) {
-      arr = p.backendKeys.map((k) => {
+      arr = keys.map((k) => {
         let r = slots.get(k.key);
         if (!r) {
           r = { key: k.key, sort: k.sort, id: 0 };
@@ -177,10 +180,12 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
         }
         return r;
       });
-      slotArrays.set(p.backendKeys, arr);
+      slotArrays.set(keys, arr);
     }
     return arr;
-  });
+  };
+  const beSlots = list.map((p) => slotsOf(p.backendKeys));
+  const intSlots = list.map((p) => (p.internalBackendKeys ? slotsOf(p.internalBackendKeys) : undefined));
   const limit = Math.min(cfg.bpf.lbMapMax, MAX_FRONTEND_ID);
   if (list.length > limit) {
     problems.push({
@@ -202,7 +207,7 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   const bySort = (a: { sort: string }, b: { sort: string }) =>
     a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0;
   assignSlots([...slots.values()].sort(bySort), opts.previous?.backends, MAX_BACKEND_ID);
-  const frontends = buildFrontends(list, beSlots, opts.previous?.frontends);
+  const frontends = buildFrontends(list, beSlots, intSlots, opts.previous?.frontends);
   return special.warnings.length > 0 ? { node, frontends, warnings: special.warnings } : { node, frontends };
 }
 
@@ -780,6 +785,9 @@ function serviceFrontends(
         scope === "Local" &&
         backendsFor(family, scope).backends.length === 0 &&
         backendsFor(family, "Cluster").backends.length > 0;
+      // Two scopes (kube-proxy's short-circuit): traffic from inside the cluster to an external
+      // frontend of an eTP=Local service goes to the cluster-wide endpoints, whatever iTP says.
+      const internal = external && scope === "Local" ? backendsFor(family, "Cluster") : undefined;
       out.push({
         key: l4Key({ address, port, protocol: sp.protocol }),
         frontend: { address, port, protocol: sp.protocol },
@@ -787,6 +795,7 @@ function serviceFrontends(
         service: name,
         portName: sp.name,
         ...(({ backends, keys }) => ({ backends, backendKeys: keys }))(backendsFor(family, scope)),
+        ...(internal ? { internalBackends: internal.backends, internalBackendKeys: internal.keys } : {}),
         scope,
         ...(affinity !== undefined ? { affinityTimeoutSeconds: affinity } : {}),
         // Source ranges guard LoadBalancer frontends only: Cilium's default (NodePort and ClusterIP
@@ -912,29 +921,35 @@ function frontendSort(p: Planned): string {
   return `${p.service}\0${String.fromCharCode(TYPE_ORDER.indexOf(p.type))}${addrSortKey(p.frontend.address)}${String.fromCharCode(p.frontend.port)}${p.frontend.protocol}`;
 }
 
-/** The model frontend of a planned one, with its id and its backends' ids. */
-function toFrontend(p: Planned, id: number, ids: { id: number }[]): Frontend {
+/** Backends with their ids. */
+function withIds(list: Omit<Backend, "id">[], ids: { id: number }[]): Backend[] {
+  return list.map((b, j) => {
+    const be: Backend = {
+      id: ids[j]!.id,
+      address: b.address,
+      port: b.port,
+      protocol: b.protocol,
+      state: b.state,
+      local: b.local,
+    };
+    if (b.nodeName !== undefined) be.nodeName = b.nodeName;
+    if (b.zone !== undefined) be.zone = b.zone;
+    return be;
+  });
+}
+
+/** The model frontend of a planned one, with its id and its backends' ids (and internal ones'). */
+function toFrontend(p: Planned, id: number, ids: { id: number }[], intIds?: { id: number }[]): Frontend {
   const f: Frontend = {
     id,
     frontend: p.frontend,
     type: p.type,
     service: p.service,
     portName: p.portName,
-    backends: p.backends.map((b, j) => {
-      const be: Backend = {
-        id: ids[j]!.id,
-        address: b.address,
-        port: b.port,
-        protocol: b.protocol,
-        state: b.state,
-        local: b.local,
-      };
-      if (b.nodeName !== undefined) be.nodeName = b.nodeName;
-      if (b.zone !== undefined) be.zone = b.zone;
-      return be;
-    }),
+    backends: withIds(p.backends, ids),
     scope: p.scope,
   };
+  if (p.internalBackends && intIds) f.internalBackends = withIds(p.internalBackends, intIds);
   if (p.affinityTimeoutSeconds !== undefined) f.affinityTimeoutSeconds = p.affinityTimeoutSeconds;
   if (p.sourceRanges !== undefined) f.sourceRanges = p.sourceRanges;
   if (p.healthCheckNodePort !== undefined) f.healthCheckNodePort = p.healthCheckNodePort;
@@ -947,6 +962,7 @@ function toFrontend(p: Planned, id: number, ids: { id: number }[]): Frontend {
 function buildFrontends(
   list: Planned[],
   beSlots: IdSlot[][],
+  intSlots: (IdSlot[] | undefined)[],
   previous: Map<string, number> | undefined,
 ): Frontend[] {
   // Sort keys: service, kind, address, port, protocol ("\0" sorts a name before its extensions).
@@ -957,7 +973,7 @@ function buildFrontends(
     previous,
     MAX_FRONTEND_ID,
   );
-  const out = fe.map(({ i, slot }) => toFrontend(list[i]!, slot.id, beSlots[i]!));
+  const out = fe.map(({ i, slot }) => toFrontend(list[i]!, slot.id, beSlots[i]!, intSlots[i]));
   return out.sort((a, b) => a.id - b.id);
 }
 
@@ -1133,7 +1149,7 @@ export class IncrementalTranslation {
     this.fePool.hold(f.id);
     this.byId[f.id] = f;
     this.count++;
-    for (const b of f.backends) {
+    for (const b of allBackends(f)) {
       const k = l4Key(b);
       const r = this.beIds.get(k);
       if (r) r.refs++;
@@ -1219,7 +1235,7 @@ export class IncrementalTranslation {
     const refDelta = new Map<string, { n: number; sort: string }>();
     for (const [group] of next)
       for (const f of this.groups.get(group) ?? [])
-        for (const b of f.backends) {
+        for (const b of allBackends(f)) {
           const k = l4Key(b);
           const d = refDelta.get(k);
           if (d) d.n--;
@@ -1227,7 +1243,7 @@ export class IncrementalTranslation {
         }
     for (const list of next.values())
       for (const p of list)
-        for (const bk of p.backendKeys) {
+        for (const bk of allBackendKeys(p)) {
           const d = refDelta.get(bk.key);
           if (d) {
             d.n++;
@@ -1287,14 +1303,14 @@ export class IncrementalTranslation {
           this.feIds.delete(key);
           releasedFe.push(f.id);
         }
-        for (const b of f.backends) this.beIds.get(l4Key(b))!.refs--;
+        for (const b of allBackends(f)) this.beIds.get(l4Key(b))!.refs--;
       }
     }
     for (const [group, list] of next) {
       const made: Frontend[] = [];
       for (const p of list) {
         const id = this.feIds.get(p.key) ?? newFeIds.get(p.key)!;
-        const ids = p.backendKeys.map((bk) => {
+        const idOf = (bk: { key: string }) => {
           const have = this.beIds.get(bk.key);
           if (have) {
             have.refs++;
@@ -1303,8 +1319,9 @@ export class IncrementalTranslation {
           const r = { id: newBeIds.get(bk.key)!, refs: 1 };
           this.beIds.set(bk.key, r);
           return r;
-        });
-        const f = toFrontend(p, id, ids);
+        };
+        const ids = p.backendKeys.map(idOf);
+        const f = toFrontend(p, id, ids, p.internalBackendKeys?.map(idOf));
         made.push(f);
         added.push(f);
         this.feIds.set(p.key, id);
@@ -1325,6 +1342,17 @@ export class IncrementalTranslation {
     }
     return { removed, added };
   }
+}
+
+/** Every backend a frontend names: its backends, then its internal ones (a backend may be in both). */
+function* allBackends(f: Frontend): Iterable<Backend> {
+  yield* f.backends;
+  if (f.internalBackends) yield* f.internalBackends;
+}
+
+function* allBackendKeys(p: Planned): Iterable<{ key: string; sort: string }> {
+  yield* p.backendKeys;
+  if (p.internalBackendKeys) yield* p.internalBackendKeys;
 }
 
 function plannedWhere(p: Planned): Where {

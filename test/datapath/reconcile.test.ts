@@ -197,6 +197,76 @@ describe("modelToMapState", () => {
   });
 });
 
+describe("two-scope frontends (eTP=Local external frontends)", () => {
+  const np = (id: number, backends: Backend[], internal?: Backend[], extra: Partial<Frontend> = {}) =>
+    fe(id, "192.168.50.2", backends, {
+      type: "NodePort",
+      frontend: { address: "192.168.50.2", port: 30080, protocol: "TCP" },
+      scope: "Local",
+      ...(internal ? { internalBackends: internal } : {}),
+      ...extra,
+    });
+  const svcEntries = (st: MapState) =>
+    [...st.kpr_lb4_svc.values()]
+      .map((e) => ({ k: lb4Key.decode(e.key), v: lb4Service.decode(e.value) }))
+      .sort((a, b) => a.k.scope - b.k.scope || a.k.slot - b.k.slot);
+
+  it("writes the internal set as its own master and slots (scope 1, same id); the external master says TWO_SCOPES", () => {
+    const st = stateOf(
+      model(
+        np(
+          4,
+          [be(1, "10.244.1.10", "active", true)],
+          [be(1, "10.244.1.10", "active", true), be(2, "10.244.2.10")],
+        ),
+      ),
+    );
+    const e = svcEntries(st);
+    expect(e.map((x) => [x.k.scope, x.k.slot, x.v.backend_id, x.v.rev_nat_id])).toEqual([
+      [0, 0, 0, 4],
+      [0, 1, 1, 4],
+      [1, 0, 0, 4],
+      [1, 1, 1, 4],
+      [1, 2, 2, 4],
+    ]);
+    // NodePort | LOCAL_SCOPE | TWO_SCOPES outside; NodePort alone inside (Cluster scope)
+    expect(e[0]!.v.flags).toBe((1 << 1) | (1 << 8) | (1 << 15));
+    expect(e[2]!.v).toMatchObject({ flags: 1 << 1, count: 2, active_count: 2, algorithm: 0 });
+    expect(st.kpr_lb4_be.size, "each backend once").toBe(2);
+  });
+
+  it("an external set that is empty (drop) keeps the internal set", () => {
+    const st = stateOf(model(np(4, [], [be(2, "10.244.2.10")], { dropNoLocal: true })));
+    const e = svcEntries(st);
+    expect(e[0]!.v.flags & (1 << 14), "DROP_NO_LOCAL outside").toBe(1 << 14);
+    expect(e[0]!.v.count).toBe(0);
+    expect(e.filter((x) => x.k.scope === 1).map((x) => x.v.backend_id)).toEqual([0, 2]);
+  });
+
+  it("decodes back into the same frontend with its internalBackends", () => {
+    const m = model(
+      np(
+        4,
+        [be(1, "10.244.1.10", "terminating", true)],
+        [be(1, "10.244.1.10", "active", true), be(2, "10.244.2.10")],
+      ),
+    );
+    const back = mapStateToFrontends(stateOf(m));
+    expect(back.warnings).toEqual([]);
+    expect(back.frontends).toEqual(m.frontends);
+    expect([...previousIdsFromState(stateOf(m)).frontends]).toEqual([["192.168.50.2:30080/TCP", 4]]);
+  });
+
+  it("the digest covers the internal set: a change there alone makes the frontend dirty", () => {
+    const a = encodeModel(model(np(4, [be(1, "10.244.1.10")], [be(1, "10.244.1.10"), be(2, "10.244.2.10")])));
+    const b = encodeModel(model(np(4, [be(1, "10.244.1.10")], [be(1, "10.244.1.10"), be(3, "10.244.2.11")])));
+    expect([a.frontends[0]!.digestLo, a.frontends[0]!.digestHi]).not.toEqual([
+      b.frontends[0]!.digestLo,
+      b.frontends[0]!.digestHi,
+    ]);
+  });
+});
+
 describe("diffMapState ordering", () => {
   const a = be(1, "10.244.0.1");
   const b = be(2, "10.244.0.2");
@@ -724,6 +794,41 @@ describe("planFromDigests after an interrupted apply", () => {
       "backends replaced",
       model(fe(1, "10.96.0.1", bs(1, 2, 3)), other),
       model(fe(1, "10.96.0.1", bs(5)), other),
+    ],
+    [
+      "a frontend becomes two-scope",
+      model(fe(1, "10.96.0.1", bs(1, 2, 3), { type: "NodePort" }), other),
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 2, 3) }),
+        other,
+      ),
+    ],
+    [
+      "a two-scope frontend becomes one-scope",
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 2, 3, 4) }),
+        other,
+      ),
+      model(fe(1, "10.96.0.1", bs(1, 2), { type: "NodePort" }), other),
+    ],
+    [
+      "a two-scope frontend removed",
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 2, 3) }),
+        other,
+      ),
+      model(other),
+    ],
+    [
+      "a two-scope frontend's internal set replaced",
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 2, 3) }),
+        other,
+      ),
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 6) }),
+        other,
+      ),
     ],
   ];
   it.each(cases)("%s: the next apply finishes the work wherever the last one stopped", (_n, from, to) => {
