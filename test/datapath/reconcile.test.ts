@@ -6,6 +6,8 @@ import {
   kprConfig,
   LB_STATE_MAPS,
   type LbStateMap,
+  lb4AffKey,
+  lb4AffVal,
   lb4Backend,
   lb4Key,
   lb4Service,
@@ -32,6 +34,7 @@ import {
   executeOps,
   type MapIo,
   openPinnedLbMaps,
+  pruneAffinity,
   readCurrentEntries,
   readMapState,
   readPreviousIds,
@@ -441,6 +444,13 @@ function failingAt(
         tick();
         return m.delete(k);
       },
+      deleteBatch: (k, c) => {
+        // the failing batch deletes half of its keys first, as a partial kernel batch would
+        if (calls + 1 === n)
+          m.deleteBatch(k.subarray(0, Math.max(1, c >> 1) * m.keySize), Math.max(1, c >> 1));
+        tick();
+        return m.deleteBatch(k, c);
+      },
     };
   }
   return { maps: out, calls: () => calls };
@@ -478,6 +488,61 @@ describe.skipIf(!!skipKernel)("executeOps on kernel maps", () => {
       expect(diffMapState(readMapState(maps), stateOf(m2))).toEqual([]);
     } finally {
       for (const m of Object.values(maps)) m.close();
+    }
+  });
+
+  it("removing every frontend is a few batched deletes, not one syscall per entry", () => {
+    const maps = kernelMaps(8192);
+    try {
+      const many = model(
+        ...Array.from({ length: 600 }, (_, i) =>
+          fe(i + 1, `10.96.${i >> 8}.${i & 255}`, [
+            be(i + 1, `10.244.${i >> 8}.${i & 255}`),
+            be(9999, "10.245.0.1"),
+          ]),
+        ),
+      );
+      executeOps(diffMapState(emptyMapState(), stateOf(many)), maps);
+      const { maps: io, calls } = failingAt(maps, -1);
+      const ops = diffMapState(readMapState(maps), emptyMapState());
+      expect(executeOps(ops, io), "writes").toBe(ops.length);
+      expect(ops.length, "entries removed").toBeGreaterThan(3000);
+      // one call per (map, kind) group of up to 4096 entries
+      expect(calls(), "write calls for removing 600 frontends").toBeLessThanOrEqual(10);
+      expect(Object.values(readMapState(maps)).map((c) => c.size)).toEqual([0, 0, 0, 0, 0]);
+    } finally {
+      for (const m of Object.values(maps)) m.close();
+    }
+  });
+
+  it("pruneAffinity drops exactly the entries of gone frontends or backends, in batches", () => {
+    const aff = BpfMap.create({
+      name: "kpr_lb4_aff",
+      type: MapType.LRU_HASH,
+      keySize: 16,
+      valueSize: 8,
+      maxEntries: 8192,
+    });
+    try {
+      for (let i = 0; i < 3000; i++)
+        aff.update(
+          lb4AffKey.encode({ client: BigInt(i + 1), rev_nat_id: (i % 7) + 1, netns_cookie: 0 }),
+          lb4AffVal.encode({ backend_id: (i % 5) + 1, last_used: 1 }),
+        );
+      // frontend 3 and backend 2 are gone
+      const removed = pruneAffinity(aff, (fe, be) => fe !== 3 && be !== 2);
+      const left = aff.lookupBatch();
+      const kept = Array.from({ length: left.count }, (_, j) => ({
+        k: lb4AffKey.decode(left.keys.subarray(j * 16, j * 16 + 16)),
+        v: lb4AffVal.decode(left.values.subarray(j * 8, j * 8 + 8)),
+      }));
+      const want = Array.from({ length: 3000 }, (_, i) => i).filter(
+        (i) => (i % 7) + 1 !== 3 && (i % 5) + 1 !== 2,
+      );
+      expect(removed + left.count).toBe(3000);
+      expect(kept.map((e) => Number(e.k.client) - 1).sort((a, b) => a - b)).toEqual(want);
+    } finally {
+      aff.close();
     }
   });
 
