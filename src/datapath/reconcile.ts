@@ -380,12 +380,8 @@ export async function applyModel(
   let maxEntries: Record<LbStateMap, number>;
   let planned: ApplyResult["planned"] = "digests";
   try {
-    maxEntries = pinned
-      ? (Object.fromEntries(LB_STATE_MAPS.map((m) => [m, pinned[m].maxEntries])) as Record<
-          LbStateMap,
-          number
-        >)
-      : lbMapMaxEntries(cfg);
+    // the sizes the maps have once loadDatapath has run (it resizes pinned maps to the config's)
+    maxEntries = lbMapMaxEntries(cfg);
     const view = pinned && !applyInterrupted(cfg.bpf.root) ? pinnedView(pinned) : undefined;
     const plan = view ? planFromDigests(enc, view, maxDirty(enc)) : undefined;
     if (plan) {
