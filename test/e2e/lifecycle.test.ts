@@ -129,6 +129,11 @@ describe.skipIf(!!skip)("e2e: re-apply and cleanup on node-1", () => {
       const ctBefore = ct.lookupBatch().count;
       // both endpoints again: were a held connection's tracking lost, it could be balanced anew
       const both = await writeManifests(t, "web-both.yaml", manifests(["pod-a", "pod-b"]));
+      const dry = await t.kpr(NS.node1, ["apply", "--dry-run", "-f", both], { config: bigger });
+      expect(dry.stderr, "a dry run says it would resize").toMatch(
+        /would resize maps in place .*kpr_lb4_svc 65536 → 131072/,
+      );
+      expect(sizes(), "a dry run resizes nothing").toEqual(before);
       const r = await t.kpr(NS.node1, ["apply", "-f", both], { config: bigger });
       expect(r.code, `apply with bigger maps:\n${r.stderr}`).toBe(0);
       expect(r.stderr, "says what it resized").toMatch(/resizing maps .*kpr_lb4_svc 65536 → 131072/);
