@@ -43,7 +43,7 @@ import {
 import { ensureBpffs, ensureCgroup2, mountOf } from "./bpffs.ts";
 import { isKprMapName } from "./cleanup.ts";
 import { faultPoint } from "./crashmark.ts";
-import { closeFd, netnsCookie, unsafeLibbpf } from "./ffi.ts";
+import { closeFd, interfaceAddresses, netnsCookie, unsafeLibbpf } from "./ffi.ts";
 import {
   CFG_F,
   checkLbCodecs,
@@ -57,7 +57,6 @@ import {
 } from "./lbmaps.ts";
 import { embeddedObject } from "./objects.ts";
 import { recordSettings, settingsOf } from "./settings.ts";
-import { toolPath } from "./tools.ts";
 
 /** Socket hooks kpr attaches, with the sock object's program for each (v6 ones when built). */
 export const CGROUP_PROGRAMS: { hook: CgroupHook; prog: string }[] = [
@@ -158,32 +157,16 @@ export interface DeviceInfo {
   mac: Uint8Array;
 }
 
-interface IpLinkJson {
-  ifindex?: number;
-  ifname?: string;
-  address?: string;
-  addr_info?: { family?: string; local?: string; scope?: string }[];
-}
-
-/** Reads ifindex, primary IPv4 and MAC of `dev` in the current network namespace. */
+/** Reads ifindex, primary IPv4 and MAC of `dev` in the current network namespace (getifaddrs). */
 export function readDevice(dev: string): DeviceInfo {
-  const r = Bun.spawnSync([toolPath("ip"), "-j", "addr", "show", "dev", dev], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  if (r.exitCode !== 0)
-    throw new KprError(
-      `read device ${dev}: ${r.stderr.toString().trim() || `ip exited ${r.exitCode}`} (check devices in the config)`,
-    );
-  const info = (JSON.parse(r.stdout.toString()) as IpLinkJson[])[0];
-  if (!info?.ifindex) throw new KprError(`read device ${dev}: no such device`);
-  const v4 = (info.addr_info ?? []).filter((a) => a.family === "inet" && a.local);
+  const mine = interfaceAddresses().filter((a) => a.name === dev);
+  const link = mine.find((a) => a.family === "link");
+  if (!link?.index) throw new KprError(`read device ${dev}: no such device (check devices in the config)`);
+  const v4 = mine.filter((a) => a.family === "inet");
   const primary = v4.find((a) => a.scope === "global") ?? v4[0];
   const mac = new Uint8Array(6);
-  (info.address ?? "").split(":").forEach((h, i) => {
-    if (i < 6) mac[i] = Number.parseInt(h, 16) || 0;
-  });
-  return { name: dev, ifindex: info.ifindex, address: primary?.local ?? "", mac };
+  mac.set((link.mac ?? new Uint8Array(0)).subarray(0, 6));
+  return { name: dev, ifindex: link.index, address: primary?.address ?? "", mac };
 }
 
 /** The tag of the program a pinned link runs and, for tcx/xdp, its ifindex; undefined if none. */
