@@ -2,7 +2,7 @@ import type { Config } from "../config/config.ts";
 import { InputError, type InputProblem } from "../errors.ts";
 import type { ClusterState, EndpointPort, EndpointSlice, Pod, Service, ServicePort } from "../k8s/types.ts";
 import { checkSpecialAddresses } from "./addresses.ts";
-import { addrSortKey, type Family, ipSortKey, l4Key, parseCidr, parseIp } from "./ip.ts";
+import { addrSortKey, type Family, ipSortKey, l4Key, parseCidrSloppy, parseIp, parseIpSloppy } from "./ip.ts";
 import type {
   Backend,
   BackendState,
@@ -450,7 +450,8 @@ function candidates(
           return;
         }
         if (at === "FQDN") return;
-        const ip = parseIp(addr);
+        // Leading zeros are decimal, as kube-proxy reads them (addresses.ts warns).
+        const ip = parseIpSloppy(addr);
         if (!ip) {
           report(s, object, {
             field: `endpoints[${j}].addresses[0]`,
@@ -496,7 +497,7 @@ function candidates(
       const port = matchPort(sub.ports, sp);
       const each = (list: typeof sub.addresses, ready: boolean, field: string) =>
         (list ?? []).forEach((a, j) => {
-          const ip = a.ip === undefined ? undefined : parseIp(a.ip);
+          const ip = a.ip === undefined ? undefined : parseIpSloppy(a.ip);
           if (!ip) {
             report(legacy, object, {
               field: `subsets[${i}].${field}[${j}].ip`,
@@ -630,7 +631,7 @@ function serviceFrontends(
   }
   const vips: { text: string; family: Family }[] = [];
   clusterIPs.forEach((a, i) => {
-    const ip = parseIp(a);
+    const ip = parseIpSloppy(a);
     const field = fromList ? `spec.clusterIPs[${i}]` : "spec.clusterIP";
     if (!ip) problems.push({ ...where, field, message: `invalid IP address "${a}"` });
     else if (vips.some((v) => v.family === ip.family)) {
@@ -688,7 +689,7 @@ function serviceFrontends(
 
   const externalIPs: string[] = [];
   (spec.externalIPs ?? []).forEach((a, i) => {
-    const ip = parseIp(a);
+    const ip = parseIpSloppy(a);
     if (!ip)
       problems.push({ ...where, field: `spec.externalIPs[${i}]`, message: `invalid IP address "${a}"` });
     else externalIPs.push(ip.text);
@@ -699,7 +700,7 @@ function serviceFrontends(
     const f = `status.loadBalancer.ingress[${i}]`;
     const mode = oneOf(ing.ipMode, ["VIP", "Proxy"], "VIP", `${f}.ipMode`, where, problems);
     if (ing.ip === undefined) return; // hostname-only ingress: nothing to program
-    const ip = parseIp(ing.ip);
+    const ip = parseIpSloppy(ing.ip);
     if (!ip) problems.push({ ...where, field: `${f}.ip`, message: `invalid IP address "${ing.ip}"` });
     // ipMode Proxy: the load balancer proxies and sends from its own address; the node needs no VIP.
     else if (mode === "VIP") lbIPs.push(ip.text);
@@ -718,7 +719,7 @@ function serviceFrontends(
             .map((c) => ({ c, field: `metadata.annotations[${ANN_LB_SOURCE_RANGES}]` }));
     const cidrs: string[] = [];
     for (const { c, field } of raw) {
-      const p = parseCidr(c);
+      const p = parseCidrSloppy(c);
       if (!p) problems.push({ ...where, field, message: `invalid CIDR "${c}"` });
       else if (!cidrs.includes(p.text)) cidrs.push(p.text);
     }
