@@ -380,12 +380,17 @@ function servicePorts(
   return out;
 }
 
-/** Port of an EndpointSlice (or Endpoints subset) for a service port: by name (the API convention), else by targetPort name. */
+/**
+ * Port of an EndpointSlice (or Endpoints subset) for a service port: by name and protocol, as
+ * kube-proxy matches them (an absent name or protocol is "" / TCP, the API's defaults), else by
+ * targetPort name. A matching port without a number gives no endpoints, as in kube-proxy's
+ * endpointslicecache.go ("Ignoring invalid endpoint port"): the Service's targetPort is not used.
+ */
 function matchPort(ports: EndpointPort[] | undefined, sp: Port): number | undefined {
   const list = ports ?? [];
   const sameProto = (p: EndpointPort) => (p.protocol ?? "TCP") === sp.protocol;
   const byName = list.find((p) => (p.name ?? "") === sp.name && sameProto(p));
-  if (byName) return byName.port ?? (typeof sp.targetPort === "number" ? sp.targetPort : undefined);
+  if (byName) return byName.port;
   // Hand-written slices often name their port after the container port (the targetPort name).
   if (typeof sp.targetPort === "string") {
     const byTarget = list.find((p) => p.name === sp.targetPort && sameProto(p));

@@ -5,7 +5,7 @@
  * was not available) cites the function it follows.
  */
 import { describe, expect, test } from "bun:test";
-import type { Endpoints } from "../../src/k8s/types.ts";
+import type { ClusterState, EndpointPort, Endpoints } from "../../src/k8s/types.ts";
 import { translate } from "../../src/lb/translate.ts";
 import { cfg, plan, slice, state, svc } from "./_fixtures.ts";
 
@@ -79,5 +79,73 @@ describe("leading zeros are decimal, as netutils.ParseIPSloppy / ParseCIDRSloppy
   test("a special address stays special with leading zeros (127.000.000.001 is loopback)", () => {
     const s = state({ services: [svc("web", { externalIPs: ["127.000.000.001"] })] });
     expect(() => translate(s, cfg())).toThrow(/127\.0\.0\.1 is loopback/);
+  });
+});
+
+describe("endpointslicecache.go endpointInfoByServicePort: slice ports", () => {
+  const two = (ports: EndpointPort[]) =>
+    state({
+      services: [svc("web", { ports: [{ name: "http", port: 80, targetPort: 8080 }] })],
+      endpointSlices: [
+        slice("web", "web-a", ports, [{ addresses: ["10.244.1.10"] }]),
+        slice("web", "web-b", [{ name: "http", port: 8080 }], [{ addresses: ["10.244.2.10"] }]),
+      ],
+    });
+  test.each<[string, ClusterState, string[]]>([
+    [
+      'a port without a number is ignored ("Ignoring invalid endpoint port"): no endpoints, the targetPort is not used',
+      state({
+        services: [svc("web", { ports: [{ name: "http", port: 80, targetPort: 8080 }] })],
+        endpointSlices: [slice("web", "web-a", [{ name: "http" }], [{ addresses: ["10.244.1.10"] }])],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP =>  [reject]"],
+    ],
+    [
+      "a port without a number in one slice leaves the other slices' endpoints (per slice)",
+      two([{ name: "http" }]),
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.2.10:8080/TCP"],
+    ],
+    [
+      "a numbered port with another name does not match (ServicePortName is the port name)",
+      two([{ name: "web", port: 9090 }]),
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.2.10:8080/TCP"],
+    ],
+    [
+      "another protocol does not match (ServicePortName has the protocol; absent is TCP, the API default)",
+      two([{ name: "http", port: 9090, protocol: "UDP" }]),
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.2.10:8080/TCP"],
+    ],
+    [
+      'an absent port name is "" (discovery/v1 SetDefaults_EndpointPort) and matches an unnamed service port',
+      state({
+        services: [svc("web")],
+        endpointSlices: [slice("web", "web-a", [{ port: 8080 }], [{ addresses: ["10.244.1.10"] }])],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:8080/TCP"],
+    ],
+    [
+      "an unnamed port without a number: no endpoints",
+      state({
+        services: [svc("web")],
+        endpointSlices: [slice("web", "web-a", [{ name: "" }], [{ addresses: ["10.244.1.10"] }])],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP =>  [reject]"],
+    ],
+    [
+      "legacy Endpoints: a subset port without a number gives no endpoints either",
+      state({
+        services: [svc("web")],
+        endpoints: [
+          {
+            kind: "Endpoints",
+            metadata: { name: "web", namespace: "default" },
+            subsets: [{ addresses: [{ ip: "10.244.1.10" }], ports: [{ name: "" }] }],
+          },
+        ],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP =>  [reject]"],
+    ],
+  ])("%s", (_name, s, want) => {
+    expect(plan(s)).toEqual(want);
   });
 });
