@@ -69,8 +69,10 @@ interface Candidate {
   terminating: boolean;
   nodeName?: string;
   zone?: string;
-  /** hints.forZones names; undefined when the endpoint has no hints. */
+  /** hints.forZones names; undefined when the endpoint has none. */
   hints?: string[];
+  /** hints.forNodes names; undefined when the endpoint has none. */
+  nodeHints?: string[];
 }
 
 /** A frontend before ids are assigned. */
@@ -477,7 +479,9 @@ function candidates(
         // reads them the same way, also for a terminating endpoint whose ready is unset).
         const terminating = cond.terminating ?? false;
         const ready = cond.ready ?? true;
-        const zones = ep.hints?.forZones?.map((z) => z.name).filter((z): z is string => z !== undefined);
+        // As kube-proxy's endpointslicecache.go: a missing name is "" (Go's zero value).
+        const zones = ep.hints?.forZones?.map((z) => z.name ?? "");
+        const nodes = ep.hints?.forNodes?.map((n) => n.name ?? "");
         const c: Candidate = {
           address: ip.text,
           sort: `${ipSortKey(ip)}${String.fromCharCode(port)}${sp.protocol}`,
@@ -491,6 +495,7 @@ function candidates(
         if (ep.nodeName !== undefined) c.nodeName = ep.nodeName;
         if (ep.zone !== undefined) c.zone = ep.zone;
         if (zones !== undefined && zones.length > 0) c.hints = zones;
+        if (nodes !== undefined && nodes.length > 0) c.nodeHints = nodes;
         put(c);
       });
       validated.add(s);
@@ -537,9 +542,50 @@ interface Selected {
   keys: { key: string; sort: string }[];
 }
 
+/** kube-proxy's topology modes (pkg/proxy/topology.go); "" is no topology. */
+type TopologyMode = "" | "PreferSameNode" | "PreferSameZone";
+
 /**
- * Picks the backends of one frontend, as kube-proxy does: Ready endpoints (narrowed by topology
- * hints for Cluster scope); when none, Serving+Terminating ones, chosen separately per scope.
+ * kube-proxy's topologyModeFromHints: PreferSameNode when every ready endpoint has a node hint and
+ * one names this node; else PreferSameZone when every ready endpoint has a zone hint and one names
+ * this node's zone; else none. The Service's trafficDistribution is not read here: the EndpointSlice
+ * controller turns it into these hints.
+ */
+function topologyMode(pool: Candidate[], isReady: (c: Candidate) => boolean, node: NodeInfo): TopologyMode {
+  // kube-proxy compares with "" when the node has no zone label (Go's zero value).
+  const zone = node.zone ?? "";
+  let hasReady = false;
+  let forNode = false;
+  let allNode = true;
+  let forZone = false;
+  let allZone = true;
+  for (const c of pool) {
+    if (!isReady(c)) continue;
+    hasReady = true;
+    if (c.nodeHints === undefined) allNode = false;
+    else if (c.nodeHints.includes(node.name)) forNode = true;
+    if (c.hints === undefined) allZone = false;
+    else if (c.hints.includes(zone)) forZone = true;
+  }
+  if (!hasReady) return "";
+  if (allNode && forNode) return "PreferSameNode";
+  if (allZone && forZone) return "PreferSameZone";
+  return "";
+}
+
+/** kube-proxy's availableForTopology: no fallback here (it is in the choice of the mode). */
+function availableForTopology(c: Candidate, mode: TopologyMode, node: NodeInfo): boolean {
+  if (mode === "PreferSameNode") return c.nodeHints?.includes(node.name) ?? false;
+  if (mode === "PreferSameZone") return c.hints?.includes(node.zone ?? "") ?? false;
+  return true;
+}
+
+/**
+ * Picks the backends of one frontend as kube-proxy's CategorizeEndpoints does: for Cluster scope,
+ * the Ready endpoints narrowed by topology (node hints before zone hints); for Local scope, this
+ * node's Ready endpoints (no topology). When that leaves none, the Serving+Terminating ones of the
+ * same scope (for Cluster scope without topology). With publishNotReadyAddresses every endpoint
+ * counts as Ready, as the EndpointSlice controller publishes them.
  */
 function selectBackends(
   all: Candidate[],
@@ -550,23 +596,16 @@ function selectBackends(
   node: NodeInfo,
 ): Selected {
   const pool = all.filter((c) => c.family === family && (scope === "Cluster" || c.nodeName === node.name));
-  let chosen: Candidate[];
+  const isReady = (c: Candidate) => publishNotReady || c.ready;
   let state: BackendState = "active";
-  if (publishNotReady) {
-    chosen = pool;
-  } else {
-    let ready = pool.filter((c) => c.ready);
-    if (scope === "Cluster" && node.zone !== undefined && ready.length > 0 && ready.every((c) => c.hints)) {
-      const zone = node.zone;
-      const inZone = ready.filter((c) => c.hints!.includes(zone));
-      // Hints are used only when complete and at least one names this node's zone (else all endpoints).
-      if (inZone.length > 0) ready = inZone;
-    }
-    chosen = ready;
-    if (ready.length === 0) {
-      chosen = pool.filter((c) => c.serving && c.terminating);
-      state = "terminating";
-    }
+  let chosen: Candidate[];
+  if (scope === "Cluster") {
+    const mode = topologyMode(pool, isReady, node);
+    chosen = pool.filter((c) => isReady(c) && availableForTopology(c, mode, node));
+  } else chosen = pool.filter(isReady);
+  if (chosen.length === 0) {
+    chosen = pool.filter((c) => c.serving && c.terminating);
+    state = "terminating";
   }
   const sorted = [...chosen].sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0));
   const backends: Omit<Backend, "id">[] = [];

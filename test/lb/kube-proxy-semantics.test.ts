@@ -5,9 +5,11 @@
  * was not available) cites the function it follows.
  */
 import { describe, expect, test } from "bun:test";
-import type { ClusterState, EndpointPort, Endpoints } from "../../src/k8s/types.ts";
+import type { ClusterState, Endpoint, EndpointPort, Endpoints } from "../../src/k8s/types.ts";
 import { translate } from "../../src/lb/translate.ts";
-import { cfg, plan, slice, state, svc } from "./_fixtures.ts";
+import { cfg, NODE, node, plan, slice, state, svc } from "./_fixtures.ts";
+
+const ZONE = "topology.kubernetes.io/zone";
 
 describe("leading zeros are decimal, as netutils.ParseIPSloppy / ParseCIDRSloppy read them", () => {
   // nftables/proxier_test.go TestBadIPs: "bad" IPs and CIDRs in Services/Endpoints are rewritten
@@ -79,6 +81,474 @@ describe("leading zeros are decimal, as netutils.ParseIPSloppy / ParseCIDRSloppy
   test("a special address stays special with leading zeros (127.000.000.001 is loopback)", () => {
     const s = state({ services: [svc("web", { externalIPs: ["127.000.000.001"] })] });
     expect(() => translate(s, cfg())).toThrow(/127\.0\.0\.1 is loopback/);
+  });
+});
+
+/** An endpoint as kube-proxy's BaseEndpointInfo: unset booleans are false (Go's zero value). */
+function e(
+  ip: string,
+  o: {
+    ready?: boolean;
+    serving?: boolean;
+    terminating?: boolean;
+    local?: boolean;
+    zones?: string[];
+    nodes?: string[];
+  } = {},
+): Endpoint {
+  const hints =
+    o.zones || o.nodes
+      ? {
+          ...(o.zones ? { forZones: o.zones.map((name) => ({ name })) } : {}),
+          ...(o.nodes ? { forNodes: o.nodes.map((name) => ({ name })) } : {}),
+        }
+      : undefined;
+  return {
+    addresses: [ip],
+    conditions: { ready: o.ready ?? false, serving: o.serving ?? false, terminating: o.terminating ?? false },
+    nodeName: o.local ? NODE : "node-2",
+    ...(hints ? { hints } : {}),
+  };
+}
+
+interface TopoCase {
+  /** the node's zone label; null: no label */
+  zone?: string | null;
+  itpLocal?: boolean;
+  etpLocal?: boolean;
+  /** externally accessible (kube-proxy's nodePort: 8080) */
+  nodePort?: boolean;
+  trafficDistribution?: string;
+  endpoints: Endpoint[];
+  /** CategorizeEndpoints' clusterEndpoints / localEndpoints (addresses); omitted: unused (nil) */
+  cluster?: string[];
+  local?: string[];
+}
+
+/**
+ * The backends kpr gives the frontends that use each of CategorizeEndpoints' lists: the ClusterIP
+ * frontend (iTP) and, when externally accessible, the NodePort frontend (eTP).
+ */
+function categorize(c: TopoCase): { clusterIP: string[]; nodePort?: string[] } {
+  const zone = c.zone === undefined ? "zone-a" : c.zone;
+  const spec = {
+    ...(c.nodePort ? { type: "NodePort", ports: [{ port: 80, targetPort: 80, nodePort: 30080 }] } : {}),
+    ...(!c.nodePort ? { ports: [{ port: 80, targetPort: 80 }] } : {}),
+    ...(c.itpLocal ? { internalTrafficPolicy: "Local" } : {}),
+    ...(c.etpLocal ? { externalTrafficPolicy: "Local" } : {}),
+    // kpr's types leave it out (nothing reads it); given as an API object would carry it
+    ...((c.trafficDistribution ? { trafficDistribution: c.trafficDistribution } : {}) as object),
+  };
+  const s: ClusterState = state({
+    services: [svc("svc", spec)],
+    endpointSlices: [slice("svc", "svc-1", [{ port: 80 }], c.endpoints)],
+    nodes: [node(NODE, [], zone === null ? {} : { [ZONE]: zone })],
+  });
+  const m = translate(s, cfg());
+  const of = (type: string) =>
+    m.frontends
+      .filter((f) => f.type === type && f.frontend.address !== "127.0.0.1")
+      .map((f) => f.backends.map((b) => b.address).sort());
+  return { clusterIP: of("ClusterIP")[0]!, ...(c.nodePort ? { nodePort: of("NodePort")[0]! } : {}) };
+}
+
+function expected(c: TopoCase): { clusterIP: string[]; nodePort?: string[] } {
+  const pick = (local: boolean | undefined) => [...((local ? c.local : c.cluster) ?? [])].sort();
+  return { clusterIP: pick(c.itpLocal), ...(c.nodePort ? { nodePort: pick(c.etpLocal) } : {}) };
+}
+
+const a4 = ["10.1.2.3", "10.1.2.4", "10.1.2.5", "10.1.2.6"];
+
+describe("topology.go CategorizeEndpoints: zone hints, traffic policies, terminating fallback", () => {
+  // Transcribed from pkg/proxy/topology_test.go TestCategorizeEndpoints (kubernetes master; the
+  // feature gates it sets are GA). Node labels default to zone-a; "local" is kube-proxy's isLocal.
+  test.each<[string, TopoCase]>([
+    [
+      "should use topology since all endpoints have hints, node has a zone label and and there are endpoints for the node's zone",
+      {
+        endpoints: [
+          e("10.1.2.3", { zones: ["zone-a"], ready: true }),
+          e("10.1.2.4", { zones: ["zone-b"], ready: true }),
+          e("10.1.2.5", { zones: ["zone-c"], ready: true }),
+          e("10.1.2.6", { zones: ["zone-a"], ready: true }),
+        ],
+        cluster: ["10.1.2.3", "10.1.2.6"],
+      },
+    ],
+    [
+      "externalTrafficPolicy: Local, topology ignored for Local endpoints",
+      {
+        etpLocal: true,
+        nodePort: true,
+        endpoints: [
+          e("10.1.2.3", { zones: ["zone-a"], ready: true, local: true }),
+          e("10.1.2.4", { zones: ["zone-b"], ready: true, local: true }),
+          e("10.1.2.5", { zones: ["zone-c"], ready: true }),
+          e("10.1.2.6", { zones: ["zone-a"], ready: true }),
+        ],
+        cluster: ["10.1.2.3", "10.1.2.6"],
+        local: ["10.1.2.3", "10.1.2.4"],
+      },
+    ],
+    [
+      "internalTrafficPolicy: Local, topology ignored for Local endpoints",
+      {
+        itpLocal: true,
+        nodePort: true,
+        endpoints: [
+          e("10.1.2.3", { zones: ["zone-a"], ready: true, local: true }),
+          e("10.1.2.4", { zones: ["zone-b"], ready: true, local: true }),
+          e("10.1.2.5", { zones: ["zone-c"], ready: true }),
+          e("10.1.2.6", { zones: ["zone-a"], ready: true }),
+        ],
+        cluster: ["10.1.2.3", "10.1.2.6"],
+        local: ["10.1.2.3", "10.1.2.4"],
+      },
+    ],
+    [
+      "empty node labels",
+      { zone: null, endpoints: [e("10.1.2.3", { zones: ["zone-a"], ready: true })], cluster: ["10.1.2.3"] },
+    ],
+    [
+      "empty zone label",
+      { zone: "", endpoints: [e("10.1.2.3", { zones: ["zone-a"], ready: true })], cluster: ["10.1.2.3"] },
+    ],
+    [
+      "node in different zone, no endpoint filtering",
+      {
+        zone: "zone-b",
+        endpoints: [e("10.1.2.3", { zones: ["zone-a"], ready: true })],
+        cluster: ["10.1.2.3"],
+      },
+    ],
+    [
+      "unready endpoint",
+      {
+        endpoints: [
+          e("10.1.2.3", { zones: ["zone-a"], ready: true }),
+          e("10.1.2.4", { zones: ["zone-b"], ready: true }),
+          e("10.1.2.5", { zones: ["zone-c"], ready: true }),
+          e("10.1.2.6", { zones: ["zone-a"], ready: false }),
+        ],
+        cluster: ["10.1.2.3"],
+      },
+    ],
+    [
+      "only unready endpoints in same zone (should not filter)",
+      {
+        endpoints: [
+          e("10.1.2.3", { zones: ["zone-a"], ready: false }),
+          e("10.1.2.4", { zones: ["zone-b"], ready: true }),
+          e("10.1.2.5", { zones: ["zone-c"], ready: true }),
+          e("10.1.2.6", { zones: ["zone-a"], ready: false }),
+        ],
+        cluster: ["10.1.2.4", "10.1.2.5"],
+      },
+    ],
+    [
+      "missing hints, no filtering applied",
+      {
+        endpoints: [
+          e("10.1.2.3", { zones: ["zone-a"], ready: true }),
+          e("10.1.2.4", { zones: ["zone-b"], ready: true }),
+          e("10.1.2.5", { ready: true }),
+          e("10.1.2.6", { zones: ["zone-a"], ready: true }),
+        ],
+        cluster: a4,
+      },
+    ],
+    [
+      "multiple hints per endpoint, filtering includes any endpoint with zone included",
+      {
+        zone: "zone-c",
+        endpoints: [
+          e("10.1.2.3", { zones: ["zone-a", "zone-b", "zone-c"], ready: true }),
+          e("10.1.2.4", { zones: ["zone-b", "zone-c"], ready: true }),
+          e("10.1.2.5", { zones: ["zone-b", "zone-d"], ready: true }),
+          e("10.1.2.6", { zones: ["zone-c"], ready: true }),
+        ],
+        cluster: ["10.1.2.3", "10.1.2.4", "10.1.2.6"],
+      },
+    ],
+    [
+      "conflicting topology and localness require merging allEndpoints",
+      {
+        etpLocal: true,
+        nodePort: true,
+        endpoints: [
+          e("10.0.0.0", { zones: ["zone-a"], ready: true, local: true }),
+          e("10.0.0.1", { zones: ["zone-b"], ready: true, local: true }),
+          e("10.0.0.2", { zones: ["zone-a"], ready: true }),
+          e("10.0.0.3", { zones: ["zone-b"], ready: true }),
+        ],
+        cluster: ["10.0.0.0", "10.0.0.2"],
+        local: ["10.0.0.0", "10.0.0.1"],
+      },
+    ],
+    ["internalTrafficPolicy: Local, with empty endpoints", { itpLocal: true, endpoints: [], local: [] }],
+    [
+      "internalTrafficPolicy: Local, but all endpoints are remote",
+      {
+        itpLocal: true,
+        endpoints: [e("10.0.0.0", { ready: true }), e("10.0.0.1", { ready: true })],
+        local: [],
+      },
+    ],
+    [
+      "internalTrafficPolicy: Local, all endpoints are local",
+      {
+        itpLocal: true,
+        endpoints: [e("10.0.0.0", { ready: true, local: true }), e("10.0.0.1", { ready: true, local: true })],
+        local: ["10.0.0.0", "10.0.0.1"],
+      },
+    ],
+    [
+      "internalTrafficPolicy: Local, some endpoints are local",
+      {
+        itpLocal: true,
+        endpoints: [e("10.0.0.0", { ready: true, local: true }), e("10.0.0.1", { ready: true })],
+        local: ["10.0.0.0"],
+      },
+    ],
+    [
+      "Cluster traffic policy, endpoints not Ready",
+      { endpoints: [e("10.0.0.0"), e("10.0.0.1")], cluster: [] },
+    ],
+    [
+      "Cluster traffic policy, some endpoints are Ready",
+      { endpoints: [e("10.0.0.0"), e("10.0.0.1", { ready: true })], cluster: ["10.0.0.1"] },
+    ],
+    [
+      "Cluster traffic policy, all endpoints are terminating",
+      {
+        endpoints: [
+          e("10.0.0.0", { serving: true, terminating: true, local: true }),
+          e("10.0.0.1", { serving: true, terminating: true }),
+        ],
+        cluster: ["10.0.0.0", "10.0.0.1"],
+      },
+    ],
+    [
+      "iTP: Local, eTP: Cluster, some endpoints local",
+      {
+        itpLocal: true,
+        nodePort: true,
+        endpoints: [e("10.0.0.0", { ready: true, local: true }), e("10.0.0.1", { ready: true })],
+        cluster: ["10.0.0.0", "10.0.0.1"],
+        local: ["10.0.0.0"],
+      },
+    ],
+    [
+      "iTP: Cluster, eTP: Local, some endpoints local",
+      {
+        etpLocal: true,
+        nodePort: true,
+        endpoints: [e("10.0.0.0", { ready: true, local: true }), e("10.0.0.1", { ready: true })],
+        cluster: ["10.0.0.0", "10.0.0.1"],
+        local: ["10.0.0.0"],
+      },
+    ],
+    [
+      "iTP: Local, eTP: Local, some endpoints local",
+      {
+        itpLocal: true,
+        etpLocal: true,
+        nodePort: true,
+        endpoints: [e("10.0.0.0", { ready: true, local: true }), e("10.0.0.1", { ready: true })],
+        cluster: ["10.0.0.0", "10.0.0.1"],
+        local: ["10.0.0.0"],
+      },
+    ],
+    [
+      "iTP: Local, eTP: Local, all endpoints remote",
+      {
+        itpLocal: true,
+        etpLocal: true,
+        nodePort: true,
+        endpoints: [e("10.0.0.0", { ready: true }), e("10.0.0.1", { ready: true })],
+        cluster: ["10.0.0.0", "10.0.0.1"],
+        local: [],
+      },
+    ],
+    [
+      "iTP: Local, eTP: Local, all endpoints remote and terminating",
+      {
+        itpLocal: true,
+        etpLocal: true,
+        nodePort: true,
+        endpoints: [
+          e("10.0.0.0", { serving: true, terminating: true }),
+          e("10.0.0.1", { serving: true, terminating: true }),
+        ],
+        cluster: ["10.0.0.0", "10.0.0.1"],
+        local: [],
+      },
+    ],
+    [
+      "iTP: Cluster, eTP: Local, with terminating endpoints",
+      {
+        etpLocal: true,
+        nodePort: true,
+        endpoints: [
+          e("10.0.0.0", { ready: true }),
+          e("10.0.0.1", { local: true }),
+          e("10.0.0.2", { serving: true, terminating: true, local: true }),
+          e("10.0.0.3", { serving: true, terminating: true }),
+        ],
+        cluster: ["10.0.0.0"],
+        local: ["10.0.0.2"],
+      },
+    ],
+    [
+      "externalTrafficPolicy ignored if not externally accessible",
+      {
+        etpLocal: true,
+        endpoints: [e("10.0.0.0", { ready: true }), e("10.0.0.1", { ready: true, local: true })],
+        cluster: ["10.0.0.0", "10.0.0.1"],
+      },
+    ],
+    [
+      "no cluster endpoints for iTP:Local internal-only service",
+      {
+        itpLocal: true,
+        endpoints: [e("10.0.0.0", { ready: true }), e("10.0.0.1", { ready: true, local: true })],
+        local: ["10.0.0.1"],
+      },
+    ],
+  ])("topology_test.go TestCategorizeEndpoints %p", (_name, c) => {
+    expect(categorize(c)).toEqual(expected(c));
+  });
+});
+
+describe("topology.go topologyModeFromHints: node hints (PreferSameNode) before zone hints", () => {
+  // Derived from pkg/proxy/topology.go at kubernetes master (topologyModeFromHints,
+  // availableForTopology, PreferSameTrafficDistribution on as it is by default since 1.34): the
+  // node-hint rows of topology_test.go were not available to transcribe. This node is node-1 in
+  // zone-a.
+  test.each<[string, TopoCase]>([
+    [
+      "every ready endpoint has a node hint and one names this node: that endpoint only (not the zone's)",
+      {
+        endpoints: [
+          e("10.0.0.1", { ready: true, local: true, nodes: [NODE], zones: ["zone-a"] }),
+          e("10.0.0.2", { ready: true, nodes: ["node-2"], zones: ["zone-a"] }),
+          e("10.0.0.3", { ready: true, nodes: ["node-3"], zones: ["zone-b"] }),
+        ],
+        cluster: ["10.0.0.1"],
+      },
+    ],
+    [
+      "a node hint may name another node's endpoint for this node",
+      {
+        endpoints: [
+          e("10.0.0.1", { ready: true, nodes: ["node-2"] }),
+          e("10.0.0.2", { ready: true, nodes: [NODE, "node-3"] }),
+        ],
+        cluster: ["10.0.0.2"],
+      },
+    ],
+    [
+      "node hints complete but none for this node: zone hints decide",
+      {
+        endpoints: [
+          e("10.0.0.1", { ready: true, nodes: ["node-2"], zones: ["zone-a"] }),
+          e("10.0.0.2", { ready: true, nodes: ["node-3"], zones: ["zone-b"] }),
+        ],
+        cluster: ["10.0.0.1"],
+      },
+    ],
+    [
+      "one ready endpoint without a node hint: node hints ignored, zone hints decide",
+      {
+        endpoints: [
+          e("10.0.0.1", { ready: true, local: true, nodes: [NODE], zones: ["zone-a"] }),
+          e("10.0.0.2", { ready: true, zones: ["zone-a"] }),
+          e("10.0.0.3", { ready: true, nodes: ["node-3"], zones: ["zone-b"] }),
+        ],
+        cluster: ["10.0.0.1", "10.0.0.2"],
+      },
+    ],
+    [
+      "node hints incomplete, zone hints absent: every ready endpoint",
+      {
+        endpoints: [e("10.0.0.1", { ready: true, nodes: [NODE] }), e("10.0.0.2", { ready: true })],
+        cluster: ["10.0.0.1", "10.0.0.2"],
+      },
+    ],
+    [
+      "an unready endpoint without hints does not turn node hints off",
+      {
+        endpoints: [e("10.0.0.1", { ready: true, local: true, nodes: [NODE] }), e("10.0.0.2")],
+        cluster: ["10.0.0.1"],
+      },
+    ],
+    [
+      "the hint for this node is on an unready endpoint only: no node mode, no zone hints: all ready",
+      {
+        endpoints: [
+          e("10.0.0.1", { local: true, nodes: [NODE] }),
+          e("10.0.0.2", { ready: true, nodes: ["node-2"] }),
+          e("10.0.0.3", { ready: true, nodes: ["node-3"] }),
+        ],
+        cluster: ["10.0.0.2", "10.0.0.3"],
+      },
+    ],
+    [
+      "node hints apply without a zone label on the node",
+      {
+        zone: null,
+        endpoints: [
+          e("10.0.0.1", { ready: true, nodes: [NODE] }),
+          e("10.0.0.2", { ready: true, nodes: ["node-2"] }),
+        ],
+        cluster: ["10.0.0.1"],
+      },
+    ],
+    [
+      "no ready endpoint: Serving+Terminating ones, hints not considered",
+      {
+        endpoints: [
+          e("10.0.0.1", { serving: true, terminating: true, nodes: ["node-2"] }),
+          e("10.0.0.2", { serving: true, terminating: true, local: true, nodes: [NODE] }),
+        ],
+        cluster: ["10.0.0.1", "10.0.0.2"],
+      },
+    ],
+    [
+      "eTP Local: node hints are not applied to the Local endpoints",
+      {
+        etpLocal: true,
+        nodePort: true,
+        endpoints: [
+          e("10.0.0.1", { ready: true, local: true, nodes: ["node-2"] }),
+          e("10.0.0.2", { ready: true, local: true, nodes: [NODE] }),
+          e("10.0.0.3", { ready: true, nodes: ["node-3"] }),
+        ],
+        cluster: ["10.0.0.2"],
+        local: ["10.0.0.1", "10.0.0.2"],
+      },
+    ],
+    [
+      "iTP Local: node hints are not applied to the Local endpoints",
+      {
+        itpLocal: true,
+        endpoints: [
+          e("10.0.0.1", { ready: true, local: true, nodes: ["node-2"] }),
+          e("10.0.0.2", { ready: true, local: true, nodes: [NODE] }),
+        ],
+        local: ["10.0.0.1", "10.0.0.2"],
+      },
+    ],
+    [
+      "trafficDistribution: PreferSameNode without hints: no filtering (kube-proxy reads the hints only)",
+      {
+        trafficDistribution: "PreferSameNode",
+        endpoints: [e("10.0.0.1", { ready: true, local: true }), e("10.0.0.2", { ready: true })],
+        cluster: ["10.0.0.1", "10.0.0.2"],
+      },
+    ],
+  ])("%s", (_name, c) => {
+    expect(categorize(c)).toEqual(expected(c));
   });
 });
 
