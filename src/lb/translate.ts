@@ -114,7 +114,8 @@ function rank(c: Candidate): number {
 export function translate(state: ClusterState, cfg: Config, opts: TranslateOptions = {}): LbModel {
   const problems: InputProblem[] = [];
   const node = nodeInfo(state, cfg, opts, problems);
-  const special = checkSpecialAddresses(state, node.addresses);
+  const ours = selectEndpointObjects(state, cfg);
+  const special = checkSpecialAddresses(ours, node.addresses);
   problems.push(...special.problems);
   const planned = new Map<string, Planned>();
 
@@ -132,7 +133,7 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   };
 
   const slicesBySvc = new Map<string, EndpointSlice[]>();
-  for (const s of state.endpointSlices) {
+  for (const s of ours.endpointSlices) {
     const svc = s.metadata.labels?.[LABEL_SERVICE_NAME];
     if (svc === undefined) continue;
     const k = `${s.metadata.namespace ?? "default"}/${svc}`;
@@ -141,7 +142,7 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
     else slicesBySvc.set(k, [s]);
   }
   const endpointsByName = new Map(
-    state.endpoints.map((e) => [`${e.metadata.namespace ?? "default"}/${e.metadata.name}`, e]),
+    ours.endpoints.map((e) => [`${e.metadata.namespace ?? "default"}/${e.metadata.name}`, e]),
   );
 
   // Names computed once (not in the comparator): sorting 10k services compares ~140k pairs.
@@ -211,6 +212,30 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   assignSlots([...slots.values()].sort(bySort), opts.previous?.backends, MAX_BACKEND_ID);
   const frontends = buildFrontends(list, beSlots, intSlots, opts.previous?.frontends);
   return special.warnings.length > 0 ? { node, frontends, warnings: special.warnings } : { node, frontends };
+}
+
+/**
+ * Whether an EndpointSlice (or Endpoints object) is kpr's: kube-proxy's informer label selector
+ * (`!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`, the one the API
+ * source sends, see serviceLabelSelector in src/k8s/api.ts), or, with k8s.serviceProxyName, the
+ * label equal to that name. The EndpointSlice controller copies a Service's labels to its slices.
+ */
+export function endpointObjectSelected(labels: Record<string, string> | undefined, cfg: Config): boolean {
+  const l = labels ?? {};
+  if (cfg.k8s.serviceProxyName !== "") return l[LABEL_PROXY_NAME] === cfg.k8s.serviceProxyName;
+  return !Object.hasOwn(l, LABEL_PROXY_NAME) && !Object.hasOwn(l, LABEL_HEADLESS);
+}
+
+/** The snapshot with only the EndpointSlices and Endpoints that endpointObjectSelected keeps. */
+function selectEndpointObjects(state: ClusterState, cfg: Config): ClusterState {
+  const keep = (o: { metadata: { labels?: Record<string, string> } }) =>
+    endpointObjectSelected(o.metadata.labels, cfg);
+  if (state.endpointSlices.every(keep) && state.endpoints.every(keep)) return state;
+  return {
+    ...state,
+    endpointSlices: state.endpointSlices.filter(keep),
+    endpoints: state.endpoints.filter(keep),
+  };
 }
 
 function svcName(s: { metadata: { namespace?: string; name?: string } }): string {
@@ -1223,10 +1248,13 @@ export class IncrementalTranslation {
           .filter(
             (s) =>
               s.metadata.labels?.[LABEL_SERVICE_NAME] !== undefined &&
-              `${s.metadata.namespace ?? "default"}/${s.metadata.labels[LABEL_SERVICE_NAME]}` === key,
+              `${s.metadata.namespace ?? "default"}/${s.metadata.labels[LABEL_SERVICE_NAME]}` === key &&
+              endpointObjectSelected(s.metadata.labels, cfg),
           )
           .sort((a, b) => cmpStr(a.metadata.name ?? "", b.metadata.name ?? ""));
-        const legacy = objs.endpoints.find((e) => svcName(e) === key);
+        const legacy = objs.endpoints.find(
+          (e) => svcName(e) === key && endpointObjectSelected(e.metadata.labels, cfg),
+        );
         out.push(...serviceFrontends(svc, slices, legacy, cfg, this.node, problems));
       }
       next.set(key, out);

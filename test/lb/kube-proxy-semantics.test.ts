@@ -5,11 +5,14 @@
  * was not available) cites the function it follows.
  */
 import { describe, expect, test } from "bun:test";
+import type { Config } from "../../src/config/config.ts";
 import type { ClusterState, Endpoint, EndpointPort, Endpoints } from "../../src/k8s/types.ts";
-import { translate } from "../../src/lb/translate.ts";
+import { l4Key } from "../../src/lb/ip.ts";
+import { IncrementalTranslation, translate } from "../../src/lb/translate.ts";
 import { cfg, NODE, node, plan, slice, state, svc } from "./_fixtures.ts";
 
 const ZONE = "topology.kubernetes.io/zone";
+const PROXY_NAME = "service.kubernetes.io/service-proxy-name";
 
 describe("leading zeros are decimal, as netutils.ParseIPSloppy / ParseCIDRSloppy read them", () => {
   // nftables/proxier_test.go TestBadIPs: "bad" IPs and CIDRs in Services/Endpoints are rewritten
@@ -617,5 +620,99 @@ describe("endpointslicecache.go endpointInfoByServicePort: slice ports", () => {
     ],
   ])("%s", (_name, s, want) => {
     expect(plan(s)).toEqual(want);
+  });
+});
+
+describe("service-proxy-name: EndpointSlices outside kube-proxy's label selector are ignored", () => {
+  const web = (labels: Record<string, string> = {}, addr = "10.244.1.10") => {
+    const s = slice("web", `web-${addr}`, [{ port: 8080 }], [{ addresses: [addr] }]);
+    s.metadata.labels = { ...s.metadata.labels, ...labels };
+    return s;
+  };
+  const named = (c: Config) => {
+    c.k8s.serviceProxyName = "kpr";
+  };
+  test.each<[string, ClusterState, string[], Config]>([
+    [
+      "selector !service.kubernetes.io/service-proxy-name: a labelled slice is ignored",
+      state({
+        services: [svc("web")],
+        endpointSlices: [web({ [PROXY_NAME]: "other" }), web({}, "10.244.2.10")],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.2.10:8080/TCP"],
+      cfg(),
+    ],
+    [
+      "selector !service.kubernetes.io/service-proxy-name: only labelled slices: no endpoints",
+      state({ services: [svc("web")], endpointSlices: [web({ [PROXY_NAME]: "other" })] }),
+      ["ClusterIP 10.96.0.1:80/TCP =>  [reject]"],
+      cfg(),
+    ],
+    [
+      "selector !service.kubernetes.io/headless: a slice labelled headless is ignored",
+      state({ services: [svc("web")], endpointSlices: [web({ "service.kubernetes.io/headless": "" })] }),
+      ["ClusterIP 10.96.0.1:80/TCP =>  [reject]"],
+      cfg(),
+    ],
+    [
+      "k8s.serviceProxyName: only slices labelled with that name (service-proxy-name=kpr)",
+      state({
+        services: [svc("web", {}, { labels: { [PROXY_NAME]: "kpr" } })],
+        endpointSlices: [
+          web({ [PROXY_NAME]: "kpr" }),
+          web({ [PROXY_NAME]: "other" }, "10.244.2.10"),
+          web({}, "10.244.3.10"),
+        ],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:8080/TCP"],
+      cfg(named),
+    ],
+    [
+      "a labelled slice's addresses are not checked (127.0.0.1 in an ignored slice is no error)",
+      state({
+        services: [svc("web")],
+        endpointSlices: [web({ [PROXY_NAME]: "other" }, "127.0.0.1"), web({}, "10.244.2.10")],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.2.10:8080/TCP"],
+      cfg(),
+    ],
+    [
+      "a labelled legacy Endpoints object is ignored the same way",
+      state({
+        services: [svc("web")],
+        endpoints: [
+          {
+            kind: "Endpoints",
+            metadata: { name: "web", namespace: "default", labels: { [PROXY_NAME]: "other" } },
+            subsets: [{ addresses: [{ ip: "10.244.1.10" }], ports: [{ port: 8080 }] }],
+          },
+        ],
+      }),
+      ["ClusterIP 10.96.0.1:80/TCP =>  [reject]"],
+      cfg(),
+    ],
+  ])("%s", (_name, s, want, c) => {
+    expect(plan(s, c)).toEqual(want);
+  });
+
+  test("the daemon's incremental translation ignores a labelled slice too", () => {
+    const c = cfg();
+    const s = state({ services: [svc("web")], endpointSlices: [web({}, "10.244.2.10")] });
+    const t = IncrementalTranslation.seed(translate(s, c), c);
+    t.update(
+      new Map([
+        [
+          "default/web",
+          {
+            services: [svc("web")],
+            endpointSlices: [web({ [PROXY_NAME]: "other" }), web({}, "10.244.2.10")],
+            endpoints: [],
+          },
+        ],
+      ]),
+    );
+    expect(
+      t.model().frontends.map((f) => `${l4Key(f.frontend)} => ${f.backends.map((b) => l4Key(b)).join(",")}`),
+    ).toEqual(["10.96.0.1:80/TCP => 10.244.2.10:8080/TCP"]);
   });
 });
