@@ -128,11 +128,20 @@ interface TopoCase {
   local?: string[];
 }
 
+/** What each kpr frontend gets (addresses): see categorize(). */
+interface Got {
+  clusterIP: string[];
+  nodePort?: string[];
+  /** the NodePort's in-cluster set (Frontend.internalBackends), under eTP Local */
+  nodePortInternal?: string[];
+}
+
 /**
  * The backends kpr gives the frontends that use each of CategorizeEndpoints' lists: the ClusterIP
- * frontend (iTP) and, when externally accessible, the NodePort frontend (eTP).
+ * frontend (iTP), and when externally accessible the NodePort frontend (eTP) with, under eTP Local,
+ * its in-cluster set (kube-proxy's short-circuit to clusterEndpoints).
  */
-function categorize(c: TopoCase): { clusterIP: string[]; nodePort?: string[] } {
+function categorize(c: TopoCase): Got {
   const zone = c.zone === undefined ? "zone-a" : c.zone;
   const spec = {
     ...(c.nodePort ? { type: "NodePort", ports: [{ port: 80, targetPort: 80, nodePort: 30080 }] } : {}),
@@ -148,16 +157,24 @@ function categorize(c: TopoCase): { clusterIP: string[]; nodePort?: string[] } {
     nodes: [node(NODE, [], zone === null ? {} : { [ZONE]: zone })],
   });
   const m = translate(s, cfg());
-  const of = (type: string) =>
-    m.frontends
-      .filter((f) => f.type === type && f.frontend.address !== "127.0.0.1")
-      .map((f) => f.backends.map((b) => b.address).sort());
-  return { clusterIP: of("ClusterIP")[0]!, ...(c.nodePort ? { nodePort: of("NodePort")[0]! } : {}) };
+  const fe = (type: string) =>
+    m.frontends.find((f) => f.type === type && f.frontend.address !== "127.0.0.1")!;
+  const addrs = (bs: { address: string }[]) => bs.map((b) => b.address).sort();
+  const np = c.nodePort ? fe("NodePort") : undefined;
+  return {
+    clusterIP: addrs(fe("ClusterIP").backends),
+    ...(np ? { nodePort: addrs(np.backends) } : {}),
+    ...(np?.internalBackends ? { nodePortInternal: addrs(np.internalBackends) } : {}),
+  };
 }
 
-function expected(c: TopoCase): { clusterIP: string[]; nodePort?: string[] } {
+function expected(c: TopoCase): Got {
   const pick = (local: boolean | undefined) => [...((local ? c.local : c.cluster) ?? [])].sort();
-  return { clusterIP: pick(c.itpLocal), ...(c.nodePort ? { nodePort: pick(c.etpLocal) } : {}) };
+  return {
+    clusterIP: pick(c.itpLocal),
+    ...(c.nodePort ? { nodePort: pick(c.etpLocal) } : {}),
+    ...(c.nodePort && c.etpLocal ? { nodePortInternal: pick(false) } : {}),
+  };
 }
 
 const a4 = ["10.1.2.3", "10.1.2.4", "10.1.2.5", "10.1.2.6"];
