@@ -128,7 +128,10 @@ const KINDS: Record<
               conditions: obj({ ready: "bool", serving: "bool", terminating: "bool" }, ""),
               nodeName: "string",
               zone: "string",
-              hints: obj({ forZones: arr(obj({ name: "string" }, "")) }, "forNodes"),
+              hints: obj(
+                { forZones: arr(obj({ name: "string" }, "")), forNodes: arr(obj({ name: "string" }, "")) },
+                "",
+              ),
             },
             "hostname targetRef deprecatedTopology",
           ),

@@ -2,7 +2,7 @@ import type { Config } from "../config/config.ts";
 import { InputError, type InputProblem } from "../errors.ts";
 import type { ClusterState, EndpointPort, EndpointSlice, Pod, Service, ServicePort } from "../k8s/types.ts";
 import { checkSpecialAddresses } from "./addresses.ts";
-import { addrSortKey, type Family, ipSortKey, l4Key, parseCidr, parseIp } from "./ip.ts";
+import { addrSortKey, type Family, ipSortKey, l4Key, parseCidrSloppy, parseIp, parseIpSloppy } from "./ip.ts";
 import type {
   Backend,
   BackendState,
@@ -69,8 +69,10 @@ interface Candidate {
   terminating: boolean;
   nodeName?: string;
   zone?: string;
-  /** hints.forZones names; undefined when the endpoint has no hints. */
+  /** hints.forZones names; undefined when the endpoint has none. */
   hints?: string[];
+  /** hints.forNodes names; undefined when the endpoint has none. */
+  nodeHints?: string[];
 }
 
 /** A frontend before ids are assigned. */
@@ -112,7 +114,8 @@ function rank(c: Candidate): number {
 export function translate(state: ClusterState, cfg: Config, opts: TranslateOptions = {}): LbModel {
   const problems: InputProblem[] = [];
   const node = nodeInfo(state, cfg, opts, problems);
-  const special = checkSpecialAddresses(state, node.addresses);
+  const ours = selectEndpointObjects(state, cfg);
+  const special = checkSpecialAddresses(ours, node.addresses);
   problems.push(...special.problems);
   const planned = new Map<string, Planned>();
 
@@ -130,7 +133,7 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   };
 
   const slicesBySvc = new Map<string, EndpointSlice[]>();
-  for (const s of state.endpointSlices) {
+  for (const s of ours.endpointSlices) {
     const svc = s.metadata.labels?.[LABEL_SERVICE_NAME];
     if (svc === undefined) continue;
     const k = `${s.metadata.namespace ?? "default"}/${svc}`;
@@ -139,7 +142,7 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
     else slicesBySvc.set(k, [s]);
   }
   const endpointsByName = new Map(
-    state.endpoints.map((e) => [`${e.metadata.namespace ?? "default"}/${e.metadata.name}`, e]),
+    ours.endpoints.map((e) => [`${e.metadata.namespace ?? "default"}/${e.metadata.name}`, e]),
   );
 
   // Names computed once (not in the comparator): sorting 10k services compares ~140k pairs.
@@ -209,6 +212,30 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   assignSlots([...slots.values()].sort(bySort), opts.previous?.backends, MAX_BACKEND_ID);
   const frontends = buildFrontends(list, beSlots, intSlots, opts.previous?.frontends);
   return special.warnings.length > 0 ? { node, frontends, warnings: special.warnings } : { node, frontends };
+}
+
+/**
+ * Whether an EndpointSlice (or Endpoints object) is kpr's: kube-proxy's informer label selector
+ * (`!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`, the one the API
+ * source sends, see serviceLabelSelector in src/k8s/api.ts), or, with k8s.serviceProxyName, the
+ * label equal to that name. The EndpointSlice controller copies a Service's labels to its slices.
+ */
+export function endpointObjectSelected(labels: Record<string, string> | undefined, cfg: Config): boolean {
+  const l = labels ?? {};
+  if (cfg.k8s.serviceProxyName !== "") return l[LABEL_PROXY_NAME] === cfg.k8s.serviceProxyName;
+  return !Object.hasOwn(l, LABEL_PROXY_NAME) && !Object.hasOwn(l, LABEL_HEADLESS);
+}
+
+/** The snapshot with only the EndpointSlices and Endpoints that endpointObjectSelected keeps. */
+function selectEndpointObjects(state: ClusterState, cfg: Config): ClusterState {
+  const keep = (o: { metadata: { labels?: Record<string, string> } }) =>
+    endpointObjectSelected(o.metadata.labels, cfg);
+  if (state.endpointSlices.every(keep) && state.endpoints.every(keep)) return state;
+  return {
+    ...state,
+    endpointSlices: state.endpointSlices.filter(keep),
+    endpoints: state.endpoints.filter(keep),
+  };
 }
 
 function svcName(s: { metadata: { namespace?: string; name?: string } }): string {
@@ -380,12 +407,17 @@ function servicePorts(
   return out;
 }
 
-/** Port of an EndpointSlice (or Endpoints subset) for a service port: by name (the API convention), else by targetPort name. */
+/**
+ * Port of an EndpointSlice (or Endpoints subset) for a service port: by name and protocol, as
+ * kube-proxy matches them (an absent name or protocol is "" / TCP, the API's defaults), else by
+ * targetPort name. A matching port without a number gives no endpoints, as in kube-proxy's
+ * endpointslicecache.go ("Ignoring invalid endpoint port"): the Service's targetPort is not used.
+ */
 function matchPort(ports: EndpointPort[] | undefined, sp: Port): number | undefined {
   const list = ports ?? [];
   const sameProto = (p: EndpointPort) => (p.protocol ?? "TCP") === sp.protocol;
   const byName = list.find((p) => (p.name ?? "") === sp.name && sameProto(p));
-  if (byName) return byName.port ?? (typeof sp.targetPort === "number" ? sp.targetPort : undefined);
+  if (byName) return byName.port;
   // Hand-written slices often name their port after the container port (the targetPort name).
   if (typeof sp.targetPort === "string") {
     const byTarget = list.find((p) => p.name === sp.targetPort && sameProto(p));
@@ -450,7 +482,8 @@ function candidates(
           return;
         }
         if (at === "FQDN") return;
-        const ip = parseIp(addr);
+        // Leading zeros are decimal, as kube-proxy reads them (addresses.ts warns).
+        const ip = parseIpSloppy(addr);
         if (!ip) {
           report(s, object, {
             field: `endpoints[${j}].addresses[0]`,
@@ -471,7 +504,9 @@ function candidates(
         // reads them the same way, also for a terminating endpoint whose ready is unset).
         const terminating = cond.terminating ?? false;
         const ready = cond.ready ?? true;
-        const zones = ep.hints?.forZones?.map((z) => z.name).filter((z): z is string => z !== undefined);
+        // As kube-proxy's endpointslicecache.go: a missing name is "" (Go's zero value).
+        const zones = ep.hints?.forZones?.map((z) => z.name ?? "");
+        const nodes = ep.hints?.forNodes?.map((n) => n.name ?? "");
         const c: Candidate = {
           address: ip.text,
           sort: `${ipSortKey(ip)}${String.fromCharCode(port)}${sp.protocol}`,
@@ -485,6 +520,7 @@ function candidates(
         if (ep.nodeName !== undefined) c.nodeName = ep.nodeName;
         if (ep.zone !== undefined) c.zone = ep.zone;
         if (zones !== undefined && zones.length > 0) c.hints = zones;
+        if (nodes !== undefined && nodes.length > 0) c.nodeHints = nodes;
         put(c);
       });
       validated.add(s);
@@ -496,7 +532,7 @@ function candidates(
       const port = matchPort(sub.ports, sp);
       const each = (list: typeof sub.addresses, ready: boolean, field: string) =>
         (list ?? []).forEach((a, j) => {
-          const ip = a.ip === undefined ? undefined : parseIp(a.ip);
+          const ip = a.ip === undefined ? undefined : parseIpSloppy(a.ip);
           if (!ip) {
             report(legacy, object, {
               field: `subsets[${i}].${field}[${j}].ip`,
@@ -531,9 +567,50 @@ interface Selected {
   keys: { key: string; sort: string }[];
 }
 
+/** kube-proxy's topology modes (pkg/proxy/topology.go); "" is no topology. */
+type TopologyMode = "" | "PreferSameNode" | "PreferSameZone";
+
 /**
- * Picks the backends of one frontend, as kube-proxy does: Ready endpoints (narrowed by topology
- * hints for Cluster scope); when none, Serving+Terminating ones, chosen separately per scope.
+ * kube-proxy's topologyModeFromHints: PreferSameNode when every ready endpoint has a node hint and
+ * one names this node; else PreferSameZone when every ready endpoint has a zone hint and one names
+ * this node's zone; else none. The Service's trafficDistribution is not read here: the EndpointSlice
+ * controller turns it into these hints.
+ */
+function topologyMode(pool: Candidate[], isReady: (c: Candidate) => boolean, node: NodeInfo): TopologyMode {
+  // kube-proxy compares with "" when the node has no zone label (Go's zero value).
+  const zone = node.zone ?? "";
+  let hasReady = false;
+  let forNode = false;
+  let allNode = true;
+  let forZone = false;
+  let allZone = true;
+  for (const c of pool) {
+    if (!isReady(c)) continue;
+    hasReady = true;
+    if (c.nodeHints === undefined) allNode = false;
+    else if (c.nodeHints.includes(node.name)) forNode = true;
+    if (c.hints === undefined) allZone = false;
+    else if (c.hints.includes(zone)) forZone = true;
+  }
+  if (!hasReady) return "";
+  if (allNode && forNode) return "PreferSameNode";
+  if (allZone && forZone) return "PreferSameZone";
+  return "";
+}
+
+/** kube-proxy's availableForTopology: no fallback here (it is in the choice of the mode). */
+function availableForTopology(c: Candidate, mode: TopologyMode, node: NodeInfo): boolean {
+  if (mode === "PreferSameNode") return c.nodeHints?.includes(node.name) ?? false;
+  if (mode === "PreferSameZone") return c.hints?.includes(node.zone ?? "") ?? false;
+  return true;
+}
+
+/**
+ * Picks the backends of one frontend as kube-proxy's CategorizeEndpoints does: for Cluster scope,
+ * the Ready endpoints narrowed by topology (node hints before zone hints); for Local scope, this
+ * node's Ready endpoints (no topology). When that leaves none, the Serving+Terminating ones of the
+ * same scope (for Cluster scope without topology). With publishNotReadyAddresses every endpoint
+ * counts as Ready, as the EndpointSlice controller publishes them.
  */
 function selectBackends(
   all: Candidate[],
@@ -544,23 +621,16 @@ function selectBackends(
   node: NodeInfo,
 ): Selected {
   const pool = all.filter((c) => c.family === family && (scope === "Cluster" || c.nodeName === node.name));
-  let chosen: Candidate[];
+  const isReady = (c: Candidate) => publishNotReady || c.ready;
   let state: BackendState = "active";
-  if (publishNotReady) {
-    chosen = pool;
-  } else {
-    let ready = pool.filter((c) => c.ready);
-    if (scope === "Cluster" && node.zone !== undefined && ready.length > 0 && ready.every((c) => c.hints)) {
-      const zone = node.zone;
-      const inZone = ready.filter((c) => c.hints!.includes(zone));
-      // Hints are used only when complete and at least one names this node's zone (else all endpoints).
-      if (inZone.length > 0) ready = inZone;
-    }
-    chosen = ready;
-    if (ready.length === 0) {
-      chosen = pool.filter((c) => c.serving && c.terminating);
-      state = "terminating";
-    }
+  let chosen: Candidate[];
+  if (scope === "Cluster") {
+    const mode = topologyMode(pool, isReady, node);
+    chosen = pool.filter((c) => isReady(c) && availableForTopology(c, mode, node));
+  } else chosen = pool.filter(isReady);
+  if (chosen.length === 0) {
+    chosen = pool.filter((c) => c.serving && c.terminating);
+    state = "terminating";
   }
   const sorted = [...chosen].sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0));
   const backends: Omit<Backend, "id">[] = [];
@@ -630,7 +700,7 @@ function serviceFrontends(
   }
   const vips: { text: string; family: Family }[] = [];
   clusterIPs.forEach((a, i) => {
-    const ip = parseIp(a);
+    const ip = parseIpSloppy(a);
     const field = fromList ? `spec.clusterIPs[${i}]` : "spec.clusterIP";
     if (!ip) problems.push({ ...where, field, message: `invalid IP address "${a}"` });
     else if (vips.some((v) => v.family === ip.family)) {
@@ -688,7 +758,7 @@ function serviceFrontends(
 
   const externalIPs: string[] = [];
   (spec.externalIPs ?? []).forEach((a, i) => {
-    const ip = parseIp(a);
+    const ip = parseIpSloppy(a);
     if (!ip)
       problems.push({ ...where, field: `spec.externalIPs[${i}]`, message: `invalid IP address "${a}"` });
     else externalIPs.push(ip.text);
@@ -699,7 +769,7 @@ function serviceFrontends(
     const f = `status.loadBalancer.ingress[${i}]`;
     const mode = oneOf(ing.ipMode, ["VIP", "Proxy"], "VIP", `${f}.ipMode`, where, problems);
     if (ing.ip === undefined) return; // hostname-only ingress: nothing to program
-    const ip = parseIp(ing.ip);
+    const ip = parseIpSloppy(ing.ip);
     if (!ip) problems.push({ ...where, field: `${f}.ip`, message: `invalid IP address "${ing.ip}"` });
     // ipMode Proxy: the load balancer proxies and sends from its own address; the node needs no VIP.
     else if (mode === "VIP") lbIPs.push(ip.text);
@@ -718,7 +788,7 @@ function serviceFrontends(
             .map((c) => ({ c, field: `metadata.annotations[${ANN_LB_SOURCE_RANGES}]` }));
     const cidrs: string[] = [];
     for (const { c, field } of raw) {
-      const p = parseCidr(c);
+      const p = parseCidrSloppy(c);
       if (!p) problems.push({ ...where, field, message: `invalid CIDR "${c}"` });
       else if (!cidrs.includes(p.text)) cidrs.push(p.text);
     }
@@ -1178,10 +1248,13 @@ export class IncrementalTranslation {
           .filter(
             (s) =>
               s.metadata.labels?.[LABEL_SERVICE_NAME] !== undefined &&
-              `${s.metadata.namespace ?? "default"}/${s.metadata.labels[LABEL_SERVICE_NAME]}` === key,
+              `${s.metadata.namespace ?? "default"}/${s.metadata.labels[LABEL_SERVICE_NAME]}` === key &&
+              endpointObjectSelected(s.metadata.labels, cfg),
           )
           .sort((a, b) => cmpStr(a.metadata.name ?? "", b.metadata.name ?? ""));
-        const legacy = objs.endpoints.find((e) => svcName(e) === key);
+        const legacy = objs.endpoints.find(
+          (e) => svcName(e) === key && endpointObjectSelected(e.metadata.labels, cfg),
+        );
         out.push(...serviceFrontends(svc, slices, legacy, cfg, this.node, problems));
       }
       next.set(key, out);
