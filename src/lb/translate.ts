@@ -628,9 +628,19 @@ function selectBackends(
     const mode = topologyMode(pool, isReady, node);
     chosen = pool.filter((c) => isReady(c) && availableForTopology(c, mode, node));
   } else chosen = pool.filter(isReady);
+  // Serving+terminating endpoints: the set when nothing is ready (kube-proxy's fallback); while
+  // ready ones exist they stay programmed as terminating slots, which new connections never pick
+  // (the datapath selects among the active slots), so flows tracked to them keep their backend
+  // until they close, as Cilium keeps terminating backends. kube-proxy gets the same from
+  // conntrack, which keeps a DNATed flow whatever the rules say.
+  const draining = new Set<Candidate>();
   if (chosen.length === 0) {
     chosen = pool.filter((c) => c.serving && c.terminating);
     state = "terminating";
+  } else if (!publishNotReady) {
+    const inChosen = new Set(chosen);
+    for (const c of pool) if (c.serving && c.terminating && !inChosen.has(c)) draining.add(c);
+    if (draining.size > 0) chosen = [...chosen, ...draining];
   }
   const sorted = [...chosen].sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0));
   const backends: Omit<Backend, "id">[] = [];
@@ -640,7 +650,7 @@ function selectBackends(
       address: c.address,
       port: c.port,
       protocol,
-      state,
+      state: draining.has(c) ? "terminating" : state,
       local: c.nodeName === node.name,
     };
     if (c.nodeName !== undefined) b.nodeName = c.nodeName;

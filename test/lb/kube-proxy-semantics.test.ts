@@ -159,7 +159,12 @@ function categorize(c: TopoCase): Got {
   const m = translate(s, cfg());
   const fe = (type: string) =>
     m.frontends.find((f) => f.type === type && f.frontend.address !== "127.0.0.1")!;
-  const addrs = (bs: { address: string }[]) => bs.map((b) => b.address).sort();
+  // the endpoints new connections go to: the active backends, or (none active) the fallback set;
+  // terminating ones behind active ones only keep tracked flows (see selectBackends)
+  const addrs = (bs: { address: string; state: string }[]) => {
+    const active = bs.filter((b) => b.state === "active");
+    return (active.length > 0 ? active : bs).map((b) => b.address).sort();
+  };
   const np = c.nodePort ? fe("NodePort") : undefined;
   return {
     clusterIP: addrs(fe("ClusterIP").backends),

@@ -344,7 +344,7 @@ describe("backends", () => {
       ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:8080/TCP,10.244.1.11:8080/TCP"],
     ],
     [
-      "Ready only; not-ready and terminating left out while any is Ready",
+      "Ready ones serve new connections; not-ready left out; serving+terminating kept behind them as terminating slots (tracked flows keep their backend)",
       state({
         services: [svc("web")],
         endpointSlices: [
@@ -355,7 +355,7 @@ describe("backends", () => {
           ]),
         ],
       }),
-      ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:8080/TCP"],
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:8080/TCP,10.244.1.12:8080/TCP(t)"],
     ],
     [
       "no Ready: Serving+Terminating fallback (not serving ones stay out)",
@@ -393,9 +393,9 @@ describe("backends", () => {
         ],
       }),
       [
-        "ClusterIP 10.96.0.1:80/TCP => 10.244.2.10:80/TCP",
-        "NodePort 0.0.0.0:30080/TCP => 10.244.1.10:80/TCP(t) [local] in-cluster => 10.244.2.10:80/TCP",
-        "NodePort 127.0.0.1:30080/TCP => 10.244.1.10:80/TCP(t) [local] in-cluster => 10.244.2.10:80/TCP",
+        "ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:80/TCP(t),10.244.2.10:80/TCP",
+        "NodePort 0.0.0.0:30080/TCP => 10.244.1.10:80/TCP(t) [local] in-cluster => 10.244.1.10:80/TCP(t),10.244.2.10:80/TCP",
+        "NodePort 127.0.0.1:30080/TCP => 10.244.1.10:80/TCP(t) [local] in-cluster => 10.244.1.10:80/TCP(t),10.244.2.10:80/TCP",
       ],
     ],
     [
@@ -949,7 +949,7 @@ describe("two traffic scopes (in-cluster traffic to eTP=Local external frontends
     ];
     const rows = plan(st, testNode()).filter((r) => r.startsWith("NodePort 192.168.0.2"));
     expect(rows).toEqual([
-      "NodePort 192.168.0.2:3001/TCP => 10.180.2.1:80/TCP(t) [local hc=30000] in-cluster => 10.180.0.2:80/TCP",
+      "NodePort 192.168.0.2:3001/TCP => 10.180.2.1:80/TCP(t) [local hc=30000] in-cluster => 10.180.0.1:80/TCP(t),10.180.0.2:80/TCP,10.180.2.1:80/TCP(t)",
     ]);
   });
 
