@@ -458,7 +458,8 @@ class Collector {
     const json = parseJson(text);
     if (json && !(isList(json.value) && text.length <= EXACT_LIST_MAX)) {
       if (isList(json.value))
-        for (const item of (json.value as { items: unknown[] }).items) this.add(item, { file, line: json.line });
+        for (const item of (json.value as { items: unknown[] }).items)
+          this.add(item, { file, line: json.line });
       else if (json.value !== null) this.add(json.value, { file, line: json.line });
       this.warnUnknown(text, file);
       return;
