@@ -16,6 +16,7 @@ import {
   possibleCpus as ffiPossibleCpus,
   type Pointer,
   Struct,
+  shieldedLoad,
   unsafeCString,
   unsafeLibbpf,
 } from "./ffi.ts";
@@ -773,7 +774,7 @@ export class BpfObject implements Disposable {
       check(`set log buffer of ${name}`, lib.bpf_program__set_log_buf(p, buf, buf.length));
       if (opts.stats) check(`set log level of ${name}`, lib.bpf_program__set_log_level(p, 4));
     }
-    const r = lib.bpf_object__load(this.obj);
+    const r = shieldedLoad(() => lib.bpf_object__load(this.obj));
     for (const [, p] of this.unsafePrograms()) lib.bpf_program__set_log_buf(p, null, 0);
     if (r >= 0 && opts.stats)
       for (const [prog, buf] of logs)

@@ -94,6 +94,7 @@ const libcSymbols = {
   if_nameindex: { args: [], returns: "ptr" },
   if_freenameindex: { args: ["ptr"], returns: "void" },
   getifaddrs: { args: ["ptr"], returns: "i32" },
+  pthread_sigmask: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   freeifaddrs: { args: ["ptr"], returns: "void" },
   mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
   umount2: { args: ["ptr", "i32"], returns: "i32" },
@@ -435,6 +436,42 @@ export function listInterfaces(): { index: number; name: string }[] {
     libc.if_freenameindex(arr);
   }
   return out;
+}
+
+/**
+ * Runs `fn` with every signal blocked in the calling thread (restored after, also on a throw):
+ * a signal arriving while the kernel verifies a program makes it give up with EAGAIN, and under
+ * frequent signals (a CPU profiler's) libbpf's few retries run out. Signals that arrive meanwhile
+ * are delivered when the mask is restored.
+ */
+export function withSignalsBlocked<T>(fn: () => T): T {
+  const libc = unsafeLibc();
+  const all = new Uint8Array(128).fill(0xff); // sigset_t (glibc: 1024 bits)
+  const old = new Uint8Array(128);
+  const r = libc.pthread_sigmask(0 /* SIG_BLOCK */, ptr(all), ptr(old));
+  if (r !== 0) return fn(); // cannot block: run as before
+  try {
+    return fn();
+  } finally {
+    libc.pthread_sigmask(2 /* SIG_SETMASK */, ptr(old), null);
+  }
+}
+
+/**
+ * Runs a program load (`fn`) shielded from signals: with every signal blocked and libbpf's
+ * messages off, as no JavaScript may run while signals are blocked (a CPU profiler's sampler
+ * thread waits for this thread to take its signal, holding locks that a JS callback could need).
+ * libbpf's messages only reach the debug log: with KPR_LOG_LEVEL=debug the load runs unshielded.
+ */
+export function shieldedLoad<T>(fn: () => T): T {
+  const lib = unsafeLibbpf();
+  if (libbpfLog.level >= 4 /* debug */ || !printCallback) return fn();
+  lib.libbpf_set_print(null);
+  try {
+    return withSignalsBlocked(fn);
+  } finally {
+    lib.libbpf_set_print(printCallback.ptr);
+  }
 }
 
 /** One address of an interface (getifaddrs): IPv4 or IPv6 with its scope, or the link's MAC. */
