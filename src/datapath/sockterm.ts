@@ -429,9 +429,11 @@ export function cleanupRemovedUdp(
         );
       }
     }
-    const what = removed.map((r) => `${r.address}:${r.port}`).join(", ");
+    const what = [...new Set(removed.map((r) => `${r.address}:${r.port}`))].join(", ");
     const sock = res.sockets && !res.sockets.skipped ? `, ${res.sockets.destroyed} sockets destroyed` : "";
-    log.info(`UDP backends removed (${what}): ${ct} CT and ${snat} SNAT entries cleared${sock}`);
+    log.info(
+      `UDP backends removed (${what}; ${removed.length} frontend/backend pairs): ${ct} CT and ${snat} SNAT entries cleared${sock}`,
+    );
     return res;
   } catch (e) {
     log.warn(
