@@ -15,11 +15,13 @@
  *    through the socket path and tc, while new connections go to the ready endpoint.
  */
 import { describe, expect, test } from "bun:test";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { stringify } from "yaml";
 import { kernelVersion, needs } from "../harness/env.ts";
 import { type SpawnHandle, type Topology, useTopology } from "../harness/netns.ts";
 import { BUN, httpGet } from "../harness/servers.ts";
-import { holdConnection } from "./_agent.ts";
+import { holdConnection, startAgent } from "./_agent.ts";
 import {
   ADDR,
   buildCluster,
@@ -308,6 +310,51 @@ describe.skipIf(!!skip)(
     // already selects among active slots only): this test then passes and `failing` must go.
     test.failing("should keep an established connection to a terminating endpoint (tc: NodePort from a client namespace); new connections go to the ready one", () =>
       terminatingCase("tc"));
+
+    test.skipIf(!!noSockDestroy)(
+      "should preserve UDP traffic when a server pod cycles under kpr run --manifest (the daemon's incremental sync)",
+      async () => {
+        const t = topo();
+        await apply(t, INITIAL, "daemon-0.yaml");
+        const dir = join(t.tmpDir, "daemon-manifests");
+        mkdirSync(dir, { recursive: true });
+        const write = (st: State) =>
+          writeFileSync(
+            join(dir, "all.yaml"),
+            manifests(st)
+              .map((o) => stringify(o))
+              .join("---\n"),
+          );
+        write(INITIAL);
+        const agent = await startAgent(t, NS.node1, ["--manifest", dir]);
+        const c = startUdpHold(t, NS.node1, "10.96.0.54", 53, { cgroup: true });
+        try {
+          await agent.waitReady();
+          await c.until("a reply from pod-a", () => c.replies().includes(POD_NAMES.podA));
+          const from = agent.log().length;
+          write({ ...INITIAL, cycle: B });
+          await agent.waitLog(/sockets destroyed/, 10_000, from);
+          await c.until("an error on the old socket", () => c.errors().length > 0);
+          expect(c.errors()[0], `${c.what}: the first error is the destroyed socket's`).toMatch(
+            /^error ECONNABORTED/,
+          );
+          await c.until(
+            "replies from pod-b after reconnecting",
+            () =>
+              c.replies().slice(-3).length === 3 &&
+              c
+                .replies()
+                .slice(-3)
+                .every((n) => n === POD_NAMES.podB),
+          );
+          expect(agent.log().slice(from), "the sync says what it destroyed").toMatch(/1 sockets destroyed/);
+        } finally {
+          await c.handle.kill();
+          expect(await agent.stop(), `kpr run exits 0 on SIGTERM: ${agent.tail()}`).toBe(0);
+          await apply(t, INITIAL, "daemon-1.yaml");
+        }
+      },
+    );
 
     test("pod-a still serves directly (the tests above reach it only through kpr)", async () => {
       const r = await httpGet(topo(), NS.node1, `http://${ADDR.podA}:${HTTP_PORT}/`, { timeoutMs: 3000 });
