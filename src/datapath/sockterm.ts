@@ -398,8 +398,9 @@ export interface CleanupResult {
 
 /**
  * After `ops` were written to `lbMaps`: clears the tc CT/SNAT entries of removed UDP backends and
- * destroys the sockets kpr connected to them. Never throws (the maps are written; a cleanup that
- * fails only leaves flows that expire on their own): failures are logged. Undefined when nothing
+ * destroys the sockets kpr connected to them. Does not throw (the maps are written; a cleanup that
+ * fails only leaves flows that expire on their own): failures are logged, except failing to
+ * return to kpr's own network namespace after iterating a pod's. Undefined when nothing
  * was removed or `lbMaps` belongs to no loaded datapath.
  */
 export function cleanupRemovedUdp(
@@ -436,6 +437,8 @@ export function cleanupRemovedUdp(
     );
     return res;
   } catch (e) {
+    // a thread stranded in a pod's namespace would open every later socket there: not a warning
+    if (e instanceof BpfError && e.op.startsWith("return to")) throw e;
     log.warn(
       `clean up after removed UDP backends: ${(e as Error).message} (their flows stay until they expire)`,
     );
