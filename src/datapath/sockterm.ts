@@ -268,20 +268,45 @@ export function sockDestroySupport(): SockDestroySupport {
   return support;
 }
 
+/** Where named network namespaces are pinned (`ip netns`; containerd and CRI-O pin pods' here). */
+export const NETNS_PIN_DIRS = ["/run/netns", "/var/run/netns"];
+
 /**
  * Network namespaces whose UDP sockets kpr's hooks may have connected, each as a path setns can
- * open, kpr's own first (undefined path: the current one). Unless hostNamespaceOnly, the
- * namespace of every process in the cgroup tree under cgroup.root, one path per namespace.
+ * open, kpr's own first (undefined path: the current one). Unless hostNamespaceOnly, also every
+ * namespace pinned under /run/netns (pods of CRI runtimes, `ip netns`) and the namespace of every
+ * process in the cgroup tree under cgroup.root; one path per namespace.
  */
-export function hookedNamespaces(cfg: Config): { path: string | undefined; what: string }[] {
+export function hookedNamespaces(
+  cfg: Config,
+  pinDirs: readonly string[] = NETNS_PIN_DIRS,
+): { path: string | undefined; what: string }[] {
   const out: { path: string | undefined; what: string }[] = [{ path: undefined, what: "kpr's" }];
   if (cfg.socketLB.hostNamespaceOnly) return out;
-  const seen = new Set<string>();
-  const id = (p: string) => {
-    const s = statSync(p, { bigint: true });
-    return `${s.dev}:${s.ino}`;
+  const idOf = (p: string) => {
+    const st = statSync(p, { bigint: true });
+    return `${st.dev}:${st.ino}`;
   };
-  seen.add(id("/proc/thread-self/ns/net"));
+  const seen = new Set<string>([idOf("/proc/thread-self/ns/net")]);
+  const add = (p: string, what: string) => {
+    try {
+      const k = idOf(p);
+      if (seen.has(k)) return;
+      seen.add(k);
+      out.push({ path: p, what });
+    } catch {
+      // gone meanwhile (a process exited, a pod was deleted)
+    }
+  };
+  for (const dir of pinDirs) {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const n of names) add(join(dir, n), join(dir, n));
+  }
   const dirs = [cfg.cgroup.root];
   while (dirs.length > 0) {
     const dir = dirs.pop()!;
@@ -298,18 +323,7 @@ export function hookedNamespaces(cfg: Config): { path: string | undefined; what:
     } catch {
       continue;
     }
-    for (const pid of procs.split("\n")) {
-      if (!pid) continue;
-      const p = `/proc/${pid}/ns/net`;
-      try {
-        const k = id(p);
-        if (seen.has(k)) continue;
-        seen.add(k);
-        out.push({ path: p, what: `pid ${pid}'s` });
-      } catch {
-        // the process exited meanwhile
-      }
-    }
+    for (const pid of procs.split("\n")) if (pid) add(`/proc/${pid}/ns/net`, `pid ${pid}'s`);
   }
   return out;
 }
@@ -322,6 +336,8 @@ export interface SocketResult {
   namespaces: number;
   /** set when nothing was done: why */
   skipped?: string;
+  /** namespaces that could not be searched (not vanished ones): what, and the error */
+  failed: string[];
 }
 
 /**
@@ -332,10 +348,9 @@ export function destroyStaleSockets(
   cfg: Config,
   rnatPin: string,
   removed: readonly RemovedUdpBackend[],
-  log: ConsolaInstance,
 ): SocketResult {
   const sup = sockDestroySupport();
-  if (!sup.supported) return { destroyed: 0, namespaces: 0, skipped: sup.detail };
+  if (!sup.supported) return { destroyed: 0, namespaces: 0, skipped: sup.detail, failed: [] };
   using obj = openObject(embeddedObjectSync("sockterm"), "kpr_sockterm");
   obj.reusePinned("kpr_sk4_rnat", rnatPin);
   obj.setMaxEntries("kpr_skterm4", Math.max(1, removed.length));
@@ -343,7 +358,7 @@ export function destroyStaleSockets(
     obj.load();
   } catch (e) {
     support = { supported: false, detail: `loading the socket iterator failed: ${(e as Error).message}` };
-    return { destroyed: 0, namespaces: 0, skipped: support.detail };
+    return { destroyed: 0, namespaces: 0, skipped: support.detail, failed: [] };
   }
   checkAgainstBtf(obj.btf, skterm4Key, "kpr_sockterm");
   const filter = obj.map("kpr_skterm4");
@@ -353,6 +368,7 @@ export function destroyStaleSockets(
   filter.updateBatch(keys, new Uint8Array(removed.length * filter.valueStride).fill(1), removed.length);
   using link = BpfLink.create(obj.program(SOCKTERM_PROGRAM), 0, BPF_TRACE_ITER, "iter/udp");
   let destroyed = 0;
+  const failed: string[] = [];
   const namespaces = hookedNamespaces(cfg);
   for (const ns of namespaces) {
     try {
@@ -364,10 +380,10 @@ export function destroyStaleSockets(
       // a namespace that vanished meanwhile has no sockets left to destroy
       if (e instanceof BpfError && (e.errno === E.ENOENT || e.errno === 3)) continue;
       if (e instanceof BpfError && e.op.startsWith("return to")) throw e;
-      log.debug(`destroy stale UDP sockets in ${ns.what} network namespace: ${(e as Error).message}`);
+      failed.push(`${ns.what}: ${(e as Error).message}`);
     }
   }
-  return { destroyed, namespaces: namespaces.length };
+  return { destroyed, namespaces: namespaces.length, failed };
 }
 
 // ---- after a reconcile's writes ------------------------------------------------------------------
@@ -382,6 +398,7 @@ export interface CleanupContext {
 
 const contexts = new WeakMap<object, CleanupContext>();
 let warnedUnsupported = false;
+let warnedNetns = false;
 
 /** Makes executeOps on `lbMaps` (a loaded datapath's LB maps) clean up after removed UDP backends. */
 export function bindCleanup(lbMaps: object, ctx: CleanupContext): void {
@@ -422,7 +439,15 @@ export function cleanupRemovedUdp(
     const { ct, snat } = clearConntrack(ctx.map("kpr_ct4"), ctx.map("kpr_snat4"), removed);
     const res: CleanupResult = { removed, ct, snat };
     if (ctx.cfg.socketLB.enabled) {
-      res.sockets = destroyStaleSockets(ctx.cfg, ctx.rnatPin, removed, log);
+      res.sockets = destroyStaleSockets(ctx.cfg, ctx.rnatPin, removed);
+      const f = res.sockets.failed;
+      if (f.length > 0 && !warnedNetns) {
+        warnedNetns = true;
+        // e.g. EPERM from setns under systemd's RestrictNamespaces=yes (allow "net" for kpr)
+        log.warn(
+          `stale UDP sockets: ${f.length} network namespaces could not be searched, their sockets to removed backends stay connected (first: ${f[0]}; kpr needs setns(CLONE_NEWNET): CAP_SYS_ADMIN, and RestrictNamespaces= must allow net under systemd)`,
+        );
+      } else for (const x of f) log.debug(`stale UDP sockets: not searched: ${x}`);
       if (res.sockets.skipped && !warnedUnsupported) {
         warnedUnsupported = true;
         log.warn(
