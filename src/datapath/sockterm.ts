@@ -377,9 +377,12 @@ export function destroyStaleSockets(
         : runIterator(link.fd, "iter/udp");
       destroyed += out.length / 8;
     } catch (e) {
-      // a namespace that vanished meanwhile has no sockets left to destroy
-      if (e instanceof BpfError && (e.errno === E.ENOENT || e.errno === 3)) continue;
       if (e instanceof BpfError && e.op.startsWith("return to")) throw e;
+      // a namespace that vanished meanwhile (ENOENT, ESRCH) has no sockets left to destroy; a
+      // file under /run/netns that is no namespace (EINVAL from setns: a leftover of `ip netns`)
+      // has none either
+      const gone = [E.ENOENT, 3, E.EINVAL] as number[];
+      if (e instanceof BpfError && !e.op.startsWith("create iterator") && gone.includes(e.errno)) continue;
       failed.push(`${ns.what}: ${(e as Error).message}`);
     }
   }

@@ -4,6 +4,10 @@
  * then the batched delete on a real LRU map.
  */
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Config } from "../../src/config/config.ts";
 import { BpfMap, MapType } from "../../src/datapath/bpf.ts";
 import {
   ct4Entry,
@@ -17,6 +21,7 @@ import {
 import type { MapOp } from "../../src/datapath/mapstate.ts";
 import {
   deleteKeys,
+  hookedNamespaces,
   type RemovedUdpBackend,
   removedUdpBackends,
   staleCt4Keys,
@@ -220,5 +225,29 @@ describe.skipIf(!!skipKernel)("deleteKeys on a kernel LRU map", () => {
     const n = deleteKeys(m, buf);
     const left = keys.map((k, i) => (m.lookup(k) ? i : -1)).filter((i) => i >= 0);
     expect({ deleted: n, left }).toEqual({ deleted: 4, left: [1, 2, 4, 5, 6, 8] });
+  });
+});
+
+describe("hookedNamespaces: where the socket iterator runs", () => {
+  const cfg = (hostNamespaceOnly: boolean, cgroupRoot: string) =>
+    ({ socketLB: { enabled: true, hostNamespaceOnly }, cgroup: { root: cgroupRoot } }) as unknown as Config;
+
+  test("hostNamespaceOnly: kpr's own namespace only", () => {
+    expect(hookedNamespaces(cfg(true, "/nonexistent"), ["/nonexistent"])).toEqual([
+      { path: undefined, what: "kpr's" },
+    ]);
+  });
+
+  test("a pinned namespace that is kpr's own is not searched twice; missing dirs are skipped", () => {
+    const dir = mkdtempSync(join(tmpdir(), "kpr-netns-"));
+    try {
+      symlinkSync("/proc/thread-self/ns/net", join(dir, "self"));
+      symlinkSync("/proc/self/ns/net", join(dir, "self-too"));
+      expect(hookedNamespaces(cfg(false, "/nonexistent"), [dir, "/nonexistent"])).toEqual([
+        { path: undefined, what: "kpr's" },
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
