@@ -10,8 +10,9 @@
  *    backend through that frontend is destroyed with the bpf_sock_destroy kfunc from a socket
  *    iterator (sockterm.bpf.c, kernel ≥ 6.5). The application's next call fails with
  *    ECONNABORTED; connecting again reaches a live backend. The iterator runs in kpr's network
- *    namespace and, unless socketLB.hostNamespaceOnly, in the namespace of every process of the
- *    hooked cgroup tree (pods). Older kernels: logged once, nothing destroyed (README).
+ *    namespace and, unless socketLB.hostNamespaceOnly, in every namespace pinned under /run/netns
+ *    and that of every process of the hooked cgroup tree (pods; see hookedNamespaces). Older
+ *    kernels: logged once, nothing destroyed (README).
  *
  * Runs after every map write of a reconcile (reconcile.ts executeOps, the one place that both
  * `kpr apply` and the daemon's syncs write through): the removed pairs are read from the writes
