@@ -163,6 +163,8 @@ async function main(): Promise<void> {
   const t = performance.now();
   writeManifests(dirA, set, { format, nodeName: NODE, nodeAddress: NODE_ADDR });
   writeManifests(dirB, next, { format, nodeName: NODE, nodeAddress: NODE_ADDR });
+  const dirNone = join(tmp, "none");
+  writeManifests(dirNone, [], { format, nodeName: NODE, nodeAddress: NODE_ADDR });
   const iptA = iptablesFull(set);
   const iptB = iptablesFull(next);
   const iptPartialAB = iptablesPartial(set, next);
@@ -281,6 +283,8 @@ async function main(): Promise<void> {
   await kprRun(["service", "list", "-o", "json"]);
   const programmed = kprJson("kpr service list -o json").length;
   console.log(`kpr: ${planned} frontends planned, ${programmed} listed from the maps; last: ${lastSummary}`);
+  // every service removed (the wipe guard wants --prune-all), then back for nothing else needs it
+  kpr.removeAll = { ms: (await kprRun(["apply", "--prune-all", "-f", dirNone])).ms };
 
   // --- iptables (nf_tables backend and legacy) in their own namespaces
   const iptBench = async (bin: string, ns: string, out: Record<string, Cell>) => {
@@ -385,6 +389,7 @@ async function main(): Promise<void> {
       ["apply --dry-run (read manifests + translate, no kernel)", cellText(kpr.dry)],
       ["apply --dry-run with state present (also reads the maps back)", cellText(kpr.changeDry)],
       ["apply, nothing changed", cellText(kpr.noop)],
+      ["apply --prune-all of no services (every service removed)", cellText(kpr.removeAll)],
       ["applyModel alone, one endpoint changed (in-process)", cellText(kpr.changeProgram)],
       [
         "  of which: loadDatapath (open, load, verify, attach-if-changed)",

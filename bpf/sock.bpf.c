@@ -50,6 +50,16 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	struct kpr_lb4_service *svc = bpf_map_lookup_elem(&kpr_lb4_svc, &fe);
 	if (!svc)
 		return -KPR_R_PASS;
+	if (svc->flags & KPR_SVC_F_TWO_SCOPES) {
+		/* Traffic from inside the cluster to an eTP=Local frontend: its cluster-wide set
+		 * (kube-proxy's short-circuit). Missing while user space writes it: the external one. */
+		fe.scope = KPR_SCOPE_INTERNAL;
+		struct kpr_lb4_service *in = bpf_map_lookup_elem(&kpr_lb4_svc, &fe);
+		if (in)
+			svc = in;
+		else
+			fe.scope = KPR_SCOPE_EXTERNAL;
+	}
 	if (svc->count == 0)
 		return -KPR_R_SOCK_REJECT;
 

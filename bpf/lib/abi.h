@@ -27,6 +27,13 @@
 #define KPR_SVC_F_WILDCARD     (1 << 13) /* frontend address is 0.0.0.0 (any node address) */
 #define KPR_SVC_F_DROP_NO_LOCAL (1 << 14) /* Local policy, endpoints only on other nodes: with no
                                            * backend slots, drop (kube-proxy) rather than reject */
+#define KPR_SVC_F_TWO_SCOPES   (1 << 15) /* the frontend has a second backend set for traffic from
+                                           * inside the cluster (socket LB): its entries carry
+                                           * scope KPR_SCOPE_INTERNAL */
+
+/* struct kpr_lb4_key.scope */
+#define KPR_SCOPE_EXTERNAL 0 /* the frontend's backends; the only scope of most frontends */
+#define KPR_SCOPE_INTERNAL 1 /* a two-scope frontend's in-cluster backends (master and slots) */
 
 /* Backend selection algorithms (struct kpr_lb4_service.algorithm). */
 #define KPR_ALG_RANDOM 0
@@ -34,7 +41,9 @@
 
 /*
  * Key of kpr_lb4_svc. slot 0 is the master entry of a frontend; slots 1..count name its
- * backends. scope is 0 for every entry now (reserved for split external/internal backend sets).
+ * backends. scope is KPR_SCOPE_EXTERNAL, or KPR_SCOPE_INTERNAL for the second set (own master and
+ * slots, same rev_nat_id) of a frontend whose external master has KPR_SVC_F_TWO_SCOPES: tc/XDP
+ * read the external entries, the socket hooks the internal ones when there are.
  */
 struct kpr_lb4_key {
 	__u32 address; /* frontend IPv4, network order */

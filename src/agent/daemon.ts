@@ -9,7 +9,7 @@
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
 import { markApplyDone, markApplyStarted } from "../datapath/crashmark.ts";
-import type { Datapath } from "../datapath/loader.ts";
+import { type Datapath, resizePlan } from "../datapath/loader.ts";
 import { syncMaglev } from "../datapath/maglevmaps.ts";
 import { encodeModel, ProgrammedModel } from "../datapath/mapstate.ts";
 import * as recon from "../datapath/reconcile.ts";
@@ -404,10 +404,11 @@ export class Daemon {
   }
 
   /**
-   * Takes a new config (SIGHUP). A change of bpf.root or bpf.lbMapMax cannot be carried out in
-   * place (the maps would have to be recreated): it is refused (KprError) and the old config
-   * stays. Anything else is applied by a full pass that reloads the programs where they changed
-   * (link updates; the pinned maps, connection tracking included, are kept).
+   * Takes a new config (SIGHUP). A change of bpf.root cannot be carried out in place: it is
+   * refused (KprError) and the old config stays. Anything else is applied by a full pass that
+   * reloads the programs where they changed (link updates; the pinned maps, connection tracking
+   * included, are kept). New map sizes (bpf.lbMapMax, the CT/NAT sizes) are migrated by that pass
+   * without dropping connections; a shrink below what a map holds is refused here.
    */
   async reload(cfg: Config): Promise<string[]> {
     const old = this.cfg;
@@ -415,10 +416,11 @@ export class Daemon {
       throw new KprError(
         `reload: bpf.root changed from ${old.bpf.root} to ${cfg.bpf.root}: refused (restart kpr run to move its state; the old config stays in effect)`,
       );
-    if (cfg.bpf.lbMapMax !== old.bpf.lbMapMax)
-      throw new KprError(
-        `reload: bpf.lbMapMax changed from ${old.bpf.lbMapMax} to ${cfg.bpf.lbMapMax}: refused, the pinned maps cannot be resized in place without dropping connections (the old config stays in effect; to resize: kpr cleanup, then restart kpr run)`,
-      );
+    try {
+      resizePlan(cfg);
+    } catch (e) {
+      throw new KprError(`reload: ${(e as Error).message} (the old config stays in effect)`);
+    }
     const changed = Object.keys(cfg).filter(
       (k) => JSON.stringify(cfg[k as keyof Config]) !== JSON.stringify(old[k as keyof Config]),
     );

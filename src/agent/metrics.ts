@@ -53,7 +53,7 @@ export function labelsFromModel(model: LbModel): Labels {
       frontend: `${addrPort(f.address, f.port)}/${f.protocol}`,
       type: fe.type,
     });
-    for (const be of fe.backends) {
+    for (const be of fe.internalBackends ? [...fe.backends, ...fe.internalBackends] : fe.backends) {
       let e = beServices.get(be.id);
       if (!e) {
         e = { set: new Set(), backend: addrPort(be.address, be.port), protocol: be.protocol };

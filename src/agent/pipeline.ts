@@ -142,6 +142,15 @@ export async function applyOnce(state: ClusterState, o: PassOptions): Promise<Pa
     await warnModel(model, cfg, log);
     const { checkPlan } = await import("../datapath/plancheck.ts");
     const skipped = checkPlan(model, cfg, programmed);
+    if (programmed && cfg.kubeProxyReplacement) {
+      // a shrink below a map's content fails here as it would in apply (exit 2)
+      const { resizePlan } = await import("../datapath/loader.ts");
+      const resize = resizePlan(cfg);
+      if (resize.length > 0)
+        log.info(
+          `would resize maps in place (connections kept): ${resize.map((r) => `${r.name} ${r.from} → ${r.to}`).join(", ")}`,
+        );
+    }
     if (!cfg.kubeProxyReplacement) log.warn(disabledMessage(o.configPath));
     else if (programmed)
       checkRemovals(serviceNamesFromState(programmed), await modelServices(model), o.guard, o.op);

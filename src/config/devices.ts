@@ -1,3 +1,4 @@
+import { interfaceAddresses } from "../datapath/ffi.ts";
 import { toolPath } from "../datapath/tools.ts";
 import { InputError, type InputProblem, KprError } from "../errors.ts";
 import type { Config } from "./config.ts";
@@ -31,28 +32,23 @@ export function addressesFromIpJson(json: string): string[] {
 }
 
 /**
- * Reads the addresses of the configured devices (`ip -j addr show dev X`) in the current network
- * namespace. A device that does not exist is bad config (InputError naming `configFile`).
+ * Reads the addresses of the configured devices in the current network namespace (getifaddrs,
+ * no `ip` process): their global-scope IPv4 and IPv6 addresses, as addressesFromIpJson picks
+ * them. A device that does not exist is bad config (InputError naming `configFile`).
  */
 export function readDeviceAddresses(devices: string[], configFile: string): string[] {
+  const all = interfaceAddresses();
   const out: string[] = [];
   const problems: InputProblem[] = [];
   for (const dev of devices) {
-    let r: ReturnType<typeof Bun.spawnSync>;
-    try {
-      r = Bun.spawnSync([toolPath("ip"), "-j", "addr", "show", "dev", dev], {
-        stdout: "pipe",
-        stderr: "pipe",
-      });
-    } catch (e) {
-      throw new KprError(`read addresses of ${dev}: ${(e as Error).message} (is iproute2 installed?)`);
-    }
-    if (r.exitCode !== 0) {
-      const err = r.stderr?.toString().trim() ?? "";
-      problems.push({ file: configFile, field: "devices", message: `device "${dev}" not found: ${err}` });
+    const mine = all.filter((a) => a.name === dev);
+    if (!mine.some((a) => a.family === "link")) {
+      problems.push({ file: configFile, field: "devices", message: `device "${dev}" not found` });
       continue;
     }
-    for (const a of addressesFromIpJson(r.stdout?.toString() ?? "[]")) if (!out.includes(a)) out.push(a);
+    for (const fam of ["inet", "inet6"] as const)
+      for (const a of mine)
+        if (a.family === fam && a.scope === "global" && !out.includes(a.address)) out.push(a.address);
   }
   if (problems.length > 0) throw new InputError(problems);
   return out;
@@ -95,7 +91,7 @@ export interface NetSnapshot {
 function ipJson<T>(args: string[]): T[] {
   let r: ReturnType<typeof Bun.spawnSync>;
   try {
-    r = Bun.spawnSync(["ip", "-j", ...args], { stdout: "pipe", stderr: "pipe" });
+    r = Bun.spawnSync([toolPath("ip"), "-j", ...args], { stdout: "pipe", stderr: "pipe" });
   } catch (e) {
     throw new KprError(`detect devices: ${(e as Error).message} (is iproute2 installed?)`);
   }

@@ -134,7 +134,7 @@ export function checkBpfRootPlace(root: string, real: string, all: MountEntry[] 
 
 /** Throws unless bpf.root and its maps/ and links/ (where present) are safe (unsafeDirReason). */
 export function checkBpfRootOwner(root: string, real: string): void {
-  for (const p of [real, join(real, "maps"), join(real, "links")]) {
+  for (const p of [real, join(real, "maps"), join(real, "links"), join(real, "maps-resizing")]) {
     if (!existsSync(p)) continue;
     const why = unsafeDirReason(p);
     if (why)

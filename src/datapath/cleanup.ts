@@ -107,15 +107,21 @@ export function cleanup(cfg: Config): CleanupResult {
   // 4. kpr's map pins and marker, then its directories when nothing else is in them
   if (held) {
     const mapsPath = join(real, "maps");
-    if (existsSync(mapsPath))
-      for (const e of readdirSync(mapsPath, { withFileTypes: true })) {
-        if (!isKprMapName(e.name) || e.isDirectory()) continue;
-        rmSync(join(mapsPath, e.name));
-        removed.push(`pin ${join(root, "maps", e.name)}`);
-      }
+    // maps-resizing: new maps of a resize that was interrupted
+    const stagingPath = join(real, "maps-resizing");
+    for (const [dir, sub] of [
+      [mapsPath, "maps"],
+      [stagingPath, "maps-resizing"],
+    ] as const)
+      if (existsSync(dir))
+        for (const e of readdirSync(dir, { withFileTypes: true })) {
+          if (!isKprMapName(e.name) || e.isDirectory()) continue;
+          rmSync(join(dir, e.name));
+          removed.push(`pin ${join(root, sub, e.name)}`);
+        }
     if (rmdirIfEmpty(join(real, APPLY_MARKER))) removed.push(`marker ${join(root, APPLY_MARKER)}`);
-    for (const d of [linksDir, mapsPath]) if (existsSync(d) && !rmdirIfEmpty(d)) leftover(d);
-    const others = readdirSync(real).filter((n) => n !== "maps" && n !== "links");
+    for (const d of [linksDir, mapsPath, stagingPath]) if (existsSync(d) && !rmdirIfEmpty(d)) leftover(d);
+    const others = readdirSync(real).filter((n) => n !== "maps" && n !== "links" && n !== "maps-resizing");
     if (others.length > 0) leftover(real);
     if (strayMount) {
       unmountLazy(real);

@@ -40,3 +40,11 @@ export function crashPoint(groupsDone: number): void {
   const at = process.env.KPR_FAULT_KILL_AFTER_GROUPS;
   if (at !== undefined && groupsDone === Number(at)) process.kill(process.pid, "SIGKILL");
 }
+
+/**
+ * Fault injection for named points (`KPR_FAULT_KILL_AT=name`): the map resize's steps
+ * ("resize-copied", "resize-relinked", "resize-renamed-1").
+ */
+export function faultPoint(name: string): void {
+  if (process.env.KPR_FAULT_KILL_AT === name) process.kill(process.pid, "SIGKILL");
+}

@@ -96,6 +96,8 @@ const libcSymbols = {
   if_nametoindex: { args: ["ptr"], returns: "u32" },
   if_nameindex: { args: [], returns: "ptr" },
   if_freenameindex: { args: ["ptr"], returns: "void" },
+  getifaddrs: { args: ["ptr"], returns: "i32" },
+  freeifaddrs: { args: ["ptr"], returns: "void" },
   mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
   umount2: { args: ["ptr", "i32"], returns: "i32" },
   socket: { args: ["i32", "i32", "i32"], returns: "i32" },
@@ -436,6 +438,87 @@ export function listInterfaces(): { index: number; name: string }[] {
     }
   } finally {
     libc.if_freenameindex(arr);
+  }
+  return out;
+}
+
+/** One address of an interface (getifaddrs): IPv4 or IPv6 with its scope, or the link's MAC. */
+export interface IfAddr {
+  /** the device (an IPv4 label such as "eth0:1" is reported under its device, "eth0") */
+  name: string;
+  family: "inet" | "inet6" | "link";
+  /** the address in canonical text; "" for a link entry */
+  address: string;
+  /**
+   * host (127.0.0.0/8, ::1), link (169.254.0.0/16, fe80::/10) or global: the scopes the kernel
+   * gives such addresses by default (getifaddrs does not report an address's scope)
+   */
+  scope: "global" | "link" | "host";
+  /** ifindex (link entries) */
+  index?: number;
+  /** hardware address (link entries) */
+  mac?: Uint8Array;
+}
+
+function ip6Text(b: number[]): string {
+  const g = Array.from({ length: 8 }, (_, i) => (b[2 * i]! << 8) | b[2 * i + 1]!);
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(":");
+  if (best < 0) return hex(g);
+  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+}
+
+/**
+ * Every address of every interface of the current network namespace, through getifaddrs(3)
+ * (netlink inside libc): what `ip -j addr show` printed, without starting a process.
+ */
+export function interfaceAddresses(): IfAddr[] {
+  const libc = unsafeLibc();
+  const head = new BigUint64Array(1);
+  checkErrno("list interface addresses", libc.getifaddrs(ptr(head)));
+  const first = Number(head[0]);
+  const out: IfAddr[] = [];
+  try {
+    // struct ifaddrs { ifa_next; ifa_name; ifa_flags (u32, padded); ifa_addr; ifa_netmask; ... }
+    for (let p = first; p !== 0; p = read.ptr(p as FfiPointer, 0) as number) {
+      const at = p as FfiPointer;
+      const name = new CString(read.ptr(at, 8) as FfiPointer).toString().split(":")[0]!;
+      const sa = read.ptr(at, 24) as number;
+      if (!sa) continue;
+      const a = sa as FfiPointer;
+      const family = read.u16(a, 0);
+      if (family === 2 /* AF_INET */) {
+        const b = [4, 5, 6, 7].map((o) => read.u8(a, o));
+        const scope = b[0] === 127 ? "host" : b[0] === 169 && b[1] === 254 ? "link" : "global";
+        out.push({ name, family: "inet", address: b.join("."), scope });
+      } else if (family === 10 /* AF_INET6 */) {
+        const b = Array.from({ length: 16 }, (_, i) => read.u8(a, 8 + i));
+        const loop = b.slice(0, 15).every((x) => x === 0) && b[15] === 1;
+        const scope = loop ? "host" : b[0] === 0xfe && (b[1]! & 0xc0) === 0x80 ? "link" : "global";
+        out.push({ name, family: "inet6", address: ip6Text(b), scope });
+      } else if (family === 17 /* AF_PACKET: struct sockaddr_ll */) {
+        const halen = Math.min(read.u8(a, 11), 8);
+        const mac = new Uint8Array(halen);
+        for (let i = 0; i < halen; i++) mac[i] = read.u8(a, 12 + i);
+        out.push({ name, family: "link", address: "", scope: "global", index: read.i32(a, 4), mac });
+      }
+    }
+  } finally {
+    if (first !== 0) libc.freeifaddrs(first as FfiPointer);
   }
   return out;
 }

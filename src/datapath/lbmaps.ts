@@ -23,7 +23,11 @@ export const SVC_F = {
   LOOPBACK: 1 << 12,
   WILDCARD: 1 << 13,
   DROP_NO_LOCAL: 1 << 14,
+  TWO_SCOPES: 1 << 15,
 } as const;
+
+/** struct kpr_lb4_key.scope (KPR_SCOPE_*). */
+export const SCOPE = { EXTERNAL: 0, INTERNAL: 1 } as const;
 
 /** Backend selection (KPR_ALG_*). */
 export const ALG = { RANDOM: 0, MAGLEV: 1 } as const;

@@ -6,11 +6,20 @@
  * the kpr_config / kpr_dev4 entries. Re-running swaps
  * programs atomically (link update) only when their code changed, and keeps the maps.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  statSync,
+  unlinkSync,
+} from "node:fs";
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
 import { configSource } from "../config/load.ts";
-import { KprError } from "../errors.ts";
+import { EXIT_INPUT, KprError } from "../errors.ts";
 import { log as rootLog } from "../log.ts";
 import {
   attachCgroup,
@@ -21,9 +30,20 @@ import {
   detachTc,
   hasTcx,
 } from "./attach.ts";
-import { BpfLink, BpfMap, type BpfObject, type BpfProgram, LinkType, openObject, progInfo } from "./bpf.ts";
+import {
+  BpfLink,
+  BpfMap,
+  type BpfObject,
+  type BpfProgram,
+  LinkType,
+  MapType,
+  openObject,
+  progInfo,
+} from "./bpf.ts";
 import { ensureBpffs, ensureCgroup2, mountOf } from "./bpffs.ts";
-import { closeFd, netnsCookie, unsafeLibbpf } from "./ffi.ts";
+import { isKprMapName } from "./cleanup.ts";
+import { faultPoint } from "./crashmark.ts";
+import { closeFd, interfaceAddresses, netnsCookie, unsafeLibbpf } from "./ffi.ts";
 import {
   CFG_F,
   checkLbCodecs,
@@ -38,7 +58,6 @@ import {
 import { embeddedObject } from "./objects.ts";
 import { recordSettings, settingsOf } from "./settings.ts";
 import { bindCleanup } from "./sockterm.ts";
-import { toolPath } from "./tools.ts";
 
 /** Socket hooks kpr attaches, with the sock object's program for each (v6 ones when built). */
 export const CGROUP_PROGRAMS: { hook: CgroupHook; prog: string }[] = [
@@ -57,23 +76,45 @@ export const TC_PROGRAMS = { ingress: "kpr_tc_ingress", egress: "kpr_tc_egress" 
 /** The XDP program (loadBalancer.acceleration native / best-effort). */
 export const XDP_PROGRAM = "kpr_xdp";
 
-/** Maps sized by bpf.lbMapMax (the others keep the object's size). */
-const SIZED_BY_LB_MAP_MAX = [
-  "kpr_lb4_svc",
-  "kpr_lb4_be",
-  "kpr_lb4_rnat",
-  "kpr_svc_meta",
-  "kpr_lb4_aff",
-  "kpr_svc_stats",
-  "kpr_be_stats",
-];
 /** Source-range LPM entries (all frontends together). */
 export const SRCR_MAX_ENTRIES = 16384;
+/**
+ * Entries of the maps keyed by frontend id: ids are 1..65535 (a 16-bit reverse-NAT index), so
+ * more would be memory the kernel preallocates for nothing (416 MiB at lbMapMax 1M).
+ */
+const FRONTEND_ID_ENTRIES = 65536;
+
+/**
+ * max_entries of every map loadDatapath sizes from the config (the others keep the object's
+ * size): bpf.lbMapMax for the maps keyed by frontend address or backend id, at most 65,536 for
+ * those keyed by frontend id, Cilium's CT/NAT keys for connection tracking and SNAT.
+ */
+export function configuredMapSizes(cfg: Config): Record<string, number> {
+  const n = cfg.bpf.lbMapMax;
+  const ids = Math.min(n, FRONTEND_ID_ENTRIES);
+  return {
+    kpr_lb4_svc: n,
+    kpr_lb4_be: n,
+    kpr_lb4_aff: n,
+    kpr_be_stats: n,
+    kpr_lb4_rnat: ids,
+    kpr_svc_meta: ids,
+    kpr_svc_stats: ids,
+    kpr_lb4_srcr: SRCR_MAX_ENTRIES,
+    ...ctNatMaxEntries(cfg),
+  };
+}
 
 /** max_entries of each LB state map that loadDatapath creates for `cfg`. */
 export function lbMapMaxEntries(cfg: Config): Record<LbStateMap, number> {
-  const n = cfg.bpf.lbMapMax;
-  return { kpr_lb4_svc: n, kpr_lb4_be: n, kpr_lb4_rnat: n, kpr_svc_meta: n, kpr_lb4_srcr: SRCR_MAX_ENTRIES };
+  const s = configuredMapSizes(cfg);
+  return {
+    kpr_lb4_svc: s.kpr_lb4_svc!,
+    kpr_lb4_be: s.kpr_lb4_be!,
+    kpr_lb4_rnat: s.kpr_lb4_rnat!,
+    kpr_svc_meta: s.kpr_svc_meta!,
+    kpr_lb4_srcr: s.kpr_lb4_srcr!,
+  };
 }
 
 /**
@@ -100,6 +141,8 @@ function requireCgroup2(root: string): void {
 /** Paths under the bpf root (the layout cleanup and status rely on). */
 export const paths = {
   maps: (cfg: Config) => `${cfg.bpf.root}/maps`,
+  /** maps being resized, until they replace their pins under maps/ (bpffs names take no dots) */
+  resizing: (cfg: Config) => `${cfg.bpf.root}/maps-resizing`,
   links: (cfg: Config) => `${cfg.bpf.root}/links`,
   tcLink: (cfg: Config, dir: "ingress" | "egress", dev: string) => `${cfg.bpf.root}/links/tc-${dir}-${dev}`,
   cgroupLink: (cfg: Config, hook: string) => `${cfg.bpf.root}/links/cgroup-${hook}`,
@@ -115,32 +158,16 @@ export interface DeviceInfo {
   mac: Uint8Array;
 }
 
-interface IpLinkJson {
-  ifindex?: number;
-  ifname?: string;
-  address?: string;
-  addr_info?: { family?: string; local?: string; scope?: string }[];
-}
-
-/** Reads ifindex, primary IPv4 and MAC of `dev` in the current network namespace. */
+/** Reads ifindex, primary IPv4 and MAC of `dev` in the current network namespace (getifaddrs). */
 export function readDevice(dev: string): DeviceInfo {
-  const r = Bun.spawnSync([toolPath("ip"), "-j", "addr", "show", "dev", dev], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  if (r.exitCode !== 0)
-    throw new KprError(
-      `read device ${dev}: ${r.stderr.toString().trim() || `ip exited ${r.exitCode}`} (check devices in the config)`,
-    );
-  const info = (JSON.parse(r.stdout.toString()) as IpLinkJson[])[0];
-  if (!info?.ifindex) throw new KprError(`read device ${dev}: no such device`);
-  const v4 = (info.addr_info ?? []).filter((a) => a.family === "inet" && a.local);
+  const mine = interfaceAddresses().filter((a) => a.name === dev);
+  const link = mine.find((a) => a.family === "link");
+  if (!link?.index) throw new KprError(`read device ${dev}: no such device (check devices in the config)`);
+  const v4 = mine.filter((a) => a.family === "inet");
   const primary = v4.find((a) => a.scope === "global") ?? v4[0];
   const mac = new Uint8Array(6);
-  (info.address ?? "").split(":").forEach((h, i) => {
-    if (i < 6) mac[i] = Number.parseInt(h, 16) || 0;
-  });
-  return { name: dev, ifindex: info.ifindex, address: primary?.local ?? "", mac };
+  mac.set((link.mac ?? new Uint8Array(0)).subarray(0, 6));
+  return { name: dev, ifindex: link.index, address: primary?.address ?? "", mac };
 }
 
 /** The tag of the program a pinned link runs and, for tcx/xdp, its ifindex; undefined if none. */
@@ -181,14 +208,27 @@ export interface Datapath {
   close(): void;
 }
 
-function openConfigured(bytes: Uint8Array, name: string, cfg: Config): BpfObject {
+/**
+ * Opens and loads an embedded object with the config's map sizes, its maps pinned under the bpf
+ * root (existing pins reused) — those being resized under the staging directory instead.
+ */
+function openConfigured(
+  bytes: Uint8Array,
+  name: string,
+  cfg: Config,
+  resizing: ReadonlySet<string>,
+): BpfObject {
   const obj = openObject(bytes, name);
   try {
-    const maps = new Set(obj.maps());
-    for (const m of SIZED_BY_LB_MAP_MAX) if (maps.has(m)) obj.setMaxEntries(m, cfg.bpf.lbMapMax);
-    if (maps.has("kpr_lb4_srcr")) obj.setMaxEntries("kpr_lb4_srcr", SRCR_MAX_ENTRIES);
-    for (const [m, n] of Object.entries(ctNatMaxEntries(cfg))) if (maps.has(m)) obj.setMaxEntries(m, n);
-    obj.pinMaps(paths.maps(cfg));
+    const maps = obj.maps();
+    const have = new Set(maps);
+    for (const [m, n] of Object.entries(configuredMapSizes(cfg))) if (have.has(m)) obj.setMaxEntries(m, n);
+    obj.pinMaps(
+      paths.maps(cfg),
+      maps.filter((m) => !resizing.has(m)),
+    );
+    const staged = maps.filter((m) => resizing.has(m));
+    if (staged.length > 0) obj.pinMaps(paths.resizing(cfg), staged);
     obj.load();
     checkLbCodecs(obj);
     return obj;
@@ -221,9 +261,7 @@ export async function datapathDigest(cfg: Config): Promise<bigint> {
   ]);
   const params = JSON.stringify([
     1,
-    cfg.bpf.lbMapMax,
-    SRCR_MAX_ENTRIES,
-    ...Object.entries(ctNatMaxEntries(cfg)).flat(),
+    ...Object.entries(configuredMapSizes(cfg)).flat(),
     cfg.socketLB.enabled,
     cfg.cgroup.root,
     hasTcx(),
@@ -259,12 +297,33 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
   const closeObjects = () => {
     for (const o of objects.reverse()) o.close();
   };
+  // Pinned maps of another size than the config's are migrated: new maps are made under the
+  // staging directory and filled, every program is loaded on them and switched over through its
+  // link, then each new pin replaces the old one (rename, atomic) and the old map goes with the
+  // last program that used it. Entries keep their ids, so connections are kept.
+  const resize = resizePlan(cfg);
+  const resizing = new Set(resize.map((r) => r.name));
+  if (resize.length > 0) {
+    log.info(
+      `resizing maps (the config's sizes differ from the pinned maps'): ${resize.map((r) => `${r.name} ${r.from} → ${r.to}`).join(", ")}`,
+    );
+    prepareStaging(cfg);
+  }
   try {
     // sock first: it creates and pins the shared maps; tc then reuses them from the pins
-    const sock = openConfigured(await embeddedObject("sock"), "kpr_sock", cfg);
+    const sock = openConfigured(await embeddedObject("sock"), "kpr_sock", cfg, resizing);
     objects.push(sock);
-    const tc = openConfigured(await embeddedObject("tc"), "kpr_tc", cfg);
+    const tc = openConfigured(await embeddedObject("tc"), "kpr_tc", cfg, resizing);
     objects.push(tc);
+    // every object of this run must be loaded on the new maps before any link switches
+    const xdpObj =
+      cfg.loadBalancer.acceleration !== "disabled"
+        ? openConfigured(await embeddedObject("xdp"), "kpr_xdp", cfg, resizing)
+        : undefined;
+    if (xdpObj) objects.push(xdpObj);
+    for (const r of resize) copyMap(cfg, r, "all");
+    if (resize.length > 0) faultPoint("resize-copied");
+    const force = resize.length > 0;
 
     // the digest is cleared while links change, and set once they all run these objects
     const config = configValue(cfg);
@@ -290,6 +349,7 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
           `cgroup ${hook}`,
           changes,
           () => attachCgroup(sock.program(prog), cfg.cgroup.root, hook, path).close(),
+          force,
         );
       }
     }
@@ -312,15 +372,20 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
           `tc ${dir} on ${d.name}`,
           changes,
           () => attachTc(prog, d.ifindex, dir, path).link?.close(),
+          force,
         );
       }
     }
-    if (cfg.loadBalancer.acceleration !== "disabled") {
-      const xdpObj = openConfigured(await embeddedObject("xdp"), "kpr_xdp", cfg);
-      objects.push(xdpObj);
-      attachXdpDevices(cfg, xdpObj.program(XDP_PROGRAM), devices, wantLinks, changes, log);
-    }
+    if (xdpObj) attachXdpDevices(cfg, xdpObj.program(XDP_PROGRAM), devices, wantLinks, changes, log, force);
     detachStale(cfg, wantLinks, changes);
+    if (resize.length > 0) {
+      // what the old programs wrote while the links switched (connections, affinity), then the
+      // new pins take the old ones' place
+      faultPoint("resize-relinked");
+      for (const r of resize) copyMap(cfg, r, "missing");
+      finishResize(cfg, resize);
+      changes.push(`resized ${resize.map((r) => `${r.name} to ${r.to}`).join(", ")}`);
+    }
     // clsact attachments have no pinned link to check: such nodes always take this path
     if (hasTcx()) writeConfig(tc.map("kpr_config"), changes, withDigest(config, digest));
     if (changes.length > 0) log.debug(`datapath: ${changes.join(", ")}`);
@@ -352,6 +417,7 @@ function attachXdpDevices(
   wantLinks: Set<string>,
   changes: string[],
   log: ConsolaInstance,
+  force = false,
 ): void {
   for (const d of devices) {
     const path = paths.xdpLink(cfg, d.name);
@@ -364,6 +430,7 @@ function attachXdpDevices(
         `xdp (native) on ${d.name}`,
         changes,
         () => attachXdp(prog, d.name, "native", path).close(),
+        force,
       );
       wantLinks.add(path);
     } catch (e) {
@@ -481,6 +548,8 @@ function attachIfChanged(
   what: string,
   changes: string[],
   attach: () => void,
+  /** switch even to the same code (the program was loaded on other maps) */
+  force = false,
 ): void {
   const cur = pinnedLinkProgram(path);
   const fresh =
@@ -488,9 +557,98 @@ function attachIfChanged(
     cur.type !== linkType ||
     (target.ifindex !== undefined && cur.ifindex !== target.ifindex) ||
     (target.cgroupId !== undefined && cur.cgroupId !== target.cgroupId);
-  if (!fresh && cur.tag === prog.info().tag) return;
+  // a program's tag covers its instructions, not which maps it uses
+  if (!fresh && !force && cur.tag === prog.info().tag) return;
   attach();
   changes.push(fresh ? `attached ${what}` : `replaced program of ${what}`);
+}
+
+/** A pinned map whose size differs from the config's. */
+interface Resize {
+  name: string;
+  from: number;
+  to: number;
+}
+
+/**
+ * The pinned maps whose max_entries differ from configuredMapSizes(cfg). Throws (before anything
+ * changes) when a map would shrink below what it holds; LRU maps (connections, affinity) shrink
+ * by forgetting their least recently used entries, as they do when full.
+ */
+export function resizePlan(cfg: Config): Resize[] {
+  const dir = paths.maps(cfg);
+  const out: Resize[] = [];
+  for (const [name, to] of Object.entries(configuredMapSizes(cfg))) {
+    const path = `${dir}/${name}`;
+    if (!existsSync(path)) continue;
+    using m = BpfMap.openPinned(path);
+    if (m.maxEntries === to) continue;
+    if (to < m.maxEntries && m.spec.type !== MapType.LRU_HASH) {
+      const held = m.entryCount();
+      if (held > to)
+        throw new KprError(
+          `resize map ${name} from ${m.maxEntries} to ${to} entries: it holds ${held} (apply fewer services first, or keep bpf.lbMapMax at ${held} or more)`,
+          EXIT_INPUT,
+        );
+    }
+    out.push({ name, from: m.maxEntries, to });
+  }
+  return out;
+}
+
+/** An empty staging directory (pins left by a resize that was interrupted are dropped). */
+function prepareStaging(cfg: Config): void {
+  const dir = paths.resizing(cfg);
+  if (existsSync(dir)) for (const n of readdirSync(dir)) if (isKprMapName(n)) unlinkSync(`${dir}/${n}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+}
+
+/**
+ * Copies a resized map's entries from the old pin to the new one: "all" before the switch,
+ * "missing" after it (entries the old programs made meanwhile; existing ones are kept).
+ */
+function copyMap(cfg: Config, r: Resize, what: "all" | "missing"): void {
+  using from = BpfMap.openPinned(`${paths.maps(cfg)}/${r.name}`);
+  using to = BpfMap.openPinned(`${paths.resizing(cfg)}/${r.name}`);
+  const src = from.lookupBatch();
+  if (src.count === 0) return;
+  let { keys, values, count } = src;
+  if (what === "missing") {
+    const have = new Set<string>();
+    const cur = to.lookupBatch();
+    for (let i = 0; i < cur.count; i++)
+      have.add(
+        Buffer.from(cur.keys.buffer, cur.keys.byteOffset + i * to.keySize, to.keySize).toString("hex"),
+      );
+    const ks = new Uint8Array(keys.length);
+    const vs = new Uint8Array(values.length);
+    let n = 0;
+    for (let i = 0; i < count; i++) {
+      const k = keys.subarray(i * from.keySize, (i + 1) * from.keySize);
+      if (have.has(Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString("hex"))) continue;
+      ks.set(k, n * from.keySize);
+      vs.set(values.subarray(i * from.valueStride, (i + 1) * from.valueStride), n * from.valueStride);
+      n++;
+    }
+    keys = ks;
+    values = vs;
+    count = n;
+  }
+  // an LRU map shrunk below its content keeps the entries written last
+  if (count > 0) to.updateBatch(keys, values, count);
+}
+
+/** Moves each resized map's new pin over its old one, then removes the staging directory. */
+function finishResize(cfg: Config, resize: Resize[]): void {
+  resize.forEach((r, i) => {
+    renameSync(`${paths.resizing(cfg)}/${r.name}`, `${paths.maps(cfg)}/${r.name}`);
+    faultPoint(`resize-renamed-${i + 1}`);
+  });
+  try {
+    rmdirSync(paths.resizing(cfg));
+  } catch {
+    // something else in it: cleanup reports it
+  }
 }
 
 function detachStale(cfg: Config, want: Set<string>, changes: string[]): void {

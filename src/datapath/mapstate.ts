@@ -23,6 +23,7 @@ import {
   META_PORT_NAME_LEN,
   PROTO_NUM,
   protoName,
+  SCOPE,
   SVC_F,
   svcMeta,
   u8Val,
@@ -93,6 +94,7 @@ function fieldOffset(
 }
 // Slot entries are copies of a template with two fields set (hot loop: no per-entry encode).
 const KEY_SLOT = fieldOffset(lb4Key, "slot");
+const KEY_SCOPE = fieldOffset(lb4Key, "scope");
 const SVC_BACKEND_ID = fieldOffset(lb4Service, "backend_id");
 
 const TYPE_FLAG: Record<FrontendType, number> = {
@@ -121,7 +123,20 @@ export function frontendFlags(f: Frontend): number {
   if (f.frontend.address.startsWith("127.")) flags |= SVC_F.LOOPBACK;
   if (f.frontend.address === "0.0.0.0") flags |= SVC_F.WILDCARD;
   if (f.dropNoLocal) flags |= SVC_F.DROP_NO_LOCAL;
+  if (f.internalBackends) flags |= SVC_F.TWO_SCOPES;
   return flags;
+}
+
+/** The flags of a two-scope frontend's internal master: its kind and behaviour, Cluster scope. */
+function internalFlags(f: Frontend): number {
+  return frontendFlags(f) & ~(SVC_F.LOCAL_SCOPE | SVC_F.DROP_NO_LOCAL | SVC_F.TWO_SCOPES);
+}
+
+/** A frontend's slots (backendSlots) and, for a two-scope one, its internal slots. */
+export interface FrontendSlots {
+  slots: Backend[];
+  activeCount: number;
+  internal?: { slots: Backend[]; activeCount: number };
 }
 
 /**
@@ -129,11 +144,22 @@ export function frontendFlags(f: Frontend): number {
  * the master's active_count. With 255 or more active backends the terminating ones are left out
  * (they are only a fallback when none is active) and active_count is saturated.
  */
-export function backendSlots(f: Frontend): { slots: Backend[]; activeCount: number } {
-  const active = f.backends.filter((b) => b.state === "active");
-  const terminating = f.backends.filter((b) => b.state !== "active");
+export function backendSlots(f: Frontend): FrontendSlots {
+  const ext = slotsOf(f.backends);
+  if (!f.internalBackends) return ext;
+  return { ...ext, internal: slotsOf(f.internalBackends) };
+}
+
+function slotsOf(list: Backend[]): { slots: Backend[]; activeCount: number } {
+  const active = list.filter((b) => b.state === "active");
+  const terminating = list.filter((b) => b.state !== "active");
   if (active.length >= ACTIVE_SATURATED) return { slots: active, activeCount: ACTIVE_SATURATED };
   return { slots: [...active, ...terminating], activeCount: active.length };
+}
+
+/** Every slot of a frontend, external then internal (a backend may be in both). */
+function allSlots(s: FrontendSlots): Backend[] {
+  return s.internal ? [...s.slots, ...s.internal.slots] : s.slots;
 }
 
 function isIp4(a: string): boolean {
@@ -167,6 +193,8 @@ export interface FrontendEnc {
   master: Uint8Array;
   /** backend id of slot i + 1 */
   backendIds: number[];
+  /** a two-scope frontend's internal entries: master key and value, and its slots' backend ids */
+  internal?: { key: Uint8Array; master: Uint8Array; backendIds: number[] };
   rnat: Uint8Array;
   /** kpr_svc_meta value, digest included */
   meta: Uint8Array;
@@ -312,13 +340,8 @@ class FrontendEncoder {
   private words = new Uint32Array(this.scratch.buffer);
 
   /** `beWord(id, k)`: word k (0..2) of backend `id`'s value. */
-  encode(
-    f: Frontend,
-    slots: Backend[],
-    activeCount: number,
-    beWords: Uint32Array,
-    beIdx: (id: number) => number,
-  ): FrontendEnc {
+  encode(f: Frontend, sel: FrontendSlots, beWords: Uint32Array, beIdx: (id: number) => number): FrontendEnc {
+    const { slots, activeCount } = sel;
     const arena = this.arena;
     const fe = f.frontend;
     const proto = PROTO_NUM[fe.protocol];
@@ -354,11 +377,39 @@ class FrontendEncoder {
       );
     }
     const backendIds = slots.map((b) => b.id);
+    let internal: FrontendEnc["internal"];
+    if (sel.internal) {
+      const ikey = arena.alloc(key.length);
+      ikey.set(key);
+      ikey[KEY_SCOPE] = SCOPE.INTERNAL;
+      internal = {
+        key: ikey,
+        master: arena.encode(lb4Service, {
+          backend_id: 0,
+          affinity_timeout: f.affinityTimeoutSeconds ?? 0,
+          count: sel.internal.slots.length,
+          rev_nat_id: f.id,
+          flags: internalFlags(f),
+          algorithm: ALG.RANDOM, // socket LB selects at random
+          active_count: sel.internal.activeCount,
+        }),
+        backendIds: sel.internal.slots.map((b) => b.id),
+      };
+    }
+    const allIds = internal ? [...backendIds, ...internal.backendIds] : backendIds;
 
-    // digest input: version, key, master, rnat, meta (digest 0), srcr keys, (id, value) per
-    // slot; every part is a multiple of 4 bytes, so slots are copied as u32 words
+    // digest input: version, key, master, rnat, meta (digest 0), srcr keys, internal key and
+    // master, (id, value) per slot (external, then internal); every part is a multiple of 4
+    // bytes, so slots are copied as u32 words
     const need =
-      4 + key.length + master.length + rnat.length + meta.length + 12 * srcrKeys.length + 16 * slots.length;
+      4 +
+      key.length +
+      master.length +
+      rnat.length +
+      meta.length +
+      12 * srcrKeys.length +
+      (internal ? internal.key.length + internal.master.length : 0) +
+      16 * allIds.length;
     if (need > this.scratch.length) {
       this.scratch = new Uint8Array(need * 2);
       this.words = new Uint32Array(this.scratch.buffer);
@@ -382,10 +433,16 @@ class FrontendEncoder {
       scratch.set(k, p);
       p += k.length;
     }
+    if (internal) {
+      scratch.set(internal.key, p);
+      p += internal.key.length;
+      scratch.set(internal.master, p);
+      p += internal.master.length;
+    }
     let w = p >> 2;
-    for (let i = 0; i < backendIds.length; i++) {
-      const o = beIdx(backendIds[i]!) * 3; // BE_SIZE is 12 (abi.h asserts it)
-      words[w] = backendIds[i]!;
+    for (let i = 0; i < allIds.length; i++) {
+      const o = beIdx(allIds[i]!) * 3; // BE_SIZE is 12 (abi.h asserts it)
+      words[w] = allIds[i]!;
       words[w + 1] = beWords[o]!;
       words[w + 2] = beWords[o + 1]!;
       words[w + 3] = beWords[o + 2]!;
@@ -399,7 +456,9 @@ class FrontendEncoder {
     const dv = new DataView(meta.buffer, meta.byteOffset, meta.byteLength);
     dv.setUint32(META_DIGEST, digestLo, true);
     dv.setUint32(META_DIGEST + 4, digestHi, true);
-    return { id: f.id, key, master, backendIds, rnat, meta, srcrKeys, digestLo, digestHi };
+    const enc: FrontendEnc = { id: f.id, key, master, backendIds, rnat, meta, srcrKeys, digestLo, digestHi };
+    if (internal) enc.internal = internal;
+    return enc;
   }
 }
 
@@ -427,14 +486,16 @@ export function encodeModel(model: LbModel, maglev = false): EncodedModel {
   const beIndex = new IdIndex();
   const beList: Backend[] = [];
   const uses: BackendUses[] = [];
-  const v4: { f: Frontend; slots: Backend[]; activeCount: number }[] = [];
+  const v4: { f: Frontend; sel: FrontendSlots }[] = [];
   for (const f of model.frontends) {
     if (!isIp4(f.frontend.address)) {
       skipped.push(ipv6Skip(f));
       continue;
     }
-    const { slots, activeCount } = backendSlots(f);
-    checkSlots(f, slots.length);
+    const sel = backendSlots(f);
+    checkSlots(f, sel.slots.length);
+    if (sel.internal) checkSlots(f, sel.internal.slots.length);
+    const slots = allSlots(sel);
     for (let i = 0; i < slots.length; i++) {
       const b = slots[i]!;
       let j = beIndex.get(b.id);
@@ -452,7 +513,7 @@ export function encodeModel(model: LbModel, maglev = false): EncodedModel {
       }
       countUse(uses[j]!, b, 1);
     }
-    v4.push({ f, slots, activeCount });
+    v4.push({ f, sel });
   }
   // 12-byte values, read back as three u32 words when hashed
   const beValues = new Uint8Array(beList.length * BE_SIZE);
@@ -464,8 +525,8 @@ export function encodeModel(model: LbModel, maglev = false): EncodedModel {
   const beIdx = (id: number) => beIndex.get(id)!;
   const frontends: FrontendEnc[] = [];
   const byId = new Map<number, FrontendEnc>();
-  for (const { f, slots, activeCount } of v4) {
-    const enc = encoder.encode(f, slots, activeCount, beWords, beIdx);
+  for (const { f, sel } of v4) {
+    const enc = encoder.encode(f, sel, beWords, beIdx);
     frontends.push(enc);
     byId.set(f.id, enc);
   }
@@ -498,24 +559,37 @@ const SVC_REV_NAT = fieldOffset(lb4Service, "rev_nat_id");
 
 /** Adds one frontend's entries to `st` (key views share the encoded buffers). */
 function addFrontend(st: MapState, f: FrontendEnc, arena: Arena): void {
-  put(st.kpr_lb4_svc, f.key, f.master);
-  for (let i = 0; i < f.backendIds.length; i++) {
-    const key = arena.alloc(f.key.length);
-    key.set(f.key);
-    key[KEY_SLOT] = (i + 1) & 0xff;
-    key[KEY_SLOT + 1] = (i + 1) >> 8;
-    const value = arena.alloc(lb4Service.size);
-    const id = f.backendIds[i]!;
-    for (let j = 0; j < 4; j++) value[SVC_BACKEND_ID + j] = (id >>> (8 * j)) & 0xff;
-    value[SVC_REV_NAT] = f.id & 0xff;
-    value[SVC_REV_NAT + 1] = f.id >> 8;
-    put(st.kpr_lb4_svc, key, value);
-  }
+  addSlots(st, f.id, f.key, f.master, f.backendIds, arena);
+  if (f.internal) addSlots(st, f.id, f.internal.key, f.internal.master, f.internal.backendIds, arena);
   const idKey = arena.encode(u16Id, { v: f.id });
   put(st.kpr_lb4_rnat, idKey, f.rnat);
   put(st.kpr_svc_meta, idKey, f.meta);
   const one = u8Val.encode({ v: 1 });
   for (const k of f.srcrKeys) put(st.kpr_lb4_srcr, k, one);
+}
+
+/** A master and its slots (one scope of a frontend). */
+function addSlots(
+  st: MapState,
+  id: number,
+  masterKey: Uint8Array,
+  master: Uint8Array,
+  backendIds: number[],
+  arena: Arena,
+): void {
+  put(st.kpr_lb4_svc, masterKey, master);
+  for (let i = 0; i < backendIds.length; i++) {
+    const key = arena.alloc(masterKey.length);
+    key.set(masterKey);
+    key[KEY_SLOT] = (i + 1) & 0xff;
+    key[KEY_SLOT + 1] = (i + 1) >> 8;
+    const value = arena.alloc(lb4Service.size);
+    const be = backendIds[i]!;
+    for (let j = 0; j < 4; j++) value[SVC_BACKEND_ID + j] = (be >>> (8 * j)) & 0xff;
+    value[SVC_REV_NAT] = id & 0xff;
+    value[SVC_REV_NAT + 1] = id >> 8;
+    put(st.kpr_lb4_svc, key, value);
+  }
 }
 
 /** The map content of some frontends and backends of an encoded model. */
@@ -576,12 +650,17 @@ export function mapStateToFrontends(st: MapState): DecodeResult {
     ranges.set(k.rev_nat_id, list);
   }
   const slots = new Map<string, Map<number, number>>(); // frontend key hex (slot 0) → slot → backend id
-  const masters: { key: ReturnType<typeof lb4Key.decode>; val: ReturnType<typeof lb4Service.decode> }[] = [];
+  type Master = { key: ReturnType<typeof lb4Key.decode>; val: ReturnType<typeof lb4Service.decode> };
+  const masters: Master[] = [];
+  /** internal masters by their external master's key hex */
+  const internals = new Map<string, Master>();
   for (const e of st.kpr_lb4_svc.values()) {
     const k = lb4Key.decode(e.key);
     const v = lb4Service.decode(e.value);
     if (k.slot === 0) {
-      masters.push({ key: k, val: v });
+      if (k.scope === SCOPE.INTERNAL)
+        internals.set(hex(lb4Key.encode({ ...k, scope: SCOPE.EXTERNAL })), { key: k, val: v });
+      else masters.push({ key: k, val: v });
       continue;
     }
     const fk = hex(lb4Key.encode({ ...k, slot: 0 }));
@@ -598,32 +677,41 @@ export function mapStateToFrontends(st: MapState): DecodeResult {
       warnings.push(`frontend ${fe}: unknown protocol or type flags 0x${val.flags.toString(16)}`);
       continue;
     }
-    const mySlots = slots.get(hex(lb4Key.encode({ ...key, slot: 0 }))) ?? new Map<number, number>();
-    const backends: Backend[] = [];
-    for (let s = 1; s <= val.count; s++) {
-      const id = mySlots.get(s);
-      if (id === undefined) {
-        warnings.push(`frontend ${fe}: slot ${s} of ${val.count} is missing`);
-        continue;
+    const backendsOf = (m: Master, what: string): Backend[] => {
+      const mySlots = slots.get(hex(lb4Key.encode({ ...m.key, slot: 0 }))) ?? new Map<number, number>();
+      const backends: Backend[] = [];
+      for (let s = 1; s <= m.val.count; s++) {
+        const id = mySlots.get(s);
+        if (id === undefined) {
+          warnings.push(`frontend ${fe}: ${what}slot ${s} of ${m.val.count} is missing`);
+          continue;
+        }
+        const b = bes.get(id);
+        if (!b) {
+          warnings.push(`frontend ${fe}: ${what}slot ${s} names backend ${id}, which is missing`);
+          continue;
+        }
+        const bp = protoName(b.proto) ?? protocol;
+        // slot position decides the state this frontend uses (active_count), as the datapath does
+        const active = m.val.active_count === ACTIVE_SATURATED || s <= m.val.active_count;
+        backends.push({
+          id,
+          address: b.address,
+          port: b.port,
+          protocol: bp,
+          state: active ? "active" : "terminating",
+          local: (b.flags & BE_F.LOCAL) !== 0,
+        });
       }
-      const b = bes.get(id);
-      if (!b) {
-        warnings.push(`frontend ${fe}: slot ${s} names backend ${id}, which is missing`);
-        continue;
-      }
-      const bp = protoName(b.proto) ?? protocol;
-      // slot position decides the state this frontend uses (active_count), as the datapath does
-      const active = val.active_count === ACTIVE_SATURATED || s <= val.active_count;
-      backends.push({
-        id,
-        address: b.address,
-        port: b.port,
-        protocol: bp,
-        state: active ? "active" : "terminating",
-        local: (b.flags & BE_F.LOCAL) !== 0,
-      });
-    }
-    backends.sort((a, b) => compareAddr(a.address, b.address) || a.port - b.port);
+      backends.sort((a, b) => compareAddr(a.address, b.address) || a.port - b.port);
+      return backends;
+    };
+    const backends = backendsOf({ key, val }, "");
+    const internal = internals.get(hex(lb4Key.encode({ ...key, slot: 0 })));
+    if (internal && !(val.flags & SVC_F.TWO_SCOPES))
+      warnings.push(`frontend ${fe}: internal-scope entries without the two-scope flag (left over)`);
+    if (!internal && val.flags & SVC_F.TWO_SCOPES)
+      warnings.push(`frontend ${fe}: two-scope flag without internal-scope entries`);
     const meta = metas.get(val.rev_nat_id);
     const f: Frontend = {
       id: val.rev_nat_id,
@@ -643,6 +731,7 @@ export function mapStateToFrontends(st: MapState): DecodeResult {
     if (meta?.health_check_port) f.healthCheckNodePort = meta.health_check_port;
     if (meta?.reject) f.reject = true;
     if (val.flags & SVC_F.DROP_NO_LOCAL) f.dropNoLocal = true;
+    if (internal && val.flags & SVC_F.TWO_SCOPES) f.internalBackends = backendsOf(internal, "internal ");
     out.push(f);
   }
   out.sort((a, b) => a.id - b.id);
@@ -655,7 +744,7 @@ export function previousIdsFromState(st: MapState): PreviousIds {
   const backends = new Map<string, number>();
   for (const e of st.kpr_lb4_svc.values()) {
     const k = lb4Key.decode(e.key);
-    if (k.slot !== 0) continue;
+    if (k.slot !== 0 || k.scope !== SCOPE.EXTERNAL) continue;
     const protocol = protoName(k.proto);
     if (protocol)
       frontends.set(
@@ -954,18 +1043,23 @@ export function planFromDigests(
   for (const [id, value] of dirtyCurrent) {
     const m = svcMeta.decode(value);
     const want = enc.byId.get(id);
-    if (protoName(m.proto))
+    if (protoName(m.proto)) {
+      const k = { address: m.address, dport: m.port, slot: 0, proto: m.proto };
+      readFrontend(lb4Key.encode({ ...k, scope: SCOPE.EXTERNAL }), want?.backendIds.length ?? 0, true);
+      // internal-scope entries, if it has (or had) any
       readFrontend(
-        lb4Key.encode({ address: m.address, dport: m.port, slot: 0, proto: m.proto, scope: 0 }),
-        want?.backendIds.length ?? 0,
-        true,
+        lb4Key.encode({ ...k, scope: SCOPE.INTERNAL }),
+        want?.internal?.backendIds.length ?? 0,
+        false,
       );
+    }
     const k = idKey(id);
     current.kpr_svc_meta.set(hex(k), { key: k, value });
   }
   const dirtyIds = new Set<number>(dirtyCurrent.keys());
   for (const f of dirtyDesired) {
     readFrontend(f.key, f.backendIds.length, false);
+    if (f.internal) readFrontend(f.internal.key, f.internal.backendIds.length, false);
     dirtyIds.add(f.id);
   }
   for (const id of dirtyIds) {
@@ -980,7 +1074,10 @@ export function planFromDigests(
   // Backends: those the dirty frontends name, now or before. Any other backend is named by an
   // up-to-date frontend, whose digest covers the backend's value.
   const candidates = new Set<number>();
-  for (const f of dirtyDesired) for (const id of f.backendIds) candidates.add(id);
+  for (const f of dirtyDesired) {
+    for (const id of f.backendIds) candidates.add(id);
+    if (f.internal) for (const id of f.internal.backendIds) candidates.add(id);
+  }
   for (const e of current.kpr_lb4_svc.values())
     if (!isMasterKey(e.key)) candidates.add(lb4Service.decode(e.value).backend_id);
   if (interrupted) {
@@ -1006,7 +1103,10 @@ export function planFromDigests(
   const desired = encodedState(enc, dirtyDesired, desiredBe);
   const ops = diffMapState(current, desired);
   let svcCount = current.kpr_lb4_svc.size;
-  for (const id of clean) svcCount += 1 + enc.byId.get(id)!.backendIds.length;
+  for (const id of clean) {
+    const f = enc.byId.get(id)!;
+    svcCount += 1 + f.backendIds.length + (f.internal ? 1 + f.internal.backendIds.length : 0);
+  }
   const counts: Record<LbStateMap, number> = {
     kpr_lb4_svc: svcCount,
     kpr_lb4_be: beCount,
@@ -1144,18 +1244,20 @@ export class ProgrammedModel {
       const r = this.fe.get(f.id);
       if (r && r.f === f) removed.push(r);
     }
-    const added: { f: Frontend; slots: Backend[]; activeCount: number }[] = [];
+    const added: { f: Frontend; sel: FrontendSlots; slots: Backend[] }[] = [];
     for (const f of delta.added) {
       if (!isIp4(f.frontend.address)) {
         skipped.push(ipv6Skip(f));
         continue;
       }
-      const { slots, activeCount } = backendSlots(f);
-      checkSlots(f, slots.length);
+      const sel = backendSlots(f);
+      checkSlots(f, sel.slots.length);
+      if (sel.internal) checkSlots(f, sel.internal.slots.length);
+      const slots = allSlots(sel);
       for (const b of slots)
         if (!putIp4(b.address, new Uint8Array(4), 0))
           throw new KprError(`program backend ${b.id}: "${b.address}" is not an IPv4 address`);
-      added.push({ f, slots, activeCount });
+      added.push({ f, sel, slots });
     }
 
     const current = emptyMapState();
@@ -1171,8 +1273,7 @@ export class ProgrammedModel {
     for (const { f, enc } of removed) {
       addFrontend(current, enc, arena);
       this.fe.delete(f.id);
-      const { slots } = backendSlots(f);
-      for (const b of slots) {
+      for (const b of allSlots(backendSlots(f))) {
         touch(b.id);
         countUse(this.be.get(b.id)!.uses, b, -1);
       }
@@ -1211,15 +1312,17 @@ export class ProgrammedModel {
     }
     if (revalue.size > 0)
       for (const [id, r] of this.fe)
-        if (r.enc.backendIds.some((b) => revalue.has(b))) {
+        if (
+          r.enc.backendIds.some((b) => revalue.has(b)) ||
+          r.enc.internal?.backendIds.some((b) => revalue.has(b))
+        ) {
           addFrontend(current, r.enc, arena);
-          const { slots, activeCount } = backendSlots(r.f);
-          r.enc = this.encoder.encode(r.f, slots, activeCount, this.words, this.idxOf);
+          r.enc = this.encoder.encode(r.f, backendSlots(r.f), this.words, this.idxOf);
           addFrontend(desired, r.enc, arena);
           this.fe.set(id, r);
         }
-    for (const { f, slots, activeCount } of added) {
-      const enc = this.encoder.encode(f, slots, activeCount, this.words, this.idxOf);
+    for (const { f, sel } of added) {
+      const enc = this.encoder.encode(f, sel, this.words, this.idxOf);
       addFrontend(desired, enc, arena);
       this.fe.set(f.id, { f, enc });
     }

@@ -26,7 +26,7 @@ import type { Config } from "../config/config.ts";
 import { log as rootLog } from "../log.ts";
 import { BpfLink, type BpfMap, openObject } from "./bpf.ts";
 import { checkAgainstBtf, defineStruct, parseIp4 } from "./codec.ts";
-import { BpfError, E, inNetns, kernelHasBtfFunc, runIterator, Struct, unsafeLibbpf } from "./ffi.ts";
+import { BpfError, E, inNetns, kernelHasBtfFunc, runIterator } from "./ffi.ts";
 import { ct4Entry, ct4Key, lb4Backend, lb4Key, lb4Service, PROTO_NUM, snat4Entry } from "./lbmaps.ts";
 import type { MapOp } from "./mapstate.ts";
 import { embeddedObjectSync } from "./objects.ts";
@@ -184,48 +184,6 @@ function gather(keys: Uint8Array, size: number, idx: number[]): Uint8Array {
   return out;
 }
 
-/**
- * Deletes the concatenated `keys` from `map` with BPF_MAP_DELETE_BATCH (one syscall per 4096
- * keys), falling back to one delete per key where the kernel has no batch delete. Keys that are
- * gone already (the datapath or LRU removed them meanwhile) are skipped. Returns how many were
- * deleted.
- */
-export function deleteKeys(map: BpfMap, keys: Uint8Array): number {
-  const ks = map.keySize;
-  const total = keys.length / ks;
-  const lib = unsafeLibbpf();
-  const opts = new Struct(24).withSz();
-  let deleted = 0;
-  let i = 0;
-  let batch = true;
-  while (i < total) {
-    const n = Math.min(4096, total - i);
-    const chunk = keys.subarray(i * ks, (i + n) * ks);
-    if (batch) {
-      const cnt = new Uint32Array([n]);
-      const r = lib.bpf_map_delete_batch(map.fd, chunk, cnt, opts.bytes);
-      if (r === 0) {
-        deleted += n;
-        i += n;
-        continue;
-      }
-      const done = cnt[0]!;
-      if (done === 0 && (r === -E.EINVAL || r === -E.ENOTSUPP || r === -E.EOPNOTSUPP)) {
-        batch = false;
-        continue;
-      }
-      if (r !== -E.ENOENT) throw new BpfError(`delete from map ${map.name} (batch of ${n})`, -r);
-      // the key at `done` was gone: skip it, go on with the rest
-      deleted += done;
-      i += done + 1;
-      continue;
-    }
-    for (let j = 0; j < n; j++) if (map.delete(chunk.subarray(j * ks, (j + 1) * ks))) deleted++;
-    i += n;
-  }
-  return deleted;
-}
-
 /** Deletes the tc CT and SNAT entries of the removed pairs; returns how many of each. */
 export function clearConntrack(
   ct4: BpfMap,
@@ -233,8 +191,11 @@ export function clearConntrack(
   removed: readonly RemovedUdpBackend[],
 ): { ct: number; snat: number } {
   if (removed.length === 0) return { ct: 0, snat: 0 };
-  const ct = deleteKeys(ct4, staleCt4Keys(ct4.lookupBatch(), removed, ct4.valueSize));
-  const snat = deleteKeys(snat4, staleSnat4Keys(snat4.lookupBatch(), removed, snat4.valueSize));
+  // batched deletes; a key the datapath or the LRU removed meanwhile is skipped
+  const ctKeys = staleCt4Keys(ct4.lookupBatch(), removed, ct4.valueSize);
+  const ct = ct4.deleteBatch(ctKeys, ctKeys.length / ct4.keySize);
+  const snatKeys = staleSnat4Keys(snat4.lookupBatch(), removed, snat4.valueSize);
+  const snat = snat4.deleteBatch(snatKeys, snatKeys.length / snat4.keySize);
   return { ct, snat };
 }
 

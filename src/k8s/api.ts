@@ -147,8 +147,13 @@ export function toEndpointSlice(o: Raw): EndpointSlice {
       const ep: Endpoint = pick(e, ["nodeName", "zone"]);
       if (e.addresses) ep.addresses = [...e.addresses];
       if (e.conditions) ep.conditions = pick(e.conditions, ["ready", "serving", "terminating"]);
-      if (e.hints?.forZones)
-        ep.hints = { forZones: (e.hints.forZones as Raw[]).map((z) => pick<{ name?: string }>(z, ["name"])) };
+      if (e.hints?.forZones || e.hints?.forNodes) {
+        const names = (l: Raw[]) => l.map((z) => pick<{ name?: string }>(z, ["name"]));
+        ep.hints = {
+          ...(e.hints.forZones ? { forZones: names(e.hints.forZones) } : {}),
+          ...(e.hints.forNodes ? { forNodes: names(e.hints.forNodes) } : {}),
+        };
+      }
       return ep;
     });
   if (o.ports) es.ports = (o.ports as Raw[]).map((p) => pick(p, ["name", "protocol", "port"]));

@@ -128,7 +128,10 @@ const KINDS: Record<
               conditions: obj({ ready: "bool", serving: "bool", terminating: "bool" }, ""),
               nodeName: "string",
               zone: "string",
-              hints: obj({ forZones: arr(obj({ name: "string" }, "")) }, "forNodes"),
+              hints: obj(
+                { forZones: arr(obj({ name: "string" }, "")), forNodes: arr(obj({ name: "string" }, "")) },
+                "",
+              ),
             },
             "hostname targetRef deprecatedTopology",
           ),
@@ -450,6 +453,17 @@ class Collector {
       });
     }
     if (this.full) return;
+    // JSON (kubectl get -o json): JSON.parse is ~8x faster than the YAML parser on the same bytes.
+    // A List in a file of human size still takes the exact path, for each item's own line.
+    const json = parseJson(text);
+    if (json && !(isList(json.value) && text.length <= EXACT_LIST_MAX)) {
+      if (isList(json.value))
+        for (const item of (json.value as { items: unknown[] }).items)
+          this.add(item, { file, line: json.line });
+      else if (json.value !== null) this.add(json.value, { file, line: json.line });
+      this.warnUnknown(text, file);
+      return;
+    }
     // YAML 1.1 (the Kubernetes API's reader) takes 0120 for octal 80, Bun's parser for 120;
     // aliases can make a small text a huge object: both go to the exact path.
     const special = LEADING_ZERO.test(text) || ALIAS.test(text);
@@ -721,6 +735,27 @@ function fastParse(text: string): { value: unknown; line: number }[] | undefined
   if (starts.length === 1) return [{ value: parsed, line: starts[0]! }];
   if (!Array.isArray(parsed) || parsed.length !== starts.length) return undefined;
   return parsed.map((value, i) => ({ value, line: starts[i]! }));
+}
+
+/**
+ * The value of a text that is one JSON object (first non-blank character "{") and the line it
+ * starts on; undefined for anything else (YAML, several documents, invalid JSON: the YAML paths
+ * then read it and report its problems).
+ */
+function parseJson(text: string): { value: unknown; line: number } | undefined {
+  let i = 0;
+  let line = 1;
+  for (; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 10) line++;
+    else if (c !== 32 && c !== 9 && c !== 13 && c !== 0xfeff) break;
+  }
+  if (text.charCodeAt(i) !== 123 /* { */) return undefined;
+  try {
+    return { value: JSON.parse(text), line };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Parses manifest text (multi-document YAML or JSON) into a ClusterState (`exact`: always the `yaml` library). Throws InputError with every problem. */

@@ -69,7 +69,8 @@ export interface Endpoint {
   conditions?: EndpointConditions;
   nodeName?: string;
   zone?: string;
-  hints?: { forZones?: { name?: string }[] };
+  /** Topology hints the EndpointSlice controller derives from the Service's trafficDistribution. */
+  hints?: { forZones?: { name?: string }[]; forNodes?: { name?: string }[] };
 }
 
 export interface EndpointPort {

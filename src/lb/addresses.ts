@@ -4,15 +4,20 @@
  * those (ValidateNonSpecialIP, ValidateEndpointIP), and so does kpr. A ClusterIP is allocated
  * from the service range, which never holds such addresses. Where the API and kube-proxy go
  * along (an external IP equal to a node address, CVE-2020-8554; multicast or broadcast; an
- * address that is also a pod's), kpr warns, naming the object and field.
+ * address that is also a pod's), kpr warns, naming the object and field. An address or CIDR with
+ * leading zeros ("172.30.0.041", stored before the API refused them) is read as decimal, as
+ * kube-proxy's legacy parser (netutils.ParseIPSloppy / ParseCIDRSloppy) reads it, with a warning.
  */
 import type { InputProblem } from "../errors.ts";
 import type { ClusterState } from "../k8s/types.ts";
-import { parseIp } from "./ip.ts";
+import { parseCidrSloppy, parseIpSloppy } from "./ip.ts";
+
+/** The annotation older clusters used for loadBalancerSourceRanges (kpr reads it when the field is empty). */
+const ANN_LB_SOURCE_RANGES = "service.beta.kubernetes.io/load-balancer-source-ranges";
 
 /** The special range an address is in, or undefined for an ordinary unicast address. */
 export function specialRange(address: string): string | undefined {
-  const ip = parseIp(address);
+  const ip = parseIpSloppy(address);
   if (!ip) return undefined;
   const b = ip.bytes;
   if (ip.family === 4) {
@@ -51,7 +56,7 @@ export function checkSpecialAddresses(
 ): AddressFindings {
   const problems: InputProblem[] = [];
   const warnings: string[] = [];
-  const canon = (a: string) => parseIp(a)?.text;
+  const canon = (a: string) => parseIpSloppy(a)?.text;
   const node = new Set(nodeAddresses.map(canon).filter((a) => a !== undefined));
   const pods = new Map<string, string>();
   for (const p of state.pods) {
@@ -72,6 +77,18 @@ export function checkSpecialAddresses(
     const where = o.source?.file ? `${o.source.file}${o.source.line ? `:${o.source.line}` : ""}: ` : "";
     warnings.push(`${where}${object}: ${field}: ${msg}`);
   };
+  /** Warns when `raw` parses only with the legacy parser (leading zeros). */
+  const sloppy = (o: Src, object: string, field: string, raw: string | undefined, cidr = false) => {
+    if (raw === undefined) return;
+    const p = cidr ? parseCidrSloppy(raw) : parseIpSloppy(raw);
+    if (p?.sloppy)
+      warn(
+        o,
+        object,
+        field,
+        `"${raw}" has leading zeros: read as decimal ${p.text}, as kube-proxy's legacy parser reads it`,
+      );
+  };
 
   for (const svc of state.services) {
     const object = `Service ${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
@@ -83,6 +100,7 @@ export function checkSpecialAddresses(
         : [];
     cips.forEach((a, i) => {
       const field = spec.clusterIPs?.length ? `spec.clusterIPs[${i}]` : "spec.clusterIP";
+      sloppy(svc, object, field, a);
       const c = canon(a);
       if (c === undefined) return;
       const r = specialRange(c);
@@ -102,6 +120,7 @@ export function checkSpecialAddresses(
     });
     (spec.externalIPs ?? []).forEach((a, i) => {
       const field = `spec.externalIPs[${i}]`;
+      sloppy(svc, object, field, a);
       const c = canon(a);
       if (c === undefined) return;
       const r = specialRange(c);
@@ -119,6 +138,7 @@ export function checkSpecialAddresses(
     });
     (svc.status?.loadBalancer?.ingress ?? []).forEach((ing, i) => {
       const field = `status.loadBalancer.ingress[${i}].ip`;
+      sloppy(svc, object, field, ing.ip);
       const c = ing.ip !== undefined ? canon(ing.ip) : undefined;
       if (c === undefined) return;
       const r = specialRange(c);
@@ -133,9 +153,17 @@ export function checkSpecialAddresses(
           `${c} is this node's address: the service takes over the node's own ${c} on its ports`,
         );
     });
+    (spec.loadBalancerSourceRanges ?? []).forEach((c, i) => {
+      sloppy(svc, object, `spec.loadBalancerSourceRanges[${i}]`, c, true);
+    });
+    const ann = svc.metadata.annotations?.[ANN_LB_SOURCE_RANGES];
+    if (!spec.loadBalancerSourceRanges?.length && ann !== undefined)
+      for (const c of ann.split(",").map((x) => x.trim()))
+        if (c !== "") sloppy(svc, object, `metadata.annotations[${ANN_LB_SOURCE_RANGES}]`, c, true);
   }
 
   const checkEndpoint = (o: Src, object: string, field: string, a: string) => {
+    sloppy(o, object, field, a);
     const c = canon(a);
     if (c === undefined) return;
     const r = specialRange(c);

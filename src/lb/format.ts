@@ -8,12 +8,8 @@ export function toServiceEntryJson(f: Frontend): ServiceEntryJson {
     frontend: { address: f.frontend.address, port: f.frontend.port, protocol: f.frontend.protocol },
     type: f.type,
     service: f.service,
-    backends: f.backends.map((b) => ({
-      address: b.address,
-      port: b.port,
-      protocol: b.protocol,
-      state: b.state,
-    })),
+    backends: f.backends.map(backendJson),
+    ...(f.internalBackends ? { internalBackends: f.internalBackends.map(backendJson) } : {}),
     scope: f.scope,
     ...(f.affinityTimeoutSeconds !== undefined ? { affinityTimeoutSeconds: f.affinityTimeoutSeconds } : {}),
     ...(f.sourceRanges !== undefined ? { sourceRanges: f.sourceRanges } : {}),
@@ -21,6 +17,10 @@ export function toServiceEntryJson(f: Frontend): ServiceEntryJson {
     ...(f.reject ? { reject: true } : {}),
     ...(f.dropNoLocal ? { dropNoLocal: true } : {}),
   };
+}
+
+function backendJson(b: Frontend["backends"][number]): ServiceEntryJson["backends"][number] {
+  return { address: b.address, port: b.port, protocol: b.protocol, state: b.state };
 }
 
 /** "10.0.0.1:80/TCP" or "[fd00::1]:80/TCP". */
@@ -59,11 +59,14 @@ export function columns(rows: string[][]): string {
 /**
  * `cilium service list`'s layout: ID, Frontend, Service Type, Backend; the first backend on the
  * entry's row as `1 => 10.3.0.150:80/TCP (active)`, further backends on their own rows below it.
+ * A two-scope frontend's in-cluster backends follow, marked `internal 1 => ...`.
  */
 export function formatServiceTable(entries: ServiceEntryJson[]): string {
   const rows: string[][] = [["ID", "Frontend", "Service Type", "Backend"]];
   for (const e of [...entries].sort(byId)) {
     const bs = e.backends.map((b, i) => `${i + 1} => ${l4Key(b)} (${b.state})`);
+    for (const [i, b] of (e.internalBackends ?? []).entries())
+      bs.push(`internal ${i + 1} => ${l4Key(b)} (${b.state})`);
     rows.push([String(e.id), l4Key(e.frontend), e.type, bs[0] ?? ""]);
     for (const b of bs.slice(1)) rows.push(["", "", "", b]);
   }
@@ -146,7 +149,11 @@ function entryLine(mark: string, e: ServiceEntryJson): string {
     : e.dropNoLocal
       ? "no local backends: drop"
       : `${n} backend${n === 1 ? "" : "s"}`;
-  return `${mark} ${e.id} ${l4Key(e.frontend)} ${e.type} ${e.service} (${what})`;
+  const internal =
+    e.internalBackends !== undefined
+      ? `; in-cluster: ${e.internalBackends.length} backend${e.internalBackends.length === 1 ? "" : "s"}`
+      : "";
+  return `${mark} ${e.id} ${l4Key(e.frontend)} ${e.type} ${e.service} (${what}${internal})`;
 }
 
 function backendLine(mark: string, b: BackendJson): string {

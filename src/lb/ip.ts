@@ -10,8 +10,11 @@ export interface ParsedIp {
   text: string;
 }
 
-/** Dotted-quad IPv4 text → 4 bytes; undefined when invalid (leading zeros included). */
-export function parseIpv4Bytes(s: string): number[] | undefined {
+/**
+ * Dotted-quad IPv4 text → 4 bytes; undefined when invalid. Leading zeros are rejected unless
+ * `sloppy` (then "010" is decimal 10, as Kubernetes' legacy parser netutils.ParseIPSloppy reads it).
+ */
+export function parseIpv4Bytes(s: string, sloppy = false): number[] | undefined {
   // Hand-rolled (no split/regex): translate parses every endpoint address.
   const out: number[] = [];
   let n = -1;
@@ -25,22 +28,26 @@ export function parseIpv4Bytes(s: string): number[] | undefined {
       digits = 0;
     } else if (c >= 48 && c <= 57) {
       // Leading zeros are rejected, as Kubernetes does since 1.20 (some parsers read them as octal).
-      if (n === 0) return undefined;
+      if (n === 0 && !sloppy) return undefined;
       n = (n < 0 ? 0 : n * 10) + (c - 48);
-      if (++digits > 3 || n > 255) return undefined;
+      if ((++digits > 3 && !sloppy) || n > 255) return undefined;
     } else return undefined;
   }
   return out.length === 4 ? out : undefined;
 }
 
-/** IPv6 text (with "::" and an optional dotted IPv4 tail) → 16 bytes; undefined when invalid. */
-export function parseIpv6Bytes(s: string): number[] | undefined {
-  if (s.length < 2 || s.length > 45) return undefined;
+/**
+ * IPv6 text (with "::" and an optional dotted IPv4 tail) → 16 bytes; undefined when invalid.
+ * `sloppy` also takes groups of more than 4 hex digits worth at most ffff ("00001") and a sloppy
+ * IPv4 tail, as netutils.ParseIPSloppy does.
+ */
+export function parseIpv6Bytes(s: string, sloppy = false): number[] | undefined {
+  if (s.length < 2 || (s.length > 45 && !sloppy)) return undefined;
   let tail: number[] = [];
   let head = s;
   const lastColon = s.lastIndexOf(":");
   if (s.slice(lastColon + 1).includes(".")) {
-    const v4 = parseIpv4Bytes(s.slice(lastColon + 1));
+    const v4 = parseIpv4Bytes(s.slice(lastColon + 1), sloppy);
     if (!v4) return undefined;
     tail = v4;
     head = s.slice(0, lastColon + 1);
@@ -51,8 +58,9 @@ export function parseIpv6Bytes(s: string): number[] | undefined {
     if (text === "") return [];
     const out: number[] = [];
     for (const g of text.split(":")) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-      const n = Number.parseInt(g, 16);
+      if (!(sloppy ? /^[0-9a-fA-F]+$/ : /^[0-9a-fA-F]{1,4}$/).test(g)) return undefined;
+      const n = Number.parseInt(g.replace(/^0+(?=.)/, ""), 16);
+      if (n > 0xffff) return undefined;
       out.push(n >> 8, n & 0xff);
     }
     return out;
@@ -116,6 +124,20 @@ export function parseIp(s: string): ParsedIp | undefined {
   return { family: 4, bytes: b, text: s };
 }
 
+/**
+ * Parses an address as kube-proxy does (netutils.ParseIPSloppy, Kubernetes' legacy parser, kept for
+ * objects stored before the API rejected leading zeros): "172.30.0.041" is 172.30.0.41, decimal.
+ * `sloppy` is set when only the legacy parser takes the text.
+ */
+export function parseIpSloppy(s: string): (ParsedIp & { sloppy?: true }) | undefined {
+  const strict = parseIp(s);
+  if (strict) return strict;
+  const b = s.includes(":") ? parseIpv6Bytes(s, true) : parseIpv4Bytes(s, true);
+  if (!b) return undefined;
+  const family: Family = b.length === 4 ? 4 : 6;
+  return { family, bytes: b, text: family === 4 ? formatIpv4Bytes(b) : formatIpv6Bytes(b), sloppy: true };
+}
+
 export interface ParsedCidr {
   ip: ParsedIp;
   prefix: number;
@@ -125,15 +147,29 @@ export interface ParsedCidr {
 
 /** Parses "addr/prefix"; undefined when invalid. Host bits are cleared in `text`. */
 export function parseCidr(s: string): ParsedCidr | undefined {
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(s.trim());
+  return cidr(s, false);
+}
+
+/**
+ * Parses "addr/prefix" as kube-proxy does (netutils.ParseCIDRSloppy): leading zeros in the address
+ * and the prefix length are decimal ("203.0.113.000/025" is 203.0.113.0/25). `sloppy` is set when
+ * only the legacy parser takes the text.
+ */
+export function parseCidrSloppy(s: string): (ParsedCidr & { sloppy?: true }) | undefined {
+  return cidr(s, false) ?? cidr(s, true);
+}
+
+function cidr(s: string, sloppy: boolean): (ParsedCidr & { sloppy?: true }) | undefined {
+  // Strict: no leading zeros in the prefix length either ("/08" is for the legacy parser only).
+  const m = (sloppy ? /^([^/]+)\/(\d+)$/ : /^([^/]+)\/(0|[1-9]\d{0,2})$/).exec(s.trim());
   if (!m) return undefined;
-  const ip = parseIp(m[1]!);
+  const ip = sloppy ? parseIpSloppy(m[1]!) : parseIp(m[1]!);
   const prefix = Number(m[2]);
   if (!ip || prefix > ip.bytes.length * 8) return undefined;
   const bytes = [...ip.bytes];
   for (let bit = prefix; bit < bytes.length * 8; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
   const net = ip.family === 4 ? bytes.join(".") : formatIpv6Bytes(bytes);
-  return { ip, prefix, text: `${net}/${prefix}` };
+  return { ip, prefix, text: `${net}/${prefix}`, ...(sloppy ? { sloppy: true as const } : {}) };
 }
 
 /** Orders IPv4 before IPv6, then numerically. */

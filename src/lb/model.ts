@@ -57,6 +57,16 @@ export interface Frontend {
   backends: Backend[];
   /** Traffic policy that selected the backends: eTP for external frontends, iTP for ClusterIP. */
   scope: Scope;
+  /**
+   * The backends of traffic from inside the cluster (this node's processes and pods, through the
+   * socket hooks), when they differ in kind from `backends` (which then serve traffic arriving
+   * from outside, through tc/XDP): set on the NodePort, ExternalIPs and LoadBalancer frontends of
+   * an externalTrafficPolicy Local service, to the cluster-wide set. kube-proxy short-circuits
+   * in-cluster traffic to such frontends to every endpoint (its UsesClusterEndpoints: "even if
+   * the external traffic policy is Local, we need Cluster endpoints to implement short
+   * circuiting"); Cilium calls this a two-scope service. Absent: one set serves both.
+   */
+  internalBackends?: Backend[];
   /** ClientIP session affinity timeout in seconds; absent when there is no affinity. */
   affinityTimeoutSeconds?: number;
   /** loadBalancerSourceRanges, for LoadBalancer frontends (and NodePort when Cilium would apply them). */
@@ -98,6 +108,8 @@ export interface ServiceEntryJson {
   type: FrontendType;
   service: string;
   backends: { address: string; port: number; protocol: Protocol; state: BackendState }[];
+  /** Frontend.internalBackends, when set */
+  internalBackends?: { address: string; port: number; protocol: Protocol; state: BackendState }[];
   [extra: string]: unknown;
 }
 

@@ -2,7 +2,7 @@ import type { Config } from "../config/config.ts";
 import { InputError, type InputProblem } from "../errors.ts";
 import type { ClusterState, EndpointPort, EndpointSlice, Pod, Service, ServicePort } from "../k8s/types.ts";
 import { checkSpecialAddresses } from "./addresses.ts";
-import { addrSortKey, type Family, ipSortKey, l4Key, parseCidr, parseIp } from "./ip.ts";
+import { addrSortKey, type Family, ipSortKey, l4Key, parseCidrSloppy, parseIp, parseIpSloppy } from "./ip.ts";
 import type {
   Backend,
   BackendState,
@@ -69,8 +69,10 @@ interface Candidate {
   terminating: boolean;
   nodeName?: string;
   zone?: string;
-  /** hints.forZones names; undefined when the endpoint has no hints. */
+  /** hints.forZones names; undefined when the endpoint has none. */
   hints?: string[];
+  /** hints.forNodes names; undefined when the endpoint has none. */
+  nodeHints?: string[];
 }
 
 /** A frontend before ids are assigned. */
@@ -83,6 +85,9 @@ interface Planned {
   backends: Omit<Backend, "id">[];
   /** l4Key of each backend, and a key that sorts backends by address, port, protocol. */
   backendKeys: { key: string; sort: string }[];
+  /** the in-cluster set of a two-scope frontend (Frontend.internalBackends), with its keys */
+  internalBackends?: Omit<Backend, "id">[];
+  internalBackendKeys?: { key: string; sort: string }[];
   scope: Scope;
   affinityTimeoutSeconds?: number;
   sourceRanges?: SourceRanges;
@@ -109,7 +114,8 @@ function rank(c: Candidate): number {
 export function translate(state: ClusterState, cfg: Config, opts: TranslateOptions = {}): LbModel {
   const problems: InputProblem[] = [];
   const node = nodeInfo(state, cfg, opts, problems);
-  const special = checkSpecialAddresses(state, node.addresses);
+  const ours = selectEndpointObjects(state, cfg);
+  const special = checkSpecialAddresses(ours, node.addresses);
   problems.push(...special.problems);
   const planned = new Map<string, Planned>();
 
@@ -127,7 +133,7 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   };
 
   const slicesBySvc = new Map<string, EndpointSlice[]>();
-  for (const s of state.endpointSlices) {
+  for (const s of ours.endpointSlices) {
     const svc = s.metadata.labels?.[LABEL_SERVICE_NAME];
     if (svc === undefined) continue;
     const k = `${s.metadata.namespace ?? "default"}/${svc}`;
@@ -136,7 +142,7 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
     else slicesBySvc.set(k, [s]);
   }
   const endpointsByName = new Map(
-    state.endpoints.map((e) => [`${e.metadata.namespace ?? "default"}/${e.metadata.name}`, e]),
+    ours.endpoints.map((e) => [`${e.metadata.namespace ?? "default"}/${e.metadata.name}`, e]),
   );
 
   // Names computed once (not in the comparator): sorting 10k services compares ~140k pairs.
@@ -166,10 +172,10 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   // address of a port) share the slot array too.
   const slots = new Map<string, IdSlot>();
   const slotArrays = new Map<object, IdSlot[]>();
-  const beSlots = list.map((p) => {
-    let arr = slotArrays.get(p.backendKeys);
+  const slotsOf = (keys: { key: string; sort: string }[]) => {
+    let arr = slotArrays.get(keys);
     if (!arr) {
-      arr = p.backendKeys.map((k) => {
+      arr = keys.map((k) => {
         let r = slots.get(k.key);
         if (!r) {
           r = { key: k.key, sort: k.sort, id: 0 };
@@ -177,10 +183,12 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
         }
         return r;
       });
-      slotArrays.set(p.backendKeys, arr);
+      slotArrays.set(keys, arr);
     }
     return arr;
-  });
+  };
+  const beSlots = list.map((p) => slotsOf(p.backendKeys));
+  const intSlots = list.map((p) => (p.internalBackendKeys ? slotsOf(p.internalBackendKeys) : undefined));
   const limit = Math.min(cfg.bpf.lbMapMax, MAX_FRONTEND_ID);
   if (list.length > limit) {
     problems.push({
@@ -202,8 +210,32 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   const bySort = (a: { sort: string }, b: { sort: string }) =>
     a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0;
   assignSlots([...slots.values()].sort(bySort), opts.previous?.backends, MAX_BACKEND_ID);
-  const frontends = buildFrontends(list, beSlots, opts.previous?.frontends);
+  const frontends = buildFrontends(list, beSlots, intSlots, opts.previous?.frontends);
   return special.warnings.length > 0 ? { node, frontends, warnings: special.warnings } : { node, frontends };
+}
+
+/**
+ * Whether an EndpointSlice (or Endpoints object) is kpr's: kube-proxy's informer label selector
+ * (`!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`, the one the API
+ * source sends, see serviceLabelSelector in src/k8s/api.ts), or, with k8s.serviceProxyName, the
+ * label equal to that name. The EndpointSlice controller copies a Service's labels to its slices.
+ */
+export function endpointObjectSelected(labels: Record<string, string> | undefined, cfg: Config): boolean {
+  const l = labels ?? {};
+  if (cfg.k8s.serviceProxyName !== "") return l[LABEL_PROXY_NAME] === cfg.k8s.serviceProxyName;
+  return !Object.hasOwn(l, LABEL_PROXY_NAME) && !Object.hasOwn(l, LABEL_HEADLESS);
+}
+
+/** The snapshot with only the EndpointSlices and Endpoints that endpointObjectSelected keeps. */
+function selectEndpointObjects(state: ClusterState, cfg: Config): ClusterState {
+  const keep = (o: { metadata: { labels?: Record<string, string> } }) =>
+    endpointObjectSelected(o.metadata.labels, cfg);
+  if (state.endpointSlices.every(keep) && state.endpoints.every(keep)) return state;
+  return {
+    ...state,
+    endpointSlices: state.endpointSlices.filter(keep),
+    endpoints: state.endpoints.filter(keep),
+  };
 }
 
 function svcName(s: { metadata: { namespace?: string; name?: string } }): string {
@@ -375,12 +407,17 @@ function servicePorts(
   return out;
 }
 
-/** Port of an EndpointSlice (or Endpoints subset) for a service port: by name (the API convention), else by targetPort name. */
+/**
+ * Port of an EndpointSlice (or Endpoints subset) for a service port: by name and protocol, as
+ * kube-proxy matches them (an absent name or protocol is "" / TCP, the API's defaults), else by
+ * targetPort name. A matching port without a number gives no endpoints, as in kube-proxy's
+ * endpointslicecache.go ("Ignoring invalid endpoint port"): the Service's targetPort is not used.
+ */
 function matchPort(ports: EndpointPort[] | undefined, sp: Port): number | undefined {
   const list = ports ?? [];
   const sameProto = (p: EndpointPort) => (p.protocol ?? "TCP") === sp.protocol;
   const byName = list.find((p) => (p.name ?? "") === sp.name && sameProto(p));
-  if (byName) return byName.port ?? (typeof sp.targetPort === "number" ? sp.targetPort : undefined);
+  if (byName) return byName.port;
   // Hand-written slices often name their port after the container port (the targetPort name).
   if (typeof sp.targetPort === "string") {
     const byTarget = list.find((p) => p.name === sp.targetPort && sameProto(p));
@@ -445,7 +482,8 @@ function candidates(
           return;
         }
         if (at === "FQDN") return;
-        const ip = parseIp(addr);
+        // Leading zeros are decimal, as kube-proxy reads them (addresses.ts warns).
+        const ip = parseIpSloppy(addr);
         if (!ip) {
           report(s, object, {
             field: `endpoints[${j}].addresses[0]`,
@@ -466,7 +504,9 @@ function candidates(
         // reads them the same way, also for a terminating endpoint whose ready is unset).
         const terminating = cond.terminating ?? false;
         const ready = cond.ready ?? true;
-        const zones = ep.hints?.forZones?.map((z) => z.name).filter((z): z is string => z !== undefined);
+        // As kube-proxy's endpointslicecache.go: a missing name is "" (Go's zero value).
+        const zones = ep.hints?.forZones?.map((z) => z.name ?? "");
+        const nodes = ep.hints?.forNodes?.map((n) => n.name ?? "");
         const c: Candidate = {
           address: ip.text,
           sort: `${ipSortKey(ip)}${String.fromCharCode(port)}${sp.protocol}`,
@@ -480,6 +520,7 @@ function candidates(
         if (ep.nodeName !== undefined) c.nodeName = ep.nodeName;
         if (ep.zone !== undefined) c.zone = ep.zone;
         if (zones !== undefined && zones.length > 0) c.hints = zones;
+        if (nodes !== undefined && nodes.length > 0) c.nodeHints = nodes;
         put(c);
       });
       validated.add(s);
@@ -491,7 +532,7 @@ function candidates(
       const port = matchPort(sub.ports, sp);
       const each = (list: typeof sub.addresses, ready: boolean, field: string) =>
         (list ?? []).forEach((a, j) => {
-          const ip = a.ip === undefined ? undefined : parseIp(a.ip);
+          const ip = a.ip === undefined ? undefined : parseIpSloppy(a.ip);
           if (!ip) {
             report(legacy, object, {
               field: `subsets[${i}].${field}[${j}].ip`,
@@ -526,9 +567,50 @@ interface Selected {
   keys: { key: string; sort: string }[];
 }
 
+/** kube-proxy's topology modes (pkg/proxy/topology.go); "" is no topology. */
+type TopologyMode = "" | "PreferSameNode" | "PreferSameZone";
+
 /**
- * Picks the backends of one frontend, as kube-proxy does: Ready endpoints (narrowed by topology
- * hints for Cluster scope); when none, Serving+Terminating ones, chosen separately per scope.
+ * kube-proxy's topologyModeFromHints: PreferSameNode when every ready endpoint has a node hint and
+ * one names this node; else PreferSameZone when every ready endpoint has a zone hint and one names
+ * this node's zone; else none. The Service's trafficDistribution is not read here: the EndpointSlice
+ * controller turns it into these hints.
+ */
+function topologyMode(pool: Candidate[], isReady: (c: Candidate) => boolean, node: NodeInfo): TopologyMode {
+  // kube-proxy compares with "" when the node has no zone label (Go's zero value).
+  const zone = node.zone ?? "";
+  let hasReady = false;
+  let forNode = false;
+  let allNode = true;
+  let forZone = false;
+  let allZone = true;
+  for (const c of pool) {
+    if (!isReady(c)) continue;
+    hasReady = true;
+    if (c.nodeHints === undefined) allNode = false;
+    else if (c.nodeHints.includes(node.name)) forNode = true;
+    if (c.hints === undefined) allZone = false;
+    else if (c.hints.includes(zone)) forZone = true;
+  }
+  if (!hasReady) return "";
+  if (allNode && forNode) return "PreferSameNode";
+  if (allZone && forZone) return "PreferSameZone";
+  return "";
+}
+
+/** kube-proxy's availableForTopology: no fallback here (it is in the choice of the mode). */
+function availableForTopology(c: Candidate, mode: TopologyMode, node: NodeInfo): boolean {
+  if (mode === "PreferSameNode") return c.nodeHints?.includes(node.name) ?? false;
+  if (mode === "PreferSameZone") return c.hints?.includes(node.zone ?? "") ?? false;
+  return true;
+}
+
+/**
+ * Picks the backends of one frontend as kube-proxy's CategorizeEndpoints does: for Cluster scope,
+ * the Ready endpoints narrowed by topology (node hints before zone hints); for Local scope, this
+ * node's Ready endpoints (no topology). When that leaves none, the Serving+Terminating ones of the
+ * same scope (for Cluster scope without topology). With publishNotReadyAddresses every endpoint
+ * counts as Ready, as the EndpointSlice controller publishes them.
  */
 function selectBackends(
   all: Candidate[],
@@ -539,23 +621,26 @@ function selectBackends(
   node: NodeInfo,
 ): Selected {
   const pool = all.filter((c) => c.family === family && (scope === "Cluster" || c.nodeName === node.name));
-  let chosen: Candidate[];
+  const isReady = (c: Candidate) => publishNotReady || c.ready;
   let state: BackendState = "active";
-  if (publishNotReady) {
-    chosen = pool;
-  } else {
-    let ready = pool.filter((c) => c.ready);
-    if (scope === "Cluster" && node.zone !== undefined && ready.length > 0 && ready.every((c) => c.hints)) {
-      const zone = node.zone;
-      const inZone = ready.filter((c) => c.hints!.includes(zone));
-      // Hints are used only when complete and at least one names this node's zone (else all endpoints).
-      if (inZone.length > 0) ready = inZone;
-    }
-    chosen = ready;
-    if (ready.length === 0) {
-      chosen = pool.filter((c) => c.serving && c.terminating);
-      state = "terminating";
-    }
+  let chosen: Candidate[];
+  if (scope === "Cluster") {
+    const mode = topologyMode(pool, isReady, node);
+    chosen = pool.filter((c) => isReady(c) && availableForTopology(c, mode, node));
+  } else chosen = pool.filter(isReady);
+  // Serving+terminating endpoints: the set when nothing is ready (kube-proxy's fallback); while
+  // ready ones exist they stay programmed as terminating slots, which new connections never pick
+  // (the datapath selects among the active slots), so flows tracked to them keep their backend
+  // until they close, as Cilium keeps terminating backends. kube-proxy gets the same from
+  // conntrack, which keeps a DNATed flow whatever the rules say.
+  const draining = new Set<Candidate>();
+  if (chosen.length === 0) {
+    chosen = pool.filter((c) => c.serving && c.terminating);
+    state = "terminating";
+  } else if (!publishNotReady) {
+    const inChosen = new Set(chosen);
+    for (const c of pool) if (c.serving && c.terminating && !inChosen.has(c)) draining.add(c);
+    if (draining.size > 0) chosen = [...chosen, ...draining];
   }
   const sorted = [...chosen].sort((a, b) => (a.sort < b.sort ? -1 : a.sort > b.sort ? 1 : 0));
   const backends: Omit<Backend, "id">[] = [];
@@ -565,7 +650,7 @@ function selectBackends(
       address: c.address,
       port: c.port,
       protocol,
-      state,
+      state: draining.has(c) ? "terminating" : state,
       local: c.nodeName === node.name,
     };
     if (c.nodeName !== undefined) b.nodeName = c.nodeName;
@@ -625,7 +710,7 @@ function serviceFrontends(
   }
   const vips: { text: string; family: Family }[] = [];
   clusterIPs.forEach((a, i) => {
-    const ip = parseIp(a);
+    const ip = parseIpSloppy(a);
     const field = fromList ? `spec.clusterIPs[${i}]` : "spec.clusterIP";
     if (!ip) problems.push({ ...where, field, message: `invalid IP address "${a}"` });
     else if (vips.some((v) => v.family === ip.family)) {
@@ -683,7 +768,7 @@ function serviceFrontends(
 
   const externalIPs: string[] = [];
   (spec.externalIPs ?? []).forEach((a, i) => {
-    const ip = parseIp(a);
+    const ip = parseIpSloppy(a);
     if (!ip)
       problems.push({ ...where, field: `spec.externalIPs[${i}]`, message: `invalid IP address "${a}"` });
     else externalIPs.push(ip.text);
@@ -694,7 +779,7 @@ function serviceFrontends(
     const f = `status.loadBalancer.ingress[${i}]`;
     const mode = oneOf(ing.ipMode, ["VIP", "Proxy"], "VIP", `${f}.ipMode`, where, problems);
     if (ing.ip === undefined) return; // hostname-only ingress: nothing to program
-    const ip = parseIp(ing.ip);
+    const ip = parseIpSloppy(ing.ip);
     if (!ip) problems.push({ ...where, field: `${f}.ip`, message: `invalid IP address "${ing.ip}"` });
     // ipMode Proxy: the load balancer proxies and sends from its own address; the node needs no VIP.
     else if (mode === "VIP") lbIPs.push(ip.text);
@@ -713,7 +798,7 @@ function serviceFrontends(
             .map((c) => ({ c, field: `metadata.annotations[${ANN_LB_SOURCE_RANGES}]` }));
     const cidrs: string[] = [];
     for (const { c, field } of raw) {
-      const p = parseCidr(c);
+      const p = parseCidrSloppy(c);
       if (!p) problems.push({ ...where, field, message: `invalid CIDR "${c}"` });
       else if (!cidrs.includes(p.text)) cidrs.push(p.text);
     }
@@ -780,6 +865,9 @@ function serviceFrontends(
         scope === "Local" &&
         backendsFor(family, scope).backends.length === 0 &&
         backendsFor(family, "Cluster").backends.length > 0;
+      // Two scopes (kube-proxy's short-circuit): traffic from inside the cluster to an external
+      // frontend of an eTP=Local service goes to the cluster-wide endpoints, whatever iTP says.
+      const internal = external && scope === "Local" ? backendsFor(family, "Cluster") : undefined;
       out.push({
         key: l4Key({ address, port, protocol: sp.protocol }),
         frontend: { address, port, protocol: sp.protocol },
@@ -787,6 +875,7 @@ function serviceFrontends(
         service: name,
         portName: sp.name,
         ...(({ backends, keys }) => ({ backends, backendKeys: keys }))(backendsFor(family, scope)),
+        ...(internal ? { internalBackends: internal.backends, internalBackendKeys: internal.keys } : {}),
         scope,
         ...(affinity !== undefined ? { affinityTimeoutSeconds: affinity } : {}),
         // Source ranges guard LoadBalancer frontends only: Cilium's default (NodePort and ClusterIP
@@ -912,29 +1001,35 @@ function frontendSort(p: Planned): string {
   return `${p.service}\0${String.fromCharCode(TYPE_ORDER.indexOf(p.type))}${addrSortKey(p.frontend.address)}${String.fromCharCode(p.frontend.port)}${p.frontend.protocol}`;
 }
 
-/** The model frontend of a planned one, with its id and its backends' ids. */
-function toFrontend(p: Planned, id: number, ids: { id: number }[]): Frontend {
+/** Backends with their ids. */
+function withIds(list: Omit<Backend, "id">[], ids: { id: number }[]): Backend[] {
+  return list.map((b, j) => {
+    const be: Backend = {
+      id: ids[j]!.id,
+      address: b.address,
+      port: b.port,
+      protocol: b.protocol,
+      state: b.state,
+      local: b.local,
+    };
+    if (b.nodeName !== undefined) be.nodeName = b.nodeName;
+    if (b.zone !== undefined) be.zone = b.zone;
+    return be;
+  });
+}
+
+/** The model frontend of a planned one, with its id and its backends' ids (and internal ones'). */
+function toFrontend(p: Planned, id: number, ids: { id: number }[], intIds?: { id: number }[]): Frontend {
   const f: Frontend = {
     id,
     frontend: p.frontend,
     type: p.type,
     service: p.service,
     portName: p.portName,
-    backends: p.backends.map((b, j) => {
-      const be: Backend = {
-        id: ids[j]!.id,
-        address: b.address,
-        port: b.port,
-        protocol: b.protocol,
-        state: b.state,
-        local: b.local,
-      };
-      if (b.nodeName !== undefined) be.nodeName = b.nodeName;
-      if (b.zone !== undefined) be.zone = b.zone;
-      return be;
-    }),
+    backends: withIds(p.backends, ids),
     scope: p.scope,
   };
+  if (p.internalBackends && intIds) f.internalBackends = withIds(p.internalBackends, intIds);
   if (p.affinityTimeoutSeconds !== undefined) f.affinityTimeoutSeconds = p.affinityTimeoutSeconds;
   if (p.sourceRanges !== undefined) f.sourceRanges = p.sourceRanges;
   if (p.healthCheckNodePort !== undefined) f.healthCheckNodePort = p.healthCheckNodePort;
@@ -947,6 +1042,7 @@ function toFrontend(p: Planned, id: number, ids: { id: number }[]): Frontend {
 function buildFrontends(
   list: Planned[],
   beSlots: IdSlot[][],
+  intSlots: (IdSlot[] | undefined)[],
   previous: Map<string, number> | undefined,
 ): Frontend[] {
   // Sort keys: service, kind, address, port, protocol ("\0" sorts a name before its extensions).
@@ -957,7 +1053,7 @@ function buildFrontends(
     previous,
     MAX_FRONTEND_ID,
   );
-  const out = fe.map(({ i, slot }) => toFrontend(list[i]!, slot.id, beSlots[i]!));
+  const out = fe.map(({ i, slot }) => toFrontend(list[i]!, slot.id, beSlots[i]!, intSlots[i]));
   return out.sort((a, b) => a.id - b.id);
 }
 
@@ -1133,7 +1229,7 @@ export class IncrementalTranslation {
     this.fePool.hold(f.id);
     this.byId[f.id] = f;
     this.count++;
-    for (const b of f.backends) {
+    for (const b of allBackends(f)) {
       const k = l4Key(b);
       const r = this.beIds.get(k);
       if (r) r.refs++;
@@ -1162,10 +1258,13 @@ export class IncrementalTranslation {
           .filter(
             (s) =>
               s.metadata.labels?.[LABEL_SERVICE_NAME] !== undefined &&
-              `${s.metadata.namespace ?? "default"}/${s.metadata.labels[LABEL_SERVICE_NAME]}` === key,
+              `${s.metadata.namespace ?? "default"}/${s.metadata.labels[LABEL_SERVICE_NAME]}` === key &&
+              endpointObjectSelected(s.metadata.labels, cfg),
           )
           .sort((a, b) => cmpStr(a.metadata.name ?? "", b.metadata.name ?? ""));
-        const legacy = objs.endpoints.find((e) => svcName(e) === key);
+        const legacy = objs.endpoints.find(
+          (e) => svcName(e) === key && endpointObjectSelected(e.metadata.labels, cfg),
+        );
         out.push(...serviceFrontends(svc, slices, legacy, cfg, this.node, problems));
       }
       next.set(key, out);
@@ -1219,7 +1318,7 @@ export class IncrementalTranslation {
     const refDelta = new Map<string, { n: number; sort: string }>();
     for (const [group] of next)
       for (const f of this.groups.get(group) ?? [])
-        for (const b of f.backends) {
+        for (const b of allBackends(f)) {
           const k = l4Key(b);
           const d = refDelta.get(k);
           if (d) d.n--;
@@ -1227,7 +1326,7 @@ export class IncrementalTranslation {
         }
     for (const list of next.values())
       for (const p of list)
-        for (const bk of p.backendKeys) {
+        for (const bk of allBackendKeys(p)) {
           const d = refDelta.get(bk.key);
           if (d) {
             d.n++;
@@ -1287,14 +1386,14 @@ export class IncrementalTranslation {
           this.feIds.delete(key);
           releasedFe.push(f.id);
         }
-        for (const b of f.backends) this.beIds.get(l4Key(b))!.refs--;
+        for (const b of allBackends(f)) this.beIds.get(l4Key(b))!.refs--;
       }
     }
     for (const [group, list] of next) {
       const made: Frontend[] = [];
       for (const p of list) {
         const id = this.feIds.get(p.key) ?? newFeIds.get(p.key)!;
-        const ids = p.backendKeys.map((bk) => {
+        const idOf = (bk: { key: string }) => {
           const have = this.beIds.get(bk.key);
           if (have) {
             have.refs++;
@@ -1303,8 +1402,9 @@ export class IncrementalTranslation {
           const r = { id: newBeIds.get(bk.key)!, refs: 1 };
           this.beIds.set(bk.key, r);
           return r;
-        });
-        const f = toFrontend(p, id, ids);
+        };
+        const ids = p.backendKeys.map(idOf);
+        const f = toFrontend(p, id, ids, p.internalBackendKeys?.map(idOf));
         made.push(f);
         added.push(f);
         this.feIds.set(p.key, id);
@@ -1325,6 +1425,17 @@ export class IncrementalTranslation {
     }
     return { removed, added };
   }
+}
+
+/** Every backend a frontend names: its backends, then its internal ones (a backend may be in both). */
+function* allBackends(f: Frontend): Iterable<Backend> {
+  yield* f.backends;
+  if (f.internalBackends) yield* f.internalBackends;
+}
+
+function* allBackendKeys(p: Planned): Iterable<{ key: string; sort: string }> {
+  yield* p.backendKeys;
+  if (p.internalBackendKeys) yield* p.internalBackendKeys;
 }
 
 function plannedWhere(p: Planned): Where {

@@ -102,7 +102,7 @@ function idsOf(m: LbModel): PreviousIds {
     `${a.address}:${a.port}/${a.protocol}`;
   for (const f of m.frontends) {
     frontends.set(k(f.frontend), f.id);
-    for (const b of f.backends) backends.set(k(b), b.id);
+    for (const b of [...f.backends, ...(f.internalBackends ?? [])]) backends.set(k(b), b.id);
   }
   return { frontends, backends };
 }

@@ -6,9 +6,11 @@
  * and stop() leaves everything programmed. Plus the debouncer's coalescing bounds.
  */
 import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { Daemon, Debouncer } from "../../src/agent/daemon.ts";
 import { applyOnce } from "../../src/agent/pipeline.ts";
 import { type Config, defaultConfig } from "../../src/config/config.ts";
+import { BpfMap } from "../../src/datapath/bpf.ts";
 import { LB_STATE_MAPS } from "../../src/datapath/lbmaps.ts";
 import { hex, type MapState, modelToMapState, previousIdsFromState } from "../../src/datapath/mapstate.ts";
 import { readPinnedState } from "../../src/datapath/reconcile.ts";
@@ -225,13 +227,30 @@ describe.skipIf(!!skip)("Daemon on pinned maps", () => {
     expect(d.timing?.incremental, "a resync is a full pass").toBe(false);
     expect(d.timing?.writes, "which finds nothing to write").toBe(0);
 
-    // SIGHUP: a map resize is refused (old config stays); another change is a full pass
+    // SIGHUP: a shrink below what the maps hold is refused (old config stays); growing them is
+    // migrated by the full pass that follows; another change is a full pass too
+    const tiny = config();
+    tiny.bpf.lbMapMax = 2;
+    await expect(d.reload(tiny), "shrink below the content refused").rejects.toThrow(
+      /reload: resize map kpr_lb4_svc from 65536 to 2 entries: it holds \d+ .*the old config stays in effect/,
+    );
     const bigger = config();
     bigger.bpf.lbMapMax = 131072;
-    await expect(d.reload(bigger), "lbMapMax change refused").rejects.toThrow(
-      /bpf\.lbMapMax changed from 65536 to 131072: refused/,
-    );
+    expect(await d.reload(bigger), "changed keys").toEqual(["bpf"]);
+    await d.settled();
+    expect(d.last?.ok, `sync after the resize: ${d.last?.error}`).toBe(true);
+    expectProgrammed(next, "same services after the resize");
+    for (const [name, size] of [
+      ["kpr_lb4_svc", 131072],
+      ["kpr_lb4_be", 131072],
+      ["kpr_svc_meta", 65536],
+    ] as const) {
+      using m = BpfMap.openPinned(`${cfg.bpf.root}/maps/${name}`);
+      expect(m.maxEntries, `${name} resized`).toBe(size);
+    }
+    expect(existsSync(`${cfg.bpf.root}/maps-resizing`), "no staging left").toBe(false);
     const other = config();
+    other.bpf.lbMapMax = 131072;
     other.nodePort.range = [30000, 32000];
     expect(await d.reload(other), "changed keys").toEqual(["nodePort"]);
     await d.settled();

@@ -69,6 +69,8 @@ export interface ServiceSpec {
   /** Slots 1..activeCount are active; default: all backends not marked terminating. */
   activeCount?: number;
   affinityTimeout?: number;
+  /** KPR_SCOPE_* of the entries (default 0, external) */
+  scope?: number;
 }
 
 export interface ConfigSpec {
@@ -144,7 +146,7 @@ export class Lab implements Disposable {
     for (const b of s.backends) this.addBackend(b, s.proto ?? "tcp");
     s.backends.forEach((b, i) => {
       svc.update(
-        codecs.lb4Key.encode({ address: s.address, dport: s.port, slot: i + 1, proto, scope: 0 }),
+        codecs.lb4Key.encode({ address: s.address, dport: s.port, slot: i + 1, proto, scope: s.scope ?? 0 }),
         codecs.lb4Service.encode({
           backend_id: b.id,
           affinity_timeout: 0,
@@ -158,7 +160,7 @@ export class Lab implements Disposable {
     });
     const active = s.activeCount ?? s.backends.filter((b) => !b.terminating).length;
     svc.update(
-      codecs.lb4Key.encode({ address: s.address, dport: s.port, slot: 0, proto, scope: 0 }),
+      codecs.lb4Key.encode({ address: s.address, dport: s.port, slot: 0, proto, scope: s.scope ?? 0 }),
       codecs.lb4Service.encode({
         backend_id: 0,
         affinity_timeout: s.affinityTimeout ?? 0,

@@ -12,7 +12,7 @@ import type { BpfLink } from "../../src/datapath/bpf.ts";
 import { stats } from "../../src/datapath/lbmaps.ts";
 import { needs } from "../harness/env.ts";
 import { cgroup2Mount, ensureBpffs, pollUntil, REPO_ROOT } from "../harness/netns.ts";
-import { type ConfigSpec, Lab } from "./_lab.ts";
+import { abi, type ConfigSpec, Lab } from "./_lab.ts";
 
 const skip = needs({ root: true, tools: ["clang", "ip", "nsenter", "python3"] }, "socket LB tests");
 
@@ -205,6 +205,44 @@ describe.skipIf(!!skip)("socket LB programs", () => {
     };
     expect({ svc: sum("kpr_svc_stats", 1), be: sum("kpr_be_stats", 1) }).toEqual({ svc: 3, be: 3 });
     expect(lab.reasons().KPR_R_SOCK_LB).toBe(3);
+  });
+
+  describe("two-scope frontends (eTP=Local external frontends: in-cluster traffic to every endpoint)", () => {
+    // External (tc) set: a backend nothing listens on; internal (socket) set: the TCP server.
+    const twoScopes = (opts: { flag: boolean; internal: boolean }) => {
+      program({ flags: ["SOCKET_LB"] });
+      lab.addService({
+        address: "10.96.50.20",
+        port: 80,
+        revNatId: 10,
+        flags: opts.flag ? ["NODEPORT", "LOCAL_SCOPE", "TWO_SCOPES"] : ["NODEPORT", "LOCAL_SCOPE"],
+        backends: [{ id: 10, address: "127.0.0.1", port: 8081 }],
+      });
+      if (opts.internal)
+        lab.addService({
+          address: "10.96.50.20",
+          port: 80,
+          revNatId: 10,
+          scope: abi("KPR_SCOPE_INTERNAL"),
+          flags: ["NODEPORT"],
+          backends: [{ id: 11, address: "127.0.0.1", port: 8080 }],
+        });
+    };
+
+    it("the socket hook balances over the internal set", () => {
+      twoScopes({ flag: true, internal: true });
+      expect(client("tcp", "10.96.50.20", 80)).toEqual({ peer: "10.96.50.20:80", reply: "pong" });
+    });
+
+    it("without the two-scope flag the internal entries are not read", () => {
+      twoScopes({ flag: false, internal: true });
+      expect(client("tcp", "10.96.50.20", 80)).toEqual({ error: "ECONNREFUSED" });
+    });
+
+    it("flag set but internal entries missing (mid-update): the external set is used", () => {
+      twoScopes({ flag: true, internal: false });
+      expect(client("tcp", "10.96.50.20", 80)).toEqual({ error: "ECONNREFUSED" });
+    });
   });
 
   it("socket LB off (no SOCKET_LB flag): nothing is translated", () => {

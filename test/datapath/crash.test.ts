@@ -5,13 +5,15 @@
  * the LB maps then equal a clean apply of that input byte for byte.
  */
 import { describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { loadConfig } from "../../src/config/load.ts";
+import { BpfMap } from "../../src/datapath/bpf.ts";
 import { lb4Service } from "../../src/datapath/lbmaps.ts";
 import { hex, type MapState } from "../../src/datapath/mapstate.ts";
 import { readPinnedState } from "../../src/datapath/reconcile.ts";
+import { foreignMapsInUse } from "../../src/datapath/verify.ts";
 import { service } from "../e2e/_manifests.ts";
 import { needs } from "../harness/env.ts";
 import { useTopology } from "../harness/netns.ts";
@@ -95,5 +97,56 @@ describe.skipIf(!!skip)("an apply killed at any point leaves no orphans", () => 
     }
     expect(finished, "the apply of B ends within 40 batches").toBe(true);
     expect(windowHit, "some kill landed between master and metadata writes").toBeGreaterThan(0);
+  });
+});
+
+describe.skipIf(!!skip)("a map resize killed at any step is finished by the next apply", () => {
+  const topo = useTopology({
+    setup: async (t) => {
+      await t.addNs("node");
+      t.writeConfig({ socketLB: { enabled: false }, nodeName: "node-1" });
+    },
+  });
+
+  test.each([
+    "resize-copied",
+    "resize-relinked",
+    "resize-renamed-1",
+    "resize-renamed-2",
+  ])("kill -9 at %s, then apply again: maps of the new size, same content, no staging left", async (step) => {
+    const t = topo();
+    const small = t.configPath;
+    const big = join(t.tmpDir, `big-${step}.yaml`);
+    writeFileSync(
+      big,
+      stringify({
+        bpf: { root: t.bpfRoot, lbMapMax: 131072 },
+        cgroup: { root: t.cgroupDir },
+        socketLB: { enabled: false },
+        nodeName: "node-1",
+      }),
+    );
+    const a = join(t.tmpDir, "a.yaml");
+    writeFileSync(a, manifest(0, 200));
+    // start from maps of the small size with A programmed
+    const first = await t.kpr("node", ["apply", "-f", a], { config: small });
+    expect(first.code, `apply A (small maps):\n${first.stderr}`).toBe(0);
+    const clean = flat(readPinnedState(loadConfig(small)));
+    const killed = await t.kpr("node", ["apply", "-f", a], { config: big, env: { KPR_FAULT_KILL_AT: step } });
+    expect(killed.code, `apply with bigger maps killed at ${step}\n${killed.stderr}`).toBe(137);
+    const again = await t.kpr("node", ["apply", "-f", a], { config: big });
+    expect(again.code, `apply after the kill:\n${again.stderr}`).toBe(0);
+    const cfg = loadConfig(big);
+    expect(flat(readPinnedState(cfg)), "content after the resize was finished").toEqual(clean);
+    for (const m of ["kpr_lb4_svc", "kpr_lb4_be"]) {
+      using map = BpfMap.openPinned(join(t.bpfRoot, "maps", m));
+      expect(map.maxEntries, `${m} size`).toBe(131072);
+    }
+    expect(existsSync(join(t.bpfRoot, "maps-resizing")), "no staging left").toBe(false);
+    expect(foreignMapsInUse(t.bpfRoot), "every program uses the pinned maps").toEqual([]);
+    // and back to the small size (a shrink that fits) for the next case
+    const back = await t.kpr("node", ["apply", "-f", a], { config: small });
+    expect(back.code, `shrink back:\n${back.stderr}`).toBe(0);
+    expect(flat(readPinnedState(loadConfig(small))), "content after shrinking back").toEqual(clean);
   });
 });

@@ -6,6 +6,8 @@ import {
   kprConfig,
   LB_STATE_MAPS,
   type LbStateMap,
+  lb4AffKey,
+  lb4AffVal,
   lb4Backend,
   lb4Key,
   lb4Service,
@@ -32,6 +34,7 @@ import {
   executeOps,
   type MapIo,
   openPinnedLbMaps,
+  pruneAffinity,
   readCurrentEntries,
   readMapState,
   readPreviousIds,
@@ -193,6 +196,76 @@ describe("modelToMapState", () => {
     expect([...ids.backends].sort()).toEqual([
       ["10.244.0.1:8080/TCP", 1],
       ["10.244.0.2:8080/TCP", 2],
+    ]);
+  });
+});
+
+describe("two-scope frontends (eTP=Local external frontends)", () => {
+  const np = (id: number, backends: Backend[], internal?: Backend[], extra: Partial<Frontend> = {}) =>
+    fe(id, "192.168.50.2", backends, {
+      type: "NodePort",
+      frontend: { address: "192.168.50.2", port: 30080, protocol: "TCP" },
+      scope: "Local",
+      ...(internal ? { internalBackends: internal } : {}),
+      ...extra,
+    });
+  const svcEntries = (st: MapState) =>
+    [...st.kpr_lb4_svc.values()]
+      .map((e) => ({ k: lb4Key.decode(e.key), v: lb4Service.decode(e.value) }))
+      .sort((a, b) => a.k.scope - b.k.scope || a.k.slot - b.k.slot);
+
+  it("writes the internal set as its own master and slots (scope 1, same id); the external master says TWO_SCOPES", () => {
+    const st = stateOf(
+      model(
+        np(
+          4,
+          [be(1, "10.244.1.10", "active", true)],
+          [be(1, "10.244.1.10", "active", true), be(2, "10.244.2.10")],
+        ),
+      ),
+    );
+    const e = svcEntries(st);
+    expect(e.map((x) => [x.k.scope, x.k.slot, x.v.backend_id, x.v.rev_nat_id])).toEqual([
+      [0, 0, 0, 4],
+      [0, 1, 1, 4],
+      [1, 0, 0, 4],
+      [1, 1, 1, 4],
+      [1, 2, 2, 4],
+    ]);
+    // NodePort | LOCAL_SCOPE | TWO_SCOPES outside; NodePort alone inside (Cluster scope)
+    expect(e[0]!.v.flags).toBe((1 << 1) | (1 << 8) | (1 << 15));
+    expect(e[2]!.v).toMatchObject({ flags: 1 << 1, count: 2, active_count: 2, algorithm: 0 });
+    expect(st.kpr_lb4_be.size, "each backend once").toBe(2);
+  });
+
+  it("an external set that is empty (drop) keeps the internal set", () => {
+    const st = stateOf(model(np(4, [], [be(2, "10.244.2.10")], { dropNoLocal: true })));
+    const e = svcEntries(st);
+    expect(e[0]!.v.flags & (1 << 14), "DROP_NO_LOCAL outside").toBe(1 << 14);
+    expect(e[0]!.v.count).toBe(0);
+    expect(e.filter((x) => x.k.scope === 1).map((x) => x.v.backend_id)).toEqual([0, 2]);
+  });
+
+  it("decodes back into the same frontend with its internalBackends", () => {
+    const m = model(
+      np(
+        4,
+        [be(1, "10.244.1.10", "terminating", true)],
+        [be(1, "10.244.1.10", "active", true), be(2, "10.244.2.10")],
+      ),
+    );
+    const back = mapStateToFrontends(stateOf(m));
+    expect(back.warnings).toEqual([]);
+    expect(back.frontends).toEqual(m.frontends);
+    expect([...previousIdsFromState(stateOf(m)).frontends]).toEqual([["192.168.50.2:30080/TCP", 4]]);
+  });
+
+  it("the digest covers the internal set: a change there alone makes the frontend dirty", () => {
+    const a = encodeModel(model(np(4, [be(1, "10.244.1.10")], [be(1, "10.244.1.10"), be(2, "10.244.2.10")])));
+    const b = encodeModel(model(np(4, [be(1, "10.244.1.10")], [be(1, "10.244.1.10"), be(3, "10.244.2.11")])));
+    expect([a.frontends[0]!.digestLo, a.frontends[0]!.digestHi]).not.toEqual([
+      b.frontends[0]!.digestLo,
+      b.frontends[0]!.digestHi,
     ]);
   });
 });
@@ -371,6 +444,13 @@ function failingAt(
         tick();
         return m.delete(k);
       },
+      deleteBatch: (k, c) => {
+        // the failing batch deletes half of its keys first, as a partial kernel batch would
+        if (calls + 1 === n)
+          m.deleteBatch(k.subarray(0, Math.max(1, c >> 1) * m.keySize), Math.max(1, c >> 1));
+        tick();
+        return m.deleteBatch(k, c);
+      },
     };
   }
   return { maps: out, calls: () => calls };
@@ -408,6 +488,61 @@ describe.skipIf(!!skipKernel)("executeOps on kernel maps", () => {
       expect(diffMapState(readMapState(maps), stateOf(m2))).toEqual([]);
     } finally {
       for (const m of Object.values(maps)) m.close();
+    }
+  });
+
+  it("removing every frontend is a few batched deletes, not one syscall per entry", () => {
+    const maps = kernelMaps(8192);
+    try {
+      const many = model(
+        ...Array.from({ length: 600 }, (_, i) =>
+          fe(i + 1, `10.96.${i >> 8}.${i & 255}`, [
+            be(i + 1, `10.244.${i >> 8}.${i & 255}`),
+            be(9999, "10.245.0.1"),
+          ]),
+        ),
+      );
+      executeOps(diffMapState(emptyMapState(), stateOf(many)), maps);
+      const { maps: io, calls } = failingAt(maps, -1);
+      const ops = diffMapState(readMapState(maps), emptyMapState());
+      expect(executeOps(ops, io), "writes").toBe(ops.length);
+      expect(ops.length, "entries removed").toBeGreaterThan(3000);
+      // one call per (map, kind) group of up to 4096 entries
+      expect(calls(), "write calls for removing 600 frontends").toBeLessThanOrEqual(10);
+      expect(Object.values(readMapState(maps)).map((c) => c.size)).toEqual([0, 0, 0, 0, 0]);
+    } finally {
+      for (const m of Object.values(maps)) m.close();
+    }
+  });
+
+  it("pruneAffinity drops exactly the entries of gone frontends or backends, in batches", () => {
+    const aff = BpfMap.create({
+      name: "kpr_lb4_aff",
+      type: MapType.LRU_HASH,
+      keySize: 16,
+      valueSize: 8,
+      maxEntries: 8192,
+    });
+    try {
+      for (let i = 0; i < 3000; i++)
+        aff.update(
+          lb4AffKey.encode({ client: BigInt(i + 1), rev_nat_id: (i % 7) + 1, netns_cookie: 0 }),
+          lb4AffVal.encode({ backend_id: (i % 5) + 1, last_used: 1 }),
+        );
+      // frontend 3 and backend 2 are gone
+      const removed = pruneAffinity(aff, (fe, be) => fe !== 3 && be !== 2);
+      const left = aff.lookupBatch();
+      const kept = Array.from({ length: left.count }, (_, j) => ({
+        k: lb4AffKey.decode(left.keys.subarray(j * 16, j * 16 + 16)),
+        v: lb4AffVal.decode(left.values.subarray(j * 8, j * 8 + 8)),
+      }));
+      const want = Array.from({ length: 3000 }, (_, i) => i).filter(
+        (i) => (i % 7) + 1 !== 3 && (i % 5) + 1 !== 2,
+      );
+      expect(removed + left.count).toBe(3000);
+      expect(kept.map((e) => Number(e.k.client) - 1).sort((a, b) => a - b)).toEqual(want);
+    } finally {
+      aff.close();
     }
   });
 
@@ -724,6 +859,41 @@ describe("planFromDigests after an interrupted apply", () => {
       "backends replaced",
       model(fe(1, "10.96.0.1", bs(1, 2, 3)), other),
       model(fe(1, "10.96.0.1", bs(5)), other),
+    ],
+    [
+      "a frontend becomes two-scope",
+      model(fe(1, "10.96.0.1", bs(1, 2, 3), { type: "NodePort" }), other),
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 2, 3) }),
+        other,
+      ),
+    ],
+    [
+      "a two-scope frontend becomes one-scope",
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 2, 3, 4) }),
+        other,
+      ),
+      model(fe(1, "10.96.0.1", bs(1, 2), { type: "NodePort" }), other),
+    ],
+    [
+      "a two-scope frontend removed",
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 2, 3) }),
+        other,
+      ),
+      model(other),
+    ],
+    [
+      "a two-scope frontend's internal set replaced",
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 2, 3) }),
+        other,
+      ),
+      model(
+        fe(1, "10.96.0.1", bs(1), { type: "NodePort", scope: "Local", internalBackends: bs(1, 6) }),
+        other,
+      ),
     ],
   ];
   it.each(cases)("%s: the next apply finishes the work wherever the last one stopped", (_n, from, to) => {

@@ -20,7 +20,7 @@ import {
 } from "../../src/datapath/lbmaps.ts";
 import type { MapOp } from "../../src/datapath/mapstate.ts";
 import {
-  deleteKeys,
+  clearConntrack,
   hookedNamespaces,
   type RemovedUdpBackend,
   removedUdpBackends,
@@ -199,32 +199,44 @@ describe("CT and SNAT entries of removed pairs", () => {
   });
 });
 
-const skipKernel = needs({ root: true }, "sockterm deleteKeys on a kernel map");
+const skipKernel = needs({ root: true }, "sockterm clearConntrack on kernel LRU maps");
 
-describe.skipIf(!!skipKernel)("deleteKeys on a kernel LRU map", () => {
-  test("deletes in batches, skips keys that are gone, returns how many existed", () => {
-    using m = BpfMap.create({
+describe.skipIf(!!skipKernel)("clearConntrack on kernel LRU maps", () => {
+  test("deletes the removed pairs' CT and SNAT entries (batch read, batched delete), keeps the rest", () => {
+    using ct = BpfMap.create({
       name: "kpr_t_ct",
       type: MapType.LRU_HASH,
       keySize: 16,
       valueSize: 40,
       maxEntries: 64,
     });
-    const keys: Uint8Array[] = [];
+    using snat = BpfMap.create({
+      name: "kpr_t_snat",
+      type: MapType.LRU_HASH,
+      keySize: 16,
+      valueSize: 24,
+      maxEntries: 64,
+    });
+    const ctKeys: Uint8Array[] = [];
     for (let i = 0; i < 10; i++) {
       const k = ctKey("192.168.50.1", "192.168.50.2", 40000 + i, 30053, UDP, 0);
-      keys.push(k);
-      m.update(k, ctVal(1, 7));
+      ctKeys.push(k);
+      // even ports: the removed backend 1 of frontend 7; odd: backend 2
+      ct.update(k, ctVal(i % 2 === 0 ? 1 : 2, 7));
     }
-    const gone = ctKey("192.168.50.1", "192.168.50.2", 50000, 30053, UDP, 0);
-    const del = [keys[0]!, keys[3]!, gone, keys[7]!, keys[9]!];
-    const buf = new Uint8Array(del.length * 16);
-    del.forEach((k, i) => {
-      buf.set(k, i * 16);
+    const snatKeys = [
+      ctKey("10.244.2.10", "192.168.50.2", 5353, 61000, UDP, 1),
+      ctKey("10.244.2.11", "192.168.50.2", 5353, 61001, UDP, 1),
+    ];
+    for (const k of snatKeys) snat.update(k, snatVal(7));
+    const n = clearConntrack(ct, snat, [a(1, "10.244.2.10", 5353, 7)]);
+    const left = (m: BpfMap, ks: Uint8Array[]) =>
+      ks.map((k, i) => (m.lookup(k) ? i : -1)).filter((i) => i >= 0);
+    expect({ n, ct: left(ct, ctKeys), snat: left(snat, snatKeys) }).toEqual({
+      n: { ct: 5, snat: 1 },
+      ct: [1, 3, 5, 7, 9],
+      snat: [1],
     });
-    const n = deleteKeys(m, buf);
-    const left = keys.map((k, i) => (m.lookup(k) ? i : -1)).filter((i) => i >= 0);
-    expect({ deleted: n, left }).toEqual({ deleted: 4, left: [1, 2, 4, 5, 6, 8] });
   });
 });
 

@@ -163,6 +163,37 @@ describe.skipIf(!!skip)("e2e: LoadBalancer, hostPort, trafficPolicy, hostNamespa
     expect(r.echo?.name, `ClusterIP 10.96.0.110 (iTP Cluster) answer: ${r.body} ${r.stderr}`).toBe("pod-r");
   });
 
+  test("should short-circuit in-cluster traffic to an eTP=Local NodePort to all endpoints (kube-proxy TestExternalTrafficPolicyLocal: pod to NodePort hits both endpoints)", async () => {
+    // only a remote endpoint: the client is dropped (test above), node-1's own processes are served
+    const r = await httpGet(topo(), NS.node1, `http://${ADDR.node1}:30110/`, {
+      cgroup: true,
+      timeoutMs: 3000,
+    });
+    expect(r.echo?.name, `eTP Local NodePort from node-1's cgroup: ${r.body} ${r.stderr}`).toBe("pod-r");
+    // a local and a remote endpoint: node-1's processes reach both, the client only the local one
+    const { counts, errors } = await spread(get(NS.node1, `http://${ADDR.node1}:30111/`, true), [
+      "pod-a",
+      "pod-r",
+    ]);
+    expect(errors, "in-cluster requests to the eTP Local NodePort").toEqual([]);
+    expect(Object.keys(counts).sort(), "in-cluster: both endpoints answer").toEqual(["pod-a", "pod-r"]);
+    // service list shows the two sets
+    const list = await kprOk(topo(), ["service", "list", "-o", "json"]);
+    const entries = JSON.parse(list.stdout) as {
+      frontend: { address: string; port: number };
+      backends: { address: string }[];
+      internalBackends?: { address: string }[];
+    }[];
+    const np = entries.find((e) => e.frontend.address === ADDR.node1 && e.frontend.port === 30111);
+    expect(
+      {
+        backends: np?.backends.map((b) => b.address),
+        internal: np?.internalBackends?.map((b) => b.address).sort(),
+      },
+      "service list -o json of the eTP Local NodePort",
+    ).toEqual({ backends: [LOCAL[0]!.ip], internal: [LOCAL[0]!.ip, REMOTE.ip].sort() });
+  });
+
   test("externalTrafficPolicy Local with a local and a remote endpoint: only the local pod answers the client", async () => {
     const counts: Record<string, number> = {};
     const clients = new Set<string>();

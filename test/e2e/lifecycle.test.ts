@@ -4,8 +4,10 @@
  * leaving nothing in the kernel (pins, links, programs, tc filters, cgroup hooks).
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { parse, stringify } from "yaml";
+import { BpfMap } from "../../src/datapath/bpf.ts";
 import { needs } from "../harness/env.ts";
 import { type SpawnHandle, useTopology } from "../harness/netns.ts";
 import { BUN, httpGet } from "../harness/servers.ts";
@@ -97,6 +99,80 @@ describe.skipIf(!!skip)("e2e: re-apply and cleanup on node-1", () => {
     expect(fresh, `new connections (NodePort and ClusterIP) all go to ${kept}, none to ${removed}`).toEqual({
       [kept]: 24,
     });
+  });
+
+  test("growing bpf.lbMapMax and the CT/NAT maps migrates them in place: held connections through the NodePort and the ClusterIP keep working", async () => {
+    await hold?.kill();
+    const t = topo();
+    const np = t.spawn(NS.client, [BUN, join(BIN, "hold.ts"), ADDR.node1, String(NODE_PORT), "20"]);
+    const cip = t.spawnInCgroup(NS.node1, [BUN, join(BIN, "hold.ts"), CLUSTER_IP, "80", "20"]);
+    try {
+      await np.waitForOutput(/^#3 /m, 5000);
+      await cip.waitForOutput(/^#3 /m, 5000);
+      const sizes = () =>
+        Object.fromEntries(
+          ["kpr_lb4_svc", "kpr_lb4_be", "kpr_svc_meta", "kpr_ct4", "kpr_snat4"].map((m) => {
+            using map = BpfMap.openPinned(join(t.bpfRoot, "maps", m));
+            return [m, map.maxEntries];
+          }),
+        );
+      const before = sizes();
+      const bigger = join(t.tmpDir, "bigger.yaml");
+      await Bun.write(
+        bigger,
+        stringify({
+          ...parse(readFileSync(t.configPath, "utf8")),
+          bpf: { root: t.bpfRoot, lbMapMax: 131072, ctTcpMax: 300000, natMax: 200000 },
+        }),
+      );
+      using ct = BpfMap.openPinned(join(t.bpfRoot, "maps", "kpr_ct4"));
+      const ctBefore = ct.lookupBatch().count;
+      // both endpoints again: were a held connection's tracking lost, it could be balanced anew
+      const both = await writeManifests(t, "web-both.yaml", manifests(["pod-a", "pod-b"]));
+      const dry = await t.kpr(NS.node1, ["apply", "--dry-run", "-f", both], { config: bigger });
+      expect(dry.stderr, "a dry run says it would resize").toMatch(
+        /would resize maps in place .*kpr_lb4_svc 65536 → 131072/,
+      );
+      expect(sizes(), "a dry run resizes nothing").toEqual(before);
+      const r = await t.kpr(NS.node1, ["apply", "-f", both], { config: bigger });
+      expect(r.code, `apply with bigger maps:\n${r.stderr}`).toBe(0);
+      expect(r.stderr, "says what it resized").toMatch(/resizing maps .*kpr_lb4_svc 65536 → 131072/);
+      expect(sizes(), `map sizes before: ${JSON.stringify(before)}`).toEqual({
+        kpr_lb4_svc: 131072,
+        kpr_lb4_be: 131072,
+        kpr_svc_meta: 65536,
+        kpr_ct4: 300000 + 65536,
+        kpr_snat4: 200000,
+      });
+      expect(existsSync(join(t.bpfRoot, "maps-resizing")), "no staging directory left").toBe(false);
+      using ctAfter = BpfMap.openPinned(join(t.bpfRoot, "maps", "kpr_ct4"));
+      expect(ctAfter.lookupBatch().count, "connection tracking entries carried over").toBeGreaterThanOrEqual(
+        ctBefore,
+      );
+      // ten more answers on each held connection, all after the switch
+      for (const [what, h] of [
+        ["NodePort (tc, connection tracking)", np],
+        ["ClusterIP (socket LB)", cip],
+      ] as const) {
+        const n = (h.output().match(/^#\d+ /gm) ?? []).length;
+        await h.waitForOutput(new RegExp(`^#${n + 10} `, "m"), 5000);
+        const lines = h.output().split("\n");
+        expect(
+          lines.filter((l) => l.startsWith("error")),
+          `${what}: the held connection had no error`,
+        ).toEqual([]);
+        const answers = lines.filter((l) => l.startsWith("#")).map((l) => l.split(" "));
+        expect(new Set(answers.map((a) => a[2])).size, `${what}: one connection throughout`).toBe(1);
+        expect(new Set(answers.map((a) => a[1])).size, `${what}: one backend throughout`).toBe(1);
+      }
+      const st = await kprOk(t, ["status", "-o", "json"]);
+      expect(st.stdout, "status after the resize").not.toContain("do not use the maps pinned");
+      const fresh = await httpGet(t, NS.client, `http://${ADDR.node1}:${NODE_PORT}/`, { timeoutMs: 3000 });
+      expect(fresh.echo?.name, "a new connection after the resize").toBeDefined();
+    } finally {
+      await np.kill();
+      await cip.kill();
+    }
   });
 
   test("kpr cleanup leaves nothing: no pins, links, programs, tc filters or cgroup hooks", async () => {

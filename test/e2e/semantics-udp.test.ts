@@ -303,12 +303,9 @@ describe.skipIf(!!skip)(
     test("should keep an established connection to a terminating endpoint (socket path: ClusterIP from the node); new connections go to the ready one", () =>
       terminatingCase("socket"));
 
-    // Known failure, kept visible: while a Ready endpoint exists, src/lb/translate.ts
-    // (selectBackends) leaves serving+terminating endpoints out of the model, so their backend is
-    // deleted from kpr_lb4_be and tc re-balances the tracked flow to pod-b, which resets it. The fix
-    // is in src/lb (keep such endpoints as terminating slots behind the ready ones; the datapath
-    // already selects among active slots only): this test then passes and `failing` must go.
-    test.failing("should keep an established connection to a terminating endpoint (tc: NodePort from a client namespace); new connections go to the ready one", () =>
+    // Fails before main's 983c396 (terminating endpoints behind ready ones stay programmed): the
+    // backend was deleted and tc re-balanced the tracked flow to pod-b, which reset it.
+    test("should keep an established connection to a terminating endpoint (tc: NodePort from a client namespace); new connections go to the ready one", () =>
       terminatingCase("tc"));
 
     test.skipIf(!!noSockDestroy)(

@@ -183,6 +183,43 @@ metadata: {name: p}
   });
 });
 
+describe("JSON input (read with JSON.parse)", () => {
+  const list = (n: number) => ({
+    apiVersion: "v1",
+    kind: "List",
+    items: Array.from({ length: n }, (_, i) => ({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: `s${i}`, namespace: "ns" },
+      spec: { clusterIP: `10.96.${i >> 8}.${i & 255}`, ports: [{ port: 80, targetPort: 8080 }] },
+    })),
+  });
+
+  it("a large JSON List reads the same objects as the YAML reader, at the List's line", () => {
+    const text = `\n\n${JSON.stringify(list(3000), null, 1)}`;
+    expect(text.length, "past the exact path's List size").toBeGreaterThan(256 * 1024);
+    const got = manifestsFromText(text, "big.json");
+    const viaYaml = manifestsFromText(`# yaml\n${text}`, "big.json"); // a comment: not JSON, YAML path
+    expect(got.services.length).toBe(3000);
+    expect(got.services.map((s) => s.spec)).toEqual(viaYaml.services.map((s) => s.spec));
+    expect(got.services[2999]?.source, "the List's line").toEqual({ file: "big.json", line: 3 });
+  });
+
+  it("a small JSON List still gives each item its own line", () => {
+    const st = manifestsFromText(JSON.stringify(list(2), null, 2), "small.json");
+    expect(st.services.map((s) => s.source?.line)).toEqual([5, 22]);
+  });
+
+  it("duplicate keys and invalid JSON are still reported with their lines", () => {
+    expect(problems(() => manifestsFromText('{"kind": "Service",\n "kind": "Node"}', "d.json"))).toContain(
+      "d.json:2 | kind | duplicate key (first at line 1; the Kubernetes API rejects it)",
+    );
+    expect(problems(() => manifestsFromText(`{"kind": "Service",\n "metadata": [}`, "x.json"))[0]).toMatch(
+      /^x\.json:2 \| invalid YAML/,
+    );
+  });
+});
+
 describe("readManifests", () => {
   it("reads files and directories recursively (*.yaml, *.yml, *.json in name order)", async () => {
     const d = join(dir, "tree");

@@ -100,7 +100,10 @@ export function state(parts: Partial<ClusterState>): ClusterState {
   return { services: [], endpointSlices: [], endpoints: [], pods: [], nodes: [], ...parts };
 }
 
-/** One line per frontend: `TYPE key scope => backend(state),...` plus flags; sorted, ids left out. */
+/**
+ * One line per frontend: `TYPE key => backend(state),... [flags]`, then ` in-cluster => ...` for a
+ * two-scope frontend's internal backends; sorted, ids left out.
+ */
 export function rows(m: LbModel): string[] {
   return m.frontends
     .map((f) => {
@@ -113,7 +116,10 @@ export function rows(m: LbModel): string[] {
         f.reject ? "reject" : "",
         f.dropNoLocal ? "drop" : "",
       ].filter((s) => s !== "");
-      return `${f.type} ${l4Key(f.frontend)} => ${bs}${flags.length ? ` [${flags.join(" ")}]` : ""}`;
+      const internal = f.internalBackends
+        ?.map((b) => `${l4Key(b)}${b.state === "terminating" ? "(t)" : ""}`)
+        .join(",");
+      return `${f.type} ${l4Key(f.frontend)} => ${bs}${flags.length ? ` [${flags.join(" ")}]` : ""}${internal !== undefined ? ` in-cluster => ${internal}` : ""}`;
     })
     .sort();
 }

@@ -97,6 +97,23 @@ describe("formatServiceTable", () => {
     );
   });
 
+  it("lists a two-scope frontend's in-cluster backends after its own, marked internal", () => {
+    const out = formatServiceTable([
+      {
+        ...entry(5, "192.168.1.10", 30080, []),
+        internalBackends: [be("10.244.2.10", 80)],
+        dropNoLocal: true,
+      },
+    ]);
+    expect(out).toBe(
+      [
+        "ID   Frontend                 Service Type   Backend",
+        "5    192.168.1.10:30080/TCP   NodePort       internal 1 => 10.244.2.10:80/TCP (active)",
+        "",
+      ].join("\n"),
+    );
+  });
+
   it("prints only the header for no entries", () => {
     expect(formatServiceTable([])).toBe("ID   Frontend   Service Type   Backend\n");
   });

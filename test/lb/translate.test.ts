@@ -344,7 +344,7 @@ describe("backends", () => {
       ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:8080/TCP,10.244.1.11:8080/TCP"],
     ],
     [
-      "Ready only; not-ready and terminating left out while any is Ready",
+      "Ready ones serve new connections; not-ready left out; serving+terminating kept behind them as terminating slots (tracked flows keep their backend)",
       state({
         services: [svc("web")],
         endpointSlices: [
@@ -355,7 +355,7 @@ describe("backends", () => {
           ]),
         ],
       }),
-      ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:8080/TCP"],
+      ["ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:8080/TCP,10.244.1.12:8080/TCP(t)"],
     ],
     [
       "no Ready: Serving+Terminating fallback (not serving ones stay out)",
@@ -393,9 +393,9 @@ describe("backends", () => {
         ],
       }),
       [
-        "ClusterIP 10.96.0.1:80/TCP => 10.244.2.10:80/TCP",
-        "NodePort 0.0.0.0:30080/TCP => 10.244.1.10:80/TCP(t) [local]",
-        "NodePort 127.0.0.1:30080/TCP => 10.244.1.10:80/TCP(t) [local]",
+        "ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:80/TCP(t),10.244.2.10:80/TCP",
+        "NodePort 0.0.0.0:30080/TCP => 10.244.1.10:80/TCP(t) [local] in-cluster => 10.244.1.10:80/TCP(t),10.244.2.10:80/TCP",
+        "NodePort 127.0.0.1:30080/TCP => 10.244.1.10:80/TCP(t) [local] in-cluster => 10.244.1.10:80/TCP(t),10.244.2.10:80/TCP",
       ],
     ],
     [
@@ -496,9 +496,9 @@ describe("traffic policies, affinity, hints", () => {
       }),
       [
         "ClusterIP 10.96.0.1:80/TCP => 10.244.1.10:80/TCP,10.244.2.10:80/TCP",
-        "ExternalIPs 203.0.113.7:80/TCP => 10.244.1.10:80/TCP [local hc=31000]",
-        "NodePort 0.0.0.0:30080/TCP => 10.244.1.10:80/TCP [local hc=31000]",
-        "NodePort 127.0.0.1:30080/TCP => 10.244.1.10:80/TCP [local hc=31000]",
+        "ExternalIPs 203.0.113.7:80/TCP => 10.244.1.10:80/TCP [local hc=31000] in-cluster => 10.244.1.10:80/TCP,10.244.2.10:80/TCP",
+        "NodePort 0.0.0.0:30080/TCP => 10.244.1.10:80/TCP [local hc=31000] in-cluster => 10.244.1.10:80/TCP,10.244.2.10:80/TCP",
+        "NodePort 127.0.0.1:30080/TCP => 10.244.1.10:80/TCP [local hc=31000] in-cluster => 10.244.1.10:80/TCP,10.244.2.10:80/TCP",
       ],
     ],
     [
@@ -532,8 +532,8 @@ describe("traffic policies, affinity, hints", () => {
       }),
       [
         "ClusterIP 10.96.0.1:80/TCP => 10.244.2.10:80/TCP",
-        "NodePort 0.0.0.0:30080/TCP =>  [local drop]",
-        "NodePort 127.0.0.1:30080/TCP =>  [local drop]",
+        "NodePort 0.0.0.0:30080/TCP =>  [local drop] in-cluster => 10.244.2.10:80/TCP",
+        "NodePort 127.0.0.1:30080/TCP =>  [local drop] in-cluster => 10.244.2.10:80/TCP",
       ],
     ],
     [
@@ -853,5 +853,112 @@ describe("bad input", () => {
       "bpf.lbMapMax | 3 frontends exceed the capacity of 2 (raise bpf.lbMapMax; at most 65535)",
       "bpf.lbMapMax | 3 backends exceed bpf.lbMapMax (2)",
     ]);
+  });
+});
+
+describe("two traffic scopes (in-cluster traffic to eTP=Local external frontends)", () => {
+  // kube-proxy pkg/proxy/nftables/proxier_test.go TestExternalTrafficPolicyLocal: a LoadBalancer
+  // service with eTP=Local, an external IP, a NodePort, one endpoint on this node (epIP2) and one
+  // elsewhere (epIP1, no nodeName). "pod to ... hits both endpoints", "external to ... hits only
+  // local endpoint" for the external IP, the LB IP and the NodePort; the cluster IP hits both.
+  const testNode = (mut?: (c: Config) => void) =>
+    cfg((c) => {
+      c.nodeName = "test-node";
+      c.nodePort.range = [3000, 32767]; // the test's NodePort 3001
+      mut?.(c);
+    });
+  const etpLocal = (itp?: "Local") =>
+    state({
+      nodes: [node("test-node", ["192.168.0.2"])],
+      services: [
+        svc(
+          "svc1",
+          {
+            type: "LoadBalancer",
+            clusterIP: "172.30.0.41",
+            externalIPs: ["192.168.99.11"],
+            externalTrafficPolicy: "Local",
+            ...(itp ? { internalTrafficPolicy: itp } : {}),
+            healthCheckNodePort: 30000,
+            ports: [{ name: "p80", port: 80, targetPort: 80, nodePort: 3001 }],
+          },
+          { status: { loadBalancer: { ingress: [{ ip: "1.2.3.4" }] } } },
+        ),
+      ],
+      endpointSlices: [
+        slice(
+          "svc1",
+          "svc1-1",
+          [{ name: "p80", port: 80 }],
+          [
+            { addresses: ["10.180.0.1"], conditions: { ready: true } },
+            { addresses: ["10.180.2.1"], conditions: { ready: true }, nodeName: "test-node" },
+          ],
+        ),
+      ],
+    });
+
+  it("TestExternalTrafficPolicyLocal: pods reach both endpoints through every frontend, external clients only the local one", () => {
+    const rows = plan(etpLocal(), testNode()).filter(
+      (r) => !r.includes("127.0.0.1:") && !r.includes("0.0.0.0:"),
+    );
+    expect(rows).toEqual([
+      "ClusterIP 172.30.0.41:80/TCP => 10.180.0.1:80/TCP,10.180.2.1:80/TCP",
+      "ExternalIPs 192.168.99.11:80/TCP => 10.180.2.1:80/TCP [local hc=30000] in-cluster => 10.180.0.1:80/TCP,10.180.2.1:80/TCP",
+      "LoadBalancer 1.2.3.4:80/TCP => 10.180.2.1:80/TCP [local hc=30000] in-cluster => 10.180.0.1:80/TCP,10.180.2.1:80/TCP",
+      "NodePort 192.168.0.2:3001/TCP => 10.180.2.1:80/TCP [local hc=30000] in-cluster => 10.180.0.1:80/TCP,10.180.2.1:80/TCP",
+    ]);
+  });
+
+  it("TestExternalTrafficPolicyCluster: eTP=Cluster frontends have one set (no in-cluster set)", () => {
+    const st = etpLocal();
+    st.services[0]!.spec!.externalTrafficPolicy = "Cluster";
+    const m = translate(st, testNode());
+    expect(m.frontends.filter((f) => f.internalBackends !== undefined)).toEqual([]);
+  });
+
+  it("eTP=Local and iTP=Local: the ClusterIP is local-only, in-cluster traffic to external frontends still reaches every endpoint (serviceport.go UsesClusterEndpoints: 'we need Cluster endpoints to implement short circuiting')", () => {
+    const rows = plan(etpLocal("Local"), testNode()).filter(
+      (r) => r.startsWith("ClusterIP") || r.startsWith("NodePort 192.168.0.2"),
+    );
+    expect(rows).toEqual([
+      "ClusterIP 172.30.0.41:80/TCP => 10.180.2.1:80/TCP [local]",
+      "NodePort 192.168.0.2:3001/TCP => 10.180.2.1:80/TCP [local hc=30000] in-cluster => 10.180.0.1:80/TCP,10.180.2.1:80/TCP",
+    ]);
+  });
+
+  it("iTP=Local with eTP=Cluster: external frontends serve every endpoint to everyone (kube-proxy's external chain jumps to the cluster chain)", () => {
+    const st = etpLocal("Local");
+    st.services[0]!.spec!.externalTrafficPolicy = "Cluster";
+    const m = translate(st, testNode());
+    const np = m.frontends.find((f) => f.type === "NodePort" && f.frontend.address === "192.168.0.2")!;
+    expect(np.internalBackends).toBeUndefined();
+    expect(np.backends.map((b) => b.address)).toEqual(["10.180.0.1", "10.180.2.1"]);
+  });
+
+  it("the in-cluster set uses the Cluster-scope rules (ready first, terminating fallback on its own)", () => {
+    const st = etpLocal();
+    st.endpointSlices[0]!.endpoints = [
+      { addresses: ["10.180.0.1"], conditions: { ready: false, serving: true, terminating: true } },
+      {
+        addresses: ["10.180.2.1"],
+        conditions: { ready: false, serving: true, terminating: true },
+        nodeName: "test-node",
+      },
+      { addresses: ["10.180.0.2"], conditions: { ready: true } },
+    ];
+    const rows = plan(st, testNode()).filter((r) => r.startsWith("NodePort 192.168.0.2"));
+    expect(rows).toEqual([
+      "NodePort 192.168.0.2:3001/TCP => 10.180.2.1:80/TCP(t) [local hc=30000] in-cluster => 10.180.0.1:80/TCP(t),10.180.0.2:80/TCP,10.180.2.1:80/TCP(t)",
+    ]);
+  });
+
+  it("service list JSON carries the in-cluster set as internalBackends", async () => {
+    const { toServiceEntryJson } = await import("../../src/lb/format.ts");
+    const m = translate(etpLocal(), testNode());
+    const np = m.frontends.find((f) => f.type === "NodePort" && f.frontend.address === "192.168.0.2")!;
+    const j = toServiceEntryJson(np);
+    expect(j.backends.map((b) => b.address)).toEqual(["10.180.2.1"]);
+    expect(j.internalBackends?.map((b) => b.address)).toEqual(["10.180.0.1", "10.180.2.1"]);
   });
 });
