@@ -207,6 +207,20 @@ struct kpr_sk4_rnat_val {
 };
 _Static_assert(sizeof(struct kpr_sk4_rnat_val) == 8, "kpr_sk4_rnat_val size");
 
+/* ---- stale UDP sockets: kpr_skterm4 (hash, sockterm.bpf.c only) ------------------------------ */
+
+/*
+ * Key of kpr_skterm4, filled by user space before it runs the socket iterator of sockterm.bpf.c:
+ * one entry per UDP backend removed from a frontend. A connected UDP socket whose destination is
+ * address:port and whose kpr_sk4_rnat entry names rev_nat_id is destroyed (bpf_sock_destroy).
+ */
+struct kpr_skterm4_key {
+	__u32 address;    /* backend address, network order */
+	__u16 port;       /* backend port, network order */
+	__u16 rev_nat_id; /* the frontend the backend was removed from */
+};
+_Static_assert(sizeof(struct kpr_skterm4_key) == 8, "kpr_skterm4_key size");
+
 /* ---- node devices: kpr_dev4 (key: __u32 ifindex) ------------------------------------------ */
 
 struct kpr_dev4 {

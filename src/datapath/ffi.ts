@@ -71,6 +71,7 @@ const libbpfSymbols = {
   bpf_link_create: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
   bpf_link_update: { args: ["i32", "i32", "ptr"], returns: "i32" },
   bpf_link_detach: { args: ["i32"], returns: "i32" },
+  bpf_iter_create: { args: ["i32"], returns: "i32" },
   // tc (clsact) and XDP (netlink)
   bpf_tc_hook_create: { args: ["ptr"], returns: "i32" },
   bpf_tc_hook_destroy: { args: ["ptr"], returns: "i32" },
@@ -85,6 +86,8 @@ const libbpfSymbols = {
   btf__name_by_offset: { args: ["ptr", "u32"], returns: "ptr" },
   btf__resolve_size: { args: ["ptr", "u32"], returns: "i64" },
   btf__resolve_type: { args: ["ptr", "u32"], returns: "i32" },
+  btf__load_vmlinux_btf: { args: [], returns: "ptr" },
+  btf__free: { args: ["ptr"], returns: "void" },
 } as const;
 
 const libcSymbols = {
@@ -104,6 +107,8 @@ const libcSymbols = {
   getsockopt: { args: ["i32", "i32", "i32", "ptr", "ptr"], returns: "i32" },
   open: { args: ["ptr", "i32", "u32"], returns: "i32" },
   flock: { args: ["i32", "i32"], returns: "i32" },
+  read: { args: ["i32", "ptr", "u64"], returns: "i64" },
+  setns: { args: ["i32", "i32"], returns: "i32" },
   vsnprintf: { args: ["ptr", "u64", "ptr", "ptr"], returns: "i32" },
 } as const;
 
@@ -713,5 +718,89 @@ export function sendUnixDatagram(path: string, data: Uint8Array): void {
     checkErrno(`send to unix socket ${path}`, sent);
   } finally {
     libc.close(fd);
+  }
+}
+
+/**
+ * Whether the running kernel's BTF (/sys/kernel/btf/vmlinux) has a function (kfunc) named
+ * `name`. False when the kernel has no BTF.
+ */
+export function kernelHasBtfFunc(name: string): boolean {
+  const lib = unsafeLibbpf();
+  const btf = lib.btf__load_vmlinux_btf();
+  if (!btf) return false;
+  try {
+    return lib.btf__find_by_name_kind(btf, cstr(name), 12 /* BTF_KIND_FUNC */) > 0;
+  } finally {
+    lib.btf__free(btf);
+  }
+}
+
+/**
+ * Runs a BPF iterator once: creates an iterator fd from the iterator link `linkFd` (in the calling
+ * thread's network namespace, for socket iterators) and reads it to the end. Returns what the
+ * program wrote (bpf_seq_write).
+ */
+export function runIterator(linkFd: number, what: string): Uint8Array {
+  const lib = unsafeLibbpf();
+  const libc = unsafeLibc();
+  const fd = check(`create iterator ${what}`, lib.bpf_iter_create(linkFd));
+  try {
+    const parts: Uint8Array[] = [];
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = Number(libc.read(fd, buf, buf.length));
+      if (n < 0) {
+        const e = errno();
+        if (e === E.EAGAIN || e === 4 /* EINTR */) continue;
+        throw new BpfError(`read iterator ${what}`, e || E.EINVAL);
+      }
+      if (n === 0) break;
+      parts.push(buf.slice(0, n));
+    }
+    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      out.set(p, off);
+      off += p.length;
+    }
+    return out;
+  } finally {
+    libc.close(fd);
+  }
+}
+
+const CLONE_NEWNET = 0x40000000;
+
+/**
+ * Runs `fn` with the calling thread in the network namespace at `nsPath` (a /proc/PID/ns/net or
+ * /run/netns/NAME file), then moves the thread back to the namespace it was in. Only the calling
+ * thread moves (setns), and `fn` must be synchronous, so nothing else of the process runs in the
+ * other namespace. Throws BpfError when the namespace cannot be entered or left.
+ */
+export function inNetns<T>(nsPath: string, fn: () => T): T {
+  const libc = unsafeLibc();
+  const home = checkErrno(
+    "open this thread's network namespace",
+    libc.open(cstr("/proc/thread-self/ns/net"), O_RDONLY | O_CLOEXEC, 0),
+  );
+  try {
+    const target = checkErrno(
+      `open network namespace ${nsPath}`,
+      libc.open(cstr(nsPath), O_RDONLY | O_CLOEXEC, 0),
+    );
+    try {
+      checkErrno(`enter network namespace ${nsPath}`, libc.setns(target, CLONE_NEWNET));
+    } finally {
+      libc.close(target);
+    }
+    try {
+      return fn();
+    } finally {
+      // a thread left in another namespace would open every later socket there: fatal if it fails
+      checkErrno("return to kpr's network namespace", libc.setns(home, CLONE_NEWNET));
+    }
+  } finally {
+    libc.close(home);
   }
 }

@@ -57,6 +57,7 @@ import {
 } from "./lbmaps.ts";
 import { embeddedObject } from "./objects.ts";
 import { recordSettings, settingsOf } from "./settings.ts";
+import { bindCleanup } from "./sockterm.ts";
 
 /** Socket hooks kpr attaches, with the sock object's program for each (v6 ones when built). */
 export const CGROUP_PROGRAMS: { hook: CgroupHook; prog: string }[] = [
@@ -397,6 +398,7 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
       kpr_lb4_srcr: tc.map("kpr_lb4_srcr"),
     };
     recordSettings(cfg, settingsOf(cfg, configSource(cfg)));
+    bindCleanup(lbMaps, { cfg, map: (n) => tc.map(n), rnatPin: `${paths.maps(cfg)}/kpr_sk4_rnat` });
     return { lbMaps, map: (n) => tc.map(n), changes, close: closeObjects };
   } catch (e) {
     closeObjects();
@@ -527,6 +529,7 @@ function reusePinned(cfg: Config, devices: DeviceInfo[], digest: bigint): Datapa
     writeConfig(configMap, changes, withDigest(configValue(cfg), digest));
     writeDevices(open("kpr_dev4"), devices, changes);
     const lbMaps = Object.fromEntries(LB_STATE_MAPS.map((n) => [n, open(n)])) as Record<LbStateMap, BpfMap>;
+    bindCleanup(lbMaps, { cfg, map: open, rnatPin: `${paths.maps(cfg)}/kpr_sk4_rnat` });
     return { lbMaps, map: open, changes, close: closeAll };
   } catch {
     return fail();

@@ -5,8 +5,11 @@
  *
  * To add an object: import it like probeObj below and add it to `embedded`.
  */
+
+import { readFileSync } from "node:fs";
 import probeObj from "../../.build/bpf/probe.bpf.o" with { type: "file" };
 import sockObj from "../../.build/bpf/sock.bpf.o" with { type: "file" };
+import socktermObj from "../../.build/bpf/sockterm.bpf.o" with { type: "file" };
 import tcObj from "../../.build/bpf/tc.bpf.o" with { type: "file" };
 import xdpObj from "../../.build/bpf/xdp.bpf.o" with { type: "file" };
 import { KprError } from "../errors.ts";
@@ -15,6 +18,7 @@ import { type BpfObject, openObject } from "./bpf.ts";
 const embedded = {
   probe: probeObj,
   sock: sockObj,
+  sockterm: socktermObj,
   tc: tcObj,
   xdp: xdpObj,
 } as const;
@@ -30,6 +34,19 @@ export async function embeddedObject(name: ObjectName): Promise<Uint8Array> {
       `read embedded object ${name}: no such object (have: ${Object.keys(embedded).join(", ")})`,
     );
   return new Uint8Array(await Bun.file(path).arrayBuffer());
+}
+
+/**
+ * Objects that only load on newer kernels, with the kernel they need: kpr loads them only where
+ * the probe (probe.ts) finds their features; on older kernels their verifier rejection is expected.
+ */
+export const KERNEL_FLOOR: Partial<Record<ObjectName, string>> = { sockterm: "6.5" };
+
+/** The ELF bytes of an embedded object, read synchronously (for callers that cannot await). */
+export function embeddedObjectSync(name: ObjectName): Uint8Array {
+  const path = embedded[name];
+  if (!path) throw new KprError(`read embedded object ${name}: no such object`);
+  return new Uint8Array(readFileSync(path));
 }
 
 /** Opens an embedded object (not loaded yet: set max entries, pins, autoload, then load()). */

@@ -263,6 +263,14 @@ export async function probeKernel(cfg: Config): Promise<ProbeReport> {
     required: socketLB && cfg.socketLB.hostNamespaceOnly,
   });
 
+  add({
+    name: "kfunc bpf_sock_destroy + iter/udp (kernel ≥ 6.5)",
+    ...(await probeSockDestroy()),
+    neededBy:
+      "socket LB: destroying connected UDP sockets of removed backends (else they keep sending to the old backend until the client reconnects)",
+    required: false,
+  });
+
   // map types
   const maps: [string, number, string, boolean][] = [
     ["map type LRU hash", MapType.LRU_HASH, "connection tracking, SNAT, session affinity", true],
@@ -324,6 +332,28 @@ export async function probeKernel(cfg: Config): Promise<ProbeReport> {
     features,
     missing: features.filter((f) => f.required && !f.present).map((f) => f.name),
   };
+}
+
+/**
+ * The stale-UDP-socket iterator (sockterm.bpf.c): the kernel's BTF must name the bpf_sock_destroy
+ * kfunc (6.5+), and the iterator must load — against a throwaway kpr_sk4_rnat, nothing attached.
+ */
+async function probeSockDestroy(): Promise<{ present: boolean; detail: string }> {
+  const { sockDestroySupport } = await import("./sockterm.ts");
+  const sup = sockDestroySupport();
+  if (!sup.supported) return { present: false, detail: sup.detail };
+  const { openObject } = await import("./bpf.ts");
+  try {
+    using obj = openObject(await embeddedObject("sockterm"), "kpr_sockterm");
+    obj.setMaxEntries("kpr_sk4_rnat", 1);
+    obj.load();
+    return { present: true, detail: `${sup.detail}; the socket iterator loads` };
+  } catch (e) {
+    return {
+      present: false,
+      detail: `${sup.detail}, but the socket iterator does not load: ${(e as Error).message.split("\n")[0]}`,
+    };
+  }
 }
 
 /** getsockopt(SO_NETNS_COOKIE): 5.14+; older kernels answer ENOPROTOOPT. */

@@ -33,6 +33,7 @@ import {
   serviceNamesFromMeta,
   summarizeOps,
 } from "./mapstate.ts";
+import { cleanupRemovedUdp } from "./sockterm.ts";
 import { checkAttachedMaps } from "./verify.ts";
 
 export { diffMapState, type MapOp, type MapState, modelToMapState } from "./mapstate.ts";
@@ -304,6 +305,8 @@ export function executeOps(
       opts.log?.info(`programming maps: ${done.length}/${ops.length} writes (${Math.round(t - start)} ms)`);
     }
   }
+  // every write is in: flows and connected sockets still aimed at removed UDP backends move on
+  cleanupRemovedUdp(ops, maps, opts.log);
   return done.length;
 }
 
