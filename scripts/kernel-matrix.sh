@@ -25,7 +25,7 @@ REPO=$PWD
 . scripts/vm/lib.sh
 
 kernels="5.10 6.1 6.12"
-full=$([ -w /dev/kvm ] && echo 5.10)
+full=$(have_kvm && echo 5.10)
 host_suites="probe load bpf e2e"
 arm64=0
 markdown=""
@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || die "run as root: the VMs' suites load eBPF programs and the host suites need it"
 for k in $kernels; do [ -n "${SUITE_OF[$k]:-}" ] || die "unknown kernel series $k (have: ${!SUITE_OF[*]})"; done
-[ -w /dev/kvm ] || say "no /dev/kvm: qemu emulates the CPU (TCG), about 20x slower${full:+; e2e in VMs: $full}"
+have_kvm || say "no /dev/kvm: qemu emulates the CPU (TCG), about 20x slower${full:+; e2e in VMs: $full}"
 
 total_start=$(now)
 bash scripts/bootstrap.sh >&2 || die "scripts/bootstrap.sh failed"
@@ -91,7 +91,7 @@ run_vm() {
   # shellcheck disable=SC2046
   timeout "$tmo" qemu-system-x86_64 $(accel_args x86_64) -m 3072 -smp 2 -nographic -no-reboot \
     -kernel "$kdir"/boot/vmlinuz-* -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet kpr.stage2=$REPO/scripts/vm/guest.sh kpr.repo=$REPO kpr.reposhare kpr.suites=${suites// /,} kpr.timescale=$([ -w /dev/kvm ] && echo 1 || echo 10)" \
+    -append "console=ttyS0 panic=-1 quiet kpr.stage2=$REPO/scripts/vm/guest.sh kpr.repo=$REPO kpr.reposhare kpr.suites=${suites// /,} kpr.timescale=$(have_kvm && echo 1 || echo 10)" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
     -virtfs "local,path=$REPO,mount_tag=repo,security_model=none,readonly=on,multidevs=remap" \
     -virtfs "local,path=$dir,mount_tag=results,security_model=none" \

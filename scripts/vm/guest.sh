@@ -63,8 +63,9 @@ for s in $suites; do
       st=$?
       p=$(grep -c '"verdict":"accepted"' "$out/load.json")
       f=$(grep -c '"verdict":"rejected"' "$out/load.json")
+      sk=$(grep -c '"verdict":"skipped"' "$out/load.json")
       if [ "$st" -eq 0 ] && [ "$f" -eq 0 ] && [ "$p" -gt 0 ]; then v=passed; else v=failed; f=$((f + (p == 0))); fi
-      echo "load $v $p $f 0 $(secs "$start") -" >>"$out/results"
+      echo "load $v $p $f $sk $(secs "$start") -" >>"$out/results"
       ;;
     bpf) bun_suite bpf test/bpf ;;
     e2e) bun_suite e2e test/e2e ;;

@@ -131,7 +131,9 @@ build_initramfs() { # moddir out.cpio.gz busybox init modules...
   rm -rf "$tmp"
 }
 
-# Whether qemu can use KVM here (else TCG: much slower, same results)
+# Whether qemu can use KVM here (else TCG: much slower, same results). KPR_MATRIX_NO_KVM=1 forces
+# TCG (a /dev/kvm that qemu cannot use, e.g. nested without the MSRs it wants).
+have_kvm() { [ "${KPR_MATRIX_NO_KVM:-0}" != 1 ] && [ -w /dev/kvm ]; }
 accel_args() { # arch-of-guest
-  if [ "$1" = "$(uname -m)" ] && [ -w /dev/kvm ]; then echo "-enable-kvm -cpu host"; else echo "-accel tcg -cpu max"; fi
+  if [ "$1" = "$(uname -m)" ] && have_kvm; then echo "-enable-kvm -cpu host"; else echo "-accel tcg -cpu max"; fi
 }

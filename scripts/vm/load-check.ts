@@ -11,13 +11,14 @@ import { release } from "node:os";
 import { join } from "node:path";
 import { openObject } from "../../src/datapath/bpf.ts";
 import { Struct, unsafeLibbpf } from "../../src/datapath/ffi.ts";
-import { embeddedObject, type ObjectName } from "../../src/datapath/objects.ts";
+import { embeddedObject, KERNEL_FLOOR, type ObjectName } from "../../src/datapath/objects.ts";
 
 interface Verdict {
   kernel: string;
   object: string;
   program: string;
-  verdict: "accepted" | "rejected";
+  /** skipped: the object needs a newer kernel (KERNEL_FLOOR), and kpr loads it only there */
+  verdict: "accepted" | "rejected" | "skipped";
   /** "processed N insns" of the verifier's statistics */
   insnsProcessed?: number;
   insnsLimit?: number;
@@ -62,9 +63,30 @@ const names = readdirSync(join(root, "bpf"))
   .map((f) => f.replace(/\.bpf\.c$/, "") as ObjectName)
   .sort();
 const kernel = release();
+/** Whether release `r` ("5.10.0-32-amd64") is at least "major.minor". */
+const atLeast = (r: string, floor: string) => {
+  const [a = 0, b = 0] = r.split(/[.-]/).map(Number);
+  const [x = 0, y = 0] = floor.split(".").map(Number);
+  return a > x || (a === x && b >= y);
+};
 let rejected = 0;
 for (const name of names) {
   const bytes = await embeddedObject(name);
+  const floor = KERNEL_FLOOR[name];
+  if (floor && !atLeast(kernel, floor)) {
+    using o = openObject(bytes, name);
+    for (const prog of o.programs())
+      console.log(
+        JSON.stringify({
+          kernel,
+          object: name,
+          program: prog,
+          verdict: "skipped",
+          error: `needs kernel ≥ ${floor}`,
+        }),
+      );
+    continue;
+  }
   const programs = (() => {
     using o = openObject(bytes, name);
     return o.programs();

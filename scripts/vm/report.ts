@@ -119,6 +119,7 @@ for (const p of progs) {
     ...cols.map((c) => {
       const l = c.load.find((x) => `${x.object}/${x.program}` === p);
       if (!l) return "-";
+      if (l.verdict === "skipped") return `skipped (${l.error})`;
       if (l.verdict !== "accepted") return "REJECTED";
       return `${l.insnsProcessed} insns, ${l.totalStates} states (peak ${l.peakStates})`;
     }),
@@ -128,7 +129,7 @@ if (progs.length) {
   console.log("\nverifier: instructions processed (limit 1,000,000) and states, per kernel");
   console.log(table(vrows));
   for (const c of cols)
-    for (const l of c.load.filter((x) => x.verdict !== "accepted"))
+    for (const l of c.load.filter((x) => x.verdict === "rejected"))
       console.log(`\n${c.label}: ${l.object}/${l.program} rejected:\n${l.error}`);
 }
 
