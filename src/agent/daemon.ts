@@ -17,6 +17,7 @@ import { InputError, KprError } from "../errors.ts";
 import type { ClusterSource } from "../k8s/source.ts";
 import type { LbModel } from "../lb/model.ts";
 import { IncrementalTranslation, type ServiceObjects, translate } from "../lb/translate.ts";
+import { Progress } from "../progress.ts";
 import { checkRemovalCount, checkRemovals, type GuardOptions } from "./guard.ts";
 import { disabledMessage, modelServices, nodeAddressesFor, unsupportedSettings } from "./pipeline.ts";
 import type { SyncReport } from "./services.ts";
@@ -328,14 +329,17 @@ export class Daemon {
     }
     this.lock ??= await recon.lockState(this.cfg, log);
     const { previous, services } = recon.readProgrammed(this.cfg);
+    const progress = new Progress(log, performance.now());
     const model = translate(state, this.cfg, {
       ...(nodeAddresses !== undefined ? { nodeAddresses } : {}),
       previous,
+      progress: (done, total) => progress.tick(() => `full sync: translating ${done}/${total} services`),
     });
     if (reason === "first" || this.o.guardEverySync)
       checkRemovals(services, await modelServices(model), this.o.guard, "sync");
     const r = await recon.applyModel(model, this.cfg, {
       log,
+      progress,
       ...(this.dp ? { datapath: this.dp } : { keepDatapath: true }),
     });
     if (r.datapath) this.dp = r.datapath;

@@ -3,12 +3,14 @@
  * guard → reconcile into the pinned maps. `kpr apply` runs it once (applyOnce); `kpr run` runs
  * its first pass the same way and then keeps the programmed model in memory (daemon.ts).
  */
+
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
 import type { MapState } from "../datapath/mapstate.ts";
 import type { ApplyResult } from "../datapath/reconcile.ts";
 import type { ClusterState } from "../k8s/types.ts";
 import type { LbModel, PreviousIds } from "../lb/model.ts";
+import { Progress } from "../progress.ts";
 import { checkRemovals, type GuardOptions } from "./guard.ts";
 
 /**
@@ -97,6 +99,8 @@ export interface PassOptions {
   dryRun?: boolean;
   /** "apply" or "sync": starts guard messages */
   op?: string;
+  /** progress lines of a long pass (default: from the process start, as for `kpr apply`) */
+  progress?: Progress;
 }
 
 /** What one pass did. */
@@ -124,9 +128,11 @@ export async function applyOnce(state: ClusterState, o: PassOptions): Promise<Pa
   const nodeAddresses = await nodeAddressesFor(cfg, o.configPath, state, log);
   const { translate } = await import("../lb/translate.ts");
   const recon = await import("../datapath/reconcile.ts");
+  const progress = o.progress ?? new Progress(log);
   const opts = (previous: PreviousIds | undefined) => ({
     ...(nodeAddresses !== undefined ? { nodeAddresses } : {}),
     ...(previous !== undefined ? { previous } : {}),
+    progress: (done: number, total: number) => progress.tick(() => `translating: ${done}/${total} services`),
   });
 
   if (o.dryRun) {
@@ -172,6 +178,6 @@ export async function applyOnce(state: ClusterState, o: PassOptions): Promise<Pa
   const model = translate(state, cfg, opts(previous));
   await warnModel(model, cfg, log);
   checkRemovals(services, await modelServices(model), o.guard, o.op);
-  const applied = await recon.applyModel(model, cfg, { log });
+  const applied = await recon.applyModel(model, cfg, { log, progress });
   return { model, applied, disabled: false };
 }

@@ -10,6 +10,7 @@ import type { Config } from "../config/config.ts";
 import { EXIT_INPUT, KprError } from "../errors.ts";
 import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
 import { log as rootLog } from "../log.ts";
+import type { Progress } from "../progress.ts";
 import { BpfMap } from "./bpf.ts";
 import { applyInterrupted, crashPoint, markApplyDone, markApplyStarted } from "./crashmark.ts";
 import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
@@ -275,7 +276,7 @@ function rollback(done: MapOp[], maps: Record<LbStateMap, MapIo>): string[] {
 export function executeOps(
   ops: MapOp[],
   maps: Record<LbStateMap, MapIo>,
-  opts: { log?: ConsolaInstance; now?: () => number } = {},
+  opts: { log?: ConsolaInstance; now?: () => number; progress?: Progress } = {},
 ): number {
   const now = opts.now ?? (() => performance.now());
   const start = now();
@@ -299,10 +300,13 @@ export function executeOps(
     }
     done.push(...g.ops);
     crashPoint(++groupsDone);
-    const t = now();
-    if (t - lastReport > 1000) {
-      lastReport = t;
-      opts.log?.info(`programming maps: ${done.length}/${ops.length} writes (${Math.round(t - start)} ms)`);
+    if (opts.progress) opts.progress.tick(() => `programming maps: ${done.length}/${ops.length} writes`);
+    else {
+      const t = now();
+      if (t - lastReport > 1000) {
+        lastReport = t;
+        opts.log?.info(`programming maps: ${done.length}/${ops.length} writes (${Math.round(t - start)} ms)`);
+      }
     }
   }
   // every write is in: flows and connected sockets still aimed at removed UDP backends move on
@@ -366,6 +370,8 @@ export async function applyModel(
     datapath?: Datapath;
     /** keep the datapath this call loads open and return it (the daemon programs it on) */
     keepDatapath?: boolean;
+    /** progress lines of a long apply */
+    progress?: Progress;
   } = {},
 ): Promise<ApplyResult> {
   const log = opts.log ?? rootLog.withTag("reconcile");
@@ -411,7 +417,7 @@ export async function applyModel(
   try {
     checkAttachedMaps(cfg.bpf.root);
     if (ops.length > 0) markApplyStarted(cfg.bpf.root);
-    writes = executeOps(ops, dp.lbMaps, { log });
+    writes = executeOps(ops, dp.lbMaps, { log, ...(opts.progress ? { progress: opts.progress } : {}) });
     if (ops.some((o) => o.kind === "delete"))
       pruneAffinity(dp.map("kpr_lb4_aff"), (fe, be) => enc.byId.has(fe) && enc.beIndex.has(be));
     maglev = syncMaglev(

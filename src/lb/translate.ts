@@ -22,6 +22,8 @@ export interface TranslateOptions {
   nodeAddresses?: string[];
   /** Ids in use on the node, kept for frontends and backends that still exist. */
   previous?: PreviousIds;
+  /** called now and then with how many services are translated (for progress lines) */
+  progress?: (done: number, total: number) => void;
 }
 
 /** Label and annotation names (Kubernetes and Cilium). */
@@ -149,7 +151,9 @@ export function translate(state: ClusterState, cfg: Config, opts: TranslateOptio
   const services = state.services
     .map((svc) => ({ svc, name: svcName(svc) }))
     .sort((a, b) => cmpStr(a.name, b.name));
+  let done = 0;
   for (const { svc, name } of services) {
+    if ((++done & 511) === 0) opts.progress?.(done, services.length);
     const slices = [...(slicesBySvc.get(name) ?? [])].sort((a, b) =>
       cmpStr(a.metadata.name ?? "", b.metadata.name ?? ""),
     );
