@@ -269,7 +269,7 @@ const BE_FLAGS = fieldOffset(lb4Backend, "flags");
 /** Offset of kpr_svc_meta.digest. */
 export const META_DIGEST = fieldOffset(svcMeta, "digest");
 /** Bumped when what a digest covers changes, so old digests never match. */
-const DIGEST_VERSION = 1;
+const DIGEST_VERSION = 2;
 
 /** "a.b.c.d" → its 4 bytes at `out[off]`; false when the text is not a plain dotted quad. */
 function putIp4(s: string, out: Uint8Array, off: number): boolean {
@@ -396,7 +396,11 @@ class FrontendEncoder {
         backendIds: sel.internal.slots.map((b) => b.id),
       };
     }
-    const allIds = internal ? [...backendIds, ...internal.backendIds] : backendIds;
+    // The digest covers which backends a frontend's slots hold, per region (active, terminating)
+    // and scope, not their order: the slots are laid out at write time, keeping each backend in
+    // the slot it has (stableSlotOrder), so a one-endpoint change rewrites a slot or two.
+    const allIds = [...regionsSorted(backendIds, activeCount)];
+    if (internal) allIds.push(...regionsSorted(internal.backendIds, sel.internal!.activeCount));
 
     // digest input: version, key, master, rnat, meta (digest 0), srcr keys, internal key and
     // master, (id, value) per slot (external, then internal); every part is a multiple of 4
@@ -460,6 +464,101 @@ class FrontendEncoder {
     if (internal) enc.internal = internal;
     return enc;
   }
+}
+
+/** Ids with each region (slots 1..active, the rest) sorted: the digest's order-free view. */
+function regionsSorted(ids: number[], activeCount: number): number[] {
+  const a = activeRegion(ids.length, activeCount);
+  const byNum = (x: number, y: number) => x - y;
+  return [...ids.slice(0, a).sort(byNum), ...ids.slice(a).sort(byNum)];
+}
+
+/** How many of `n` slots are active for a master's active_count (255: all; 0: none are). */
+function activeRegion(n: number, activeCount: number): number {
+  return activeCount === ACTIVE_SATURATED ? n : Math.min(activeCount, n);
+}
+
+/**
+ * The slot order for backends `want` (active ones first: `activeCount` of them) that keeps every
+ * backend in the slot `current` has it in, when that slot is in the region (active or
+ * terminating) it belongs to now; the others fill the free slots in `want`'s order. So a
+ * one-endpoint change rewrites the slot it leaves or takes, not every slot after it.
+ */
+export function stableSlotOrder(want: number[], activeCount: number, current: readonly number[]): number[] {
+  if (current.length === 0) return want;
+  const n = want.length;
+  const a = activeRegion(n, activeCount);
+  const region = new Map<number, boolean>(); // id → active?
+  for (let i = 0; i < n; i++) region.set(want[i]!, i < a);
+  const out = new Array<number>(n).fill(0);
+  const placed = new Set<number>();
+  for (let i = 0; i < Math.min(current.length, n); i++) {
+    const id = current[i]!;
+    if (region.get(id) === i < a && !placed.has(id)) {
+      out[i] = id;
+      placed.add(id);
+    }
+  }
+  let ai = 0;
+  let ti = a;
+  for (let i = 0; i < n; i++) {
+    const id = want[i]!;
+    if (placed.has(id)) continue;
+    if (i < a) {
+      while (out[ai] !== 0) ai++;
+      out[ai] = id;
+    } else {
+      while (out[ti] !== 0) ti++;
+      out[ti] = id;
+    }
+  }
+  return out;
+}
+
+const SVC_ACTIVE = fieldOffset(lb4Service, "active_count");
+
+/** The backend ids in slots 1.. of the frontend whose master key is `key`, in `st` (to the first gap). */
+function currentSlotIds(st: MapState, key: Uint8Array): number[] {
+  const out: number[] = [];
+  const sk = key.slice();
+  for (let s = 1; s <= 0xffff; s++) {
+    sk[KEY_SLOT] = s & 0xff;
+    sk[KEY_SLOT + 1] = s >> 8;
+    const e = st.kpr_lb4_svc.get(hex(sk));
+    if (!e) break;
+    const v = e.value;
+    out.push(
+      (v[SVC_BACKEND_ID]! |
+        (v[SVC_BACKEND_ID + 1]! << 8) |
+        (v[SVC_BACKEND_ID + 2]! << 16) |
+        (v[SVC_BACKEND_ID + 3]! << 24)) >>>
+        0,
+    );
+  }
+  return out;
+}
+
+/**
+ * `f` with its slots (each scope's) laid out to keep the slots `current` ids have: from another
+ * encoding of the same frontend (`current` a FrontendEnc) or from map content.
+ */
+export function alignSlots(f: FrontendEnc, current: FrontendEnc | MapState | undefined): FrontendEnc {
+  if (!current) return f;
+  const cur = (key: Uint8Array, enc: FrontendEnc | undefined): number[] =>
+    "kpr_lb4_svc" in current ? currentSlotIds(current, key) : (enc?.backendIds ?? []);
+  const prev = "kpr_lb4_svc" in current ? undefined : current;
+  const ids = stableSlotOrder(f.backendIds, f.master[SVC_ACTIVE]!, cur(f.key, prev));
+  let internal = f.internal;
+  if (internal) {
+    const prevInt = prev?.internal ? ({ backendIds: prev.internal.backendIds } as FrontendEnc) : undefined;
+    const iids = stableSlotOrder(
+      internal.backendIds,
+      internal.master[SVC_ACTIVE]!,
+      cur(internal.key, prevInt),
+    );
+    internal = { ...internal, backendIds: iids };
+  }
+  return { ...f, backendIds: ids, ...(internal ? { internal } : {}) };
 }
 
 function ipv6Skip(f: Frontend): { frontend: string; reason: string } {
@@ -1100,7 +1199,11 @@ export function planFromDigests(
     if (have) current.kpr_lb4_be.set(hex(key), { key, value: have });
     if (want) desiredBe.push(id);
   }
-  const desired = encodedState(enc, dirtyDesired, desiredBe);
+  const desired = encodedState(
+    enc,
+    dirtyDesired.map((f) => alignSlots(f, current)),
+    desiredBe,
+  );
   const ops = diffMapState(current, desired);
   let svcCount = current.kpr_lb4_svc.size;
   for (const id of clean) {
@@ -1317,12 +1420,13 @@ export class ProgrammedModel {
           r.enc.internal?.backendIds.some((b) => revalue.has(b))
         ) {
           addFrontend(current, r.enc, arena);
-          r.enc = this.encoder.encode(r.f, backendSlots(r.f), this.words, this.idxOf);
+          r.enc = alignSlots(this.encoder.encode(r.f, backendSlots(r.f), this.words, this.idxOf), r.enc);
           addFrontend(desired, r.enc, arena);
           this.fe.set(id, r);
         }
+    const removedEnc = new Map(removed.map((r) => [r.f.id, r.enc]));
     for (const { f, sel } of added) {
-      const enc = this.encoder.encode(f, sel, this.words, this.idxOf);
+      const enc = alignSlots(this.encoder.encode(f, sel, this.words, this.idxOf), removedEnc.get(f.id));
       addFrontend(desired, enc, arena);
       this.fe.set(f.id, { f, enc });
     }

@@ -17,6 +17,7 @@ import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.t
 import type { Datapath } from "./loader.ts";
 import { type MaglevResult, syncMaglev } from "./maglevmaps.ts";
 import {
+  alignSlots,
   type CurrentView,
   diffMapState,
   type EncodedModel,
@@ -399,7 +400,14 @@ export async function applyModel(
     } else {
       planned = "full";
       const current = pinned ? readMapState(pinned) : emptyMapState();
-      ops = diffMapState(current, encodedState(enc, enc.frontends, enc.backendIds()));
+      ops = diffMapState(
+        current,
+        encodedState(
+          enc,
+          enc.frontends.map((f) => alignSlots(f, current)),
+          enc.backendIds(),
+        ),
+      );
       counts = current;
     }
   } finally {

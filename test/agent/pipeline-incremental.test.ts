@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { defaultConfig } from "../../src/config/config.ts";
-import { LB_STATE_MAPS } from "../../src/datapath/lbmaps.ts";
+import { LB_STATE_MAPS, lb4Key, lb4Service } from "../../src/datapath/lbmaps.ts";
 import {
   emptyMapState,
   hex,
@@ -114,9 +114,45 @@ function applyOps(st: MapState, ops: MapOp[]): void {
   }
 }
 
+/**
+ * Each map as sorted "key=value" lines, with every frontend's slots renumbered in a canonical
+ * order (each region, active and terminating, sorted by backend id): the writes keep backends in
+ * their slots (stableSlotOrder), so the daemon's layout may differ from a fresh encoding's while
+ * holding the same backends.
+ */
 function dump(st: MapState): Record<string, string[]> {
+  const svc = new Map<string, { master?: Uint8Array; slots: Map<number, Uint8Array> }>();
+  for (const e of st.kpr_lb4_svc.values()) {
+    const k = lb4Key.decode(e.key);
+    const mk = hex(lb4Key.encode({ ...k, slot: 0 }));
+    const g: { master?: Uint8Array; slots: Map<number, Uint8Array> } = svc.get(mk) ?? { slots: new Map() };
+    if (k.slot === 0) g.master = e.value;
+    else g.slots.set(k.slot, e.value);
+    svc.set(mk, g);
+  }
+  const lines: string[] = [];
+  for (const [mk, g] of svc) {
+    if (g.master) lines.push(`${mk}=${hex(g.master)}`);
+    const active = g.master ? lb4Service.decode(g.master).active_count : 0;
+    const vals = [...g.slots.entries()].sort((a, b) => a[0] - b[0]).map(([, v]) => v);
+    const a = active === 255 ? vals.length : Math.min(active, vals.length);
+    const id = (v: Uint8Array) => lb4Service.decode(v).backend_id;
+    const ordered = [
+      ...vals.slice(0, a).sort((x, y) => id(x) - id(y)),
+      ...vals.slice(a).sort((x, y) => id(x) - id(y)),
+    ];
+    const key = lb4Key.decode(Buffer.from(mk, "hex"));
+    ordered.forEach((v, i) => {
+      lines.push(`${hex(lb4Key.encode({ ...key, slot: i + 1 }))}=${hex(v)}`);
+    });
+  }
   return Object.fromEntries(
-    LB_STATE_MAPS.map((m) => [m, [...st[m].entries()].map(([k, e]) => `${k}=${hex(e.value)}`).sort()]),
+    LB_STATE_MAPS.map((m) => [
+      m,
+      m === "kpr_lb4_svc"
+        ? lines.sort()
+        : [...st[m].entries()].map(([k, e]) => `${k}=${hex(e.value)}`).sort(),
+    ]),
   );
 }
 

@@ -25,8 +25,10 @@ import {
   type MapState,
   mapStateToFrontends,
   modelToMapState,
+  ProgrammedModel,
   planFromDigests,
   previousIdsFromState,
+  stableSlotOrder,
 } from "../../src/datapath/mapstate.ts";
 import {
   applyModel,
@@ -896,6 +898,45 @@ describe("planFromDigests after an interrupted apply", () => {
       ),
     ],
   ];
+  it("a one-endpoint change rewrites the slot it takes, not every slot after it (kpr apply and the daemon)", () => {
+    const fifty = (swap: boolean) =>
+      model(
+        fe(
+          1,
+          "10.96.0.1",
+          Array.from({ length: 50 }, (_, i) =>
+            swap && i === 3 ? be(100, "10.244.0.200") : be(i + 1, `10.244.0.${i + 1}`),
+          ),
+        ),
+      );
+    const start = stateOf(fifty(false));
+    const svcWrites = (ops: MapOp[]) => ops.filter((o) => o.map === "kpr_lb4_svc").map(describeOp);
+    // kpr apply: planned from the digests against the programmed maps
+    const plan = planFromDigests(encodeModel(fifty(true)), viewOf(start), 256)!;
+    expect(svcWrites(plan.ops), "kpr apply's service-map writes").toEqual(["update svc 10.96.0.1:80/6#4"]);
+    const after = run(start, plan.ops);
+    expect(mapStateToFrontends(after).frontends, "the same frontend as a fresh apply").toEqual(
+      mapStateToFrontends(stateOf(fifty(true))).frontends,
+    );
+    // the daemon: its in-memory model
+    const m0 = fifty(false);
+    const prog = ProgrammedModel.of(m0);
+    const d = prog.change({ removed: m0.frontends, added: fifty(true).frontends });
+    expect(svcWrites(d.ops), "the daemon's service-map writes").toEqual(["update svc 10.96.0.1:80/6#4"]);
+  });
+
+  it("stableSlotOrder keeps slots, fills the free ones, and keeps active before terminating", () => {
+    expect(stableSlotOrder([1, 2, 4, 5], 4, [1, 2, 3, 4, 5]), "one removed: the last moves in").toEqual([
+      1, 2, 5, 4,
+    ]);
+    expect(stableSlotOrder([1, 2, 3, 9], 4, [1, 2, 3]), "one added: appended").toEqual([1, 2, 3, 9]);
+    expect(
+      stableSlotOrder([2, 3, 1], 2, [1, 2, 3]),
+      "1 turned terminating: it leaves the active region",
+    ).toEqual([3, 2, 1]);
+    expect(stableSlotOrder([1, 2], 2, []), "nothing programmed").toEqual([1, 2]);
+  });
+
   it.each(cases)("%s: the next apply finishes the work wherever the last one stopped", (_n, from, to) => {
     const start = stateOf(from);
     const ops = diffMapState(start, stateOf(to));
