@@ -442,6 +442,8 @@ export async function explainPacket(cfg: Config, input: ExplainInput): Promise<E
         : "no endpoints: dropped (not a payload-less TCP segment that could be refused)",
     );
   if (reason === "reject-rst") why.push("no endpoints: refused with a TCP RST from the frontend");
+  if (reason === "reject-icmp")
+    why.push("no endpoints: refused with an ICMP port unreachable from the frontend");
   if (reason === "pass-clusterip")
     why.push("ClusterIP frontend: not reachable from outside, the stack decides");
   if (reason === "drop-backend-gone")
