@@ -314,6 +314,8 @@ enum kpr_reason {
 	KPR_R_DROP_LOOPBACK_DST, /* tc/XDP: from a device to 127.0.0.0/8 or 0.0.0.0 (CVE-2020-8558) */
 	KPR_R_REJECT_ICMP,       /* tc/XDP: UDP to a frontend without backends, ICMP port unreachable
 	                          * sent back (tc: redirect, XDP: XDP_TX) */
+	KPR_R_SOCK_REJECT_NO_LOCAL, /* socket LB: Local policy, endpoints on other nodes only: call
+	                             * refused (EPERM) where tc drops (see sock4_verdict) */
 	KPR_R_COUNT,
 };
 

@@ -77,6 +77,7 @@ export const REASON_NAMES = [
   "xdp-pass-tc",
   "drop-loopback-dst",
   "reject-icmp",
+  "sock-reject-no-local",
 ] as const;
 
 /** IP protocol numbers of the L4 protocols kpr programs. */
