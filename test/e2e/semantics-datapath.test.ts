@@ -12,12 +12,17 @@
  * Clients are real sockets (python3: the errno and the time it took are the result).
  */
 import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { bpfClangArgs } from "../../scripts/bpf-cflags.ts";
+import { startCapture } from "../harness/capture.ts";
 import { needs } from "../harness/env.ts";
-import { useTopology } from "../harness/netns.ts";
+import { type Topology, useTopology } from "../harness/netns.ts";
+import { parsePacket, toHex, verifyChecksums } from "../harness/packet.ts";
 import { httpGet } from "../harness/servers.ts";
 import {
   ADDR,
   buildCluster,
+  DEVICE,
   dnsPort,
   httpPort,
   kprOk,
@@ -129,8 +134,93 @@ interface Attempt {
   ms: number;
 }
 
+/** One attempt from ns (in the socket-LB cgroup when cgroup), bound to src when given. */
+async function attemptIn(
+  topo: Topology,
+  ns: string,
+  mode: "tcp" | "udp" | "udp-sendto",
+  host: string,
+  port: number,
+  opts: { cgroup?: boolean; src?: string; timeoutS?: number } = {},
+): Promise<Attempt> {
+  const argv = [
+    "python3",
+    "-c",
+    CLIENT,
+    mode,
+    host,
+    String(port),
+    opts.src ?? "",
+    String(opts.timeoutS ?? 3),
+  ];
+  const run = opts.cgroup ? topo.runInCgroup.bind(topo) : topo.exec.bind(topo);
+  const r = await run(ns, argv, { timeoutMs: 20_000, nsenter: true });
+  if (r.code !== 0) throw new Error(`client ${mode} ${host}:${port} in ${ns}: exit ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Attempt;
+}
+
+/** The datapath's reason counters on node-1 (kpr bpf metrics). */
+async function reasonsOf(topo: Topology): Promise<Record<string, number>> {
+  const r = await kprOk(topo, ["bpf", "metrics", "-o", "json", "--all"]);
+  const j = JSON.parse(r.stdout) as { reasons?: { reason: string; count: string | number }[] };
+  return Object.fromEntries((j.reasons ?? []).map((x) => [x.reason, Number(x.count)]));
+}
+
+/**
+ * A connected UDP client in the client namespace sends to the NodePort of a service without
+ * endpoints, with a capture on its device: recv() must fail at once with ECONNREFUSED, and the
+ * ICMP port unreachable it received must carry valid IPv4 and ICMP checksums (recomputed here
+ * over the captured bytes), come from the NodePort address and quote the datagram's IPv4 header
+ * and UDP header byte for byte. The reject-icmp counter must move.
+ */
+async function checkPortUnreachable(topo: Topology): Promise<void> {
+  const before = (await reasonsOf(topo))["reject-icmp"] ?? 0;
+  const port = FE.emptyUdp.nodePort;
+  const cap = await startCapture(topo, NS.client, DEVICE, { filter: `icmp or (udp and dst port ${port})` });
+  let got: Attempt;
+  let frames: Uint8Array[];
+  try {
+    got = await attemptIn(topo, NS.client, "udp", ADDR.node1, port);
+    frames = await cap.waitForFrames(2);
+  } finally {
+    await cap.stop();
+  }
+  expect(
+    { result: got.result, fast: got.ms < 1000 },
+    `UDP NodePort without endpoints: ${JSON.stringify(got)}`,
+  ).toEqual({
+    result: "ECONNREFUSED",
+    fast: true,
+  });
+  const sent = frames.find((f) => parsePacket(f).udp);
+  const icmp = frames.find((f) => parsePacket(f).icmp);
+  expect({ sent: !!sent, icmp: !!icmp }, "captured the datagram and the ICMP error").toEqual({
+    sent: true,
+    icmp: true,
+  });
+  const p = parsePacket(icmp!);
+  const hl = (sent![14]! & 0x0f) * 4;
+  expect({
+    from: p.ip4?.src,
+    to: p.ip4?.dst,
+    type: p.icmp?.type,
+    code: p.icmp?.code,
+    checksums: verifyChecksums(icmp!),
+    quote: toHex(icmp!.slice(42, 42 + hl + 8)),
+  }).toEqual({
+    from: ADDR.node1,
+    to: ADDR.client,
+    type: 3,
+    code: 3,
+    checksums: { ok: true, errors: [] },
+    quote: toHex(sent!.slice(14, 14 + hl + 8)),
+  });
+  const after = (await reasonsOf(topo))["reject-icmp"] ?? 0;
+  expect(after - before, "reject-icmp counted by the datapath").toBeGreaterThanOrEqual(1);
+}
+
 const skip = needs(
-  { root: true, built: true, tools: ["ip", "nsenter", "curl", "sysctl", "python3"] },
+  { root: true, built: true, tools: ["ip", "nsenter", "curl", "sysctl", "python3", "tcpdump"] },
   "e2e datapath semantics",
 );
 
@@ -143,49 +233,17 @@ describe.skipIf(!!skip)("e2e: datapath semantics (kube-proxy's packet-flow expec
     },
   });
 
-  /** One attempt from ns (in the socket-LB cgroup when cgroup), bound to src when given. */
-  const attempt = async (
+  const attempt = (
     ns: string,
     mode: "tcp" | "udp" | "udp-sendto",
     host: string,
     port: number,
     opts: { cgroup?: boolean; src?: string; timeoutS?: number } = {},
-  ): Promise<Attempt> => {
-    const argv = [
-      "python3",
-      "-c",
-      CLIENT,
-      mode,
-      host,
-      String(port),
-      opts.src ?? "",
-      String(opts.timeoutS ?? 3),
-    ];
-    const run = opts.cgroup ? topo().runInCgroup.bind(topo()) : topo().exec.bind(topo());
-    const r = await run(ns, argv, { timeoutMs: 20_000, nsenter: true });
-    if (r.code !== 0) throw new Error(`client ${mode} ${host}:${port} in ${ns}: exit ${r.code}: ${r.stderr}`);
-    return JSON.parse(r.stdout) as Attempt;
-  };
+  ) => attemptIn(topo(), ns, mode, host, port, opts);
+  const reasons = () => reasonsOf(topo());
 
-  /** The datapath's reason counters (kpr bpf metrics). */
-  const reasons = async (): Promise<Record<string, number>> => {
-    const r = await kprOk(topo(), ["bpf", "metrics", "-o", "json", "--all"]);
-    const j = JSON.parse(r.stdout) as { reasons?: { reason: string; count: string | number }[] };
-    return Object.fromEntries((j.reasons ?? []).map((x) => [x.reason, Number(x.count)]));
-  };
-
-  test("should reject UDP to a service without endpoints with ICMP port unreachable", async () => {
-    const before = (await reasons())["reject-icmp"] ?? 0;
-    const got = await attempt(NS.client, "udp", ADDR.node1, FE.emptyUdp.nodePort);
-    expect(
-      { result: got.result, fast: got.ms < 1000 },
-      `UDP NodePort without endpoints: ${JSON.stringify(got)}`,
-    ).toEqual({
-      result: "ECONNREFUSED",
-      fast: true,
-    });
-    const after = (await reasons())["reject-icmp"] ?? 0;
-    expect(after - before, "reject-icmp counted by the tc program").toBeGreaterThanOrEqual(1);
+  test("should reject UDP to a service without endpoints with ICMP port unreachable (tc)", async () => {
+    await checkPortUnreachable(topo());
   });
 
   test.each([
@@ -262,3 +320,45 @@ describe.skipIf(!!skip)("e2e: datapath semantics (kube-proxy's packet-flow expec
     expect(got.result, JSON.stringify(got)).toBe("ok");
   });
 });
+
+const skipXdp = needs(
+  { root: true, built: true, tools: ["ip", "nsenter", "sysctl", "python3", "tcpdump", "clang"] },
+  "e2e datapath semantics with XDP",
+);
+
+describe.skipIf(!!skipXdp)(
+  "e2e: datapath semantics with XDP acceleration (native, on node-1's veth0)",
+  () => {
+    const topo = useTopology({
+      setup: async (t) => {
+        await buildCluster(t);
+        // XDP_TX on a veth reaches the peer only when the peer runs an XDP program itself (veth
+        // schedules the peer's NAPI for XDP_TX frames only then): an XDP_PASS program on pn1.
+        const src = join(t.tmpDir, "xdp-pass.bpf.c");
+        const obj = join(t.tmpDir, "xdp-pass.bpf.o");
+        await Bun.write(
+          src,
+          'int pass(void *ctx) __attribute__((section("xdp"), used));\nint pass(void *ctx) { return 2; }\n' +
+            'char _license[] __attribute__((section("license"), used)) = "GPL";\n',
+        );
+        const cc = Bun.spawnSync(bpfClangArgs(src, obj), { stderr: "pipe" });
+        if (cc.exitCode !== 0) throw new Error(`clang ${src}: ${cc.stderr.toString()}`);
+        await t.run(NS.fabric, ["ip", "link", "set", "dev", "pn1", "xdpdrv", "obj", obj, "sec", "xdp"]);
+        t.writeConfig({
+          devices: [DEVICE],
+          nodeName: "node-1",
+          loadBalancer: { acceleration: "native" },
+          socketLB: { enabled: false },
+        });
+        const file = await writeManifests(t, "services.yaml", MANIFESTS);
+        await kprOk(t, ["apply", "-f", file]);
+      },
+    });
+
+    test("should reject UDP to a service without endpoints with ICMP port unreachable (XDP_TX)", async () => {
+      const link = await topo().run(NS.node1, ["ip", "-d", "link", "show", DEVICE]);
+      expect(link, "native XDP attached to node-1's device").toMatch(/xdp(drv)? |prog\/xdp/);
+      await checkPortUnreachable(topo());
+    });
+  },
+);
