@@ -15,6 +15,15 @@
  * bytes are added in front, so that the old Ethernet header and 14 of the 28 new bytes hold the
  * new Ethernet + IPv4 + ICMP headers and the quote (old IP header + UDP header) stays where it
  * is. Unlike the kernel, kpr does not rate-limit these errors (no state per peer).
+ *
+ * Checksums are computed over the bytes as they are, so the reply is right for every frame XDP
+ * sees and for every skb that is not CHECKSUM_PARTIAL. A CHECKSUM_PARTIAL skb (a datagram from
+ * a sender on this host, through a veth, or NEEDS_CSUM from a virtio host) quotes its unfinished
+ * UDP checksum (the pseudo-header seed, as the kernel's own icmp_send would) and keeps that
+ * state: a veth hands it on as such and its receiver trusts it, but a device that finished the
+ * checksum on the way back would write into the quote and spoil the ICMP checksum. tc can
+ * neither see nor clear ip_summed; it takes a sender on the same host and, on the way back, a
+ * device that finishes checksums (the e2e test's veths hand the state on).
  */
 #ifndef KPR_ICMP_H
 #define KPR_ICMP_H
