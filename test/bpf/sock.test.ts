@@ -400,6 +400,43 @@ describe.skipIf(!!skip)("socket LB programs", () => {
       expect(client("tcp", "10.96.50.20", 80)).toEqual({ error: "ECONNREFUSED" });
     });
 
+    it.each([
+      [
+        "a bound source inside reaches the internal set",
+        SRC_IN,
+        { peer: "203.0.113.60:80", reply: "pong" },
+        "KPR_R_SOCK_LB",
+      ],
+      [
+        "a bound source outside is refused before the scope is chosen",
+        SRC_OUT,
+        { error: "EPERM" },
+        "KPR_R_DROP_SRC_RANGE",
+      ],
+    ] as const)("LoadBalancer IP with source ranges and two scopes: %s", (_what, src, want, reason) => {
+      program({ flags: ["SOCKET_LB"] });
+      // eTP=Local without a local endpoint (external set empty), all endpoints for in-cluster clients
+      const flags = ["LOADBALANCER", "SRC_RANGES"];
+      lab.addService({
+        address: "203.0.113.60",
+        port: 80,
+        revNatId: 12,
+        flags: [...flags, "LOCAL_SCOPE", "DROP_NO_LOCAL", "TWO_SCOPES"],
+        backends: [],
+      });
+      lab.addService({
+        address: "203.0.113.60",
+        port: 80,
+        revNatId: 12,
+        scope: abi("KPR_SCOPE_INTERNAL"),
+        flags,
+        backends: [{ id: 1, address: "127.0.0.1", port: 8080 }],
+      });
+      lab.addSourceRange(12, SRC_RANGE);
+      expect(client("tcp", "203.0.113.60", 80, src)).toEqual({ ...want });
+      expect({ [reason]: lab.reasons()[reason] }).toEqual({ [reason]: 1 });
+    });
+
     it("flag set but internal entries missing (mid-update): the external set is used", () => {
       twoScopes({ flag: true, internal: false });
       expect(client("tcp", "10.96.50.20", 80)).toEqual({ error: "ECONNREFUSED" });
