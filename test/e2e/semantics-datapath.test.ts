@@ -246,6 +246,27 @@ describe.skipIf(!!skip)("e2e: datapath semantics (kube-proxy's packet-flow expec
     await checkPortUnreachable(topo());
   });
 
+  test("kpr explain shows the ICMP port unreachable for UDP to a service without endpoints", async () => {
+    const r = await kprOk(topo(), [
+      "explain",
+      "--src",
+      `${ADDR.client}:41000`,
+      "--dst",
+      `${ADDR.node1}:${FE.emptyUdp.nodePort}`,
+      "--proto",
+      "udp",
+      "-o",
+      "json",
+    ]);
+    const j = JSON.parse(r.stdout) as { reason: string; verdict: string; output?: unknown; why: string[] };
+    expect({ reason: j.reason, verdict: j.verdict, output: j.output }).toEqual({
+      reason: "reject-icmp",
+      verdict: "redirect",
+      output: { src: ADDR.node1, dst: ADDR.client },
+    });
+    expect(j.why.join("\n"), "why").toContain("ICMP port unreachable");
+  });
+
   test.each([
     ["connected UDP socket: connect() fails", "udp"],
     ["unconnected UDP socket: sendto() fails", "udp-sendto"],
