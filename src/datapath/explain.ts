@@ -442,7 +442,7 @@ export async function explainPacket(cfg: Config, input: ExplainInput): Promise<E
     why.push(
       fe && fe.flags & SVC_F.DROP_NO_LOCAL
         ? "traffic policy Local and no endpoint on this node (endpoints elsewhere only): dropped, as kube-proxy does"
-        : "no endpoints: dropped (not a payload-less TCP segment that could be refused)",
+        : "no endpoints: dropped (neither a payload-less TCP segment a RST refuses nor a datagram an ICMP error may answer)",
     );
   if (reason === "reject-rst") why.push("no endpoints: refused with a TCP RST from the frontend");
   if (reason === "reject-icmp")
