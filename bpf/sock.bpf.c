@@ -29,11 +29,50 @@ static __always_inline int sock4_enabled(struct bpf_sock_addr *ctx)
 }
 
 /*
- * Translates a connect/sendmsg destination that is a frontend to a selected backend and
- * remembers the frontend for the reverse direction. Returns KPR_R_SOCK_LB or a negative
- * kpr_reason.
+ * loadBalancerSourceRanges of frontend svc for the socket of ctx: whether its source address
+ * may use the frontend, as lb4_src_allowed decides for a packet in tc. The source is the one
+ * sendmsg was given (msg_src_ip4: IP_PKTINFO; is_sendmsg must be a constant, the field exists
+ * for sendmsg4 only), else the socket's bound (or already chosen) source. An unbound socket's
+ * source is chosen by the route after this hook, and cgroup sock_addr programs have no route
+ * lookup (no bpf_fib_lookup), so it is unknown here and matches no range: an allow list
+ * refuses it (fail closed: the list names the only sources allowed; a pod outside the ranges
+ * is refused as kube-proxy drops it), a deny list lets it through (fail open: the list names
+ * only the sources to keep out).
  */
-static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+static __always_inline int sock4_src_allowed(struct bpf_sock_addr *ctx,
+					     const struct kpr_lb4_service *svc, int is_sendmsg)
+{
+	if (!(svc->flags & KPR_SVC_F_SRC_RANGES))
+		return 1;
+	__u32 src = is_sendmsg ? ctx->msg_src_ip4 : 0;
+	if (!src) {
+		/* sock_addr programs always have a full socket in ctx->sk */
+		struct bpf_sock *sk = ctx->sk;
+		src = sk->src_ip4;
+	}
+	if (!src)
+		return (svc->flags & KPR_SVC_F_SRC_DENY) ? 1 : 0;
+	return lb4_src_allowed(svc, src);
+}
+
+/*
+ * The verdict reason for a frontend without backend slots: KPR_R_SOCK_REJECT_NO_LOCAL when a
+ * Local traffic policy left out endpoints that exist on other nodes (tc drops there, as
+ * kube-proxy does), else KPR_R_SOCK_REJECT. Both refuse the call: see sock4_verdict.
+ */
+static __always_inline int sock4_no_backend(const struct kpr_lb4_service *svc)
+{
+	if (svc->flags & KPR_SVC_F_DROP_NO_LOCAL)
+		return -KPR_R_SOCK_REJECT_NO_LOCAL;
+	return -KPR_R_SOCK_REJECT;
+}
+
+/*
+ * Translates a connect/sendmsg destination that is a frontend to a selected backend and
+ * remembers the frontend for the reverse direction. is_sendmsg: 1 in the sendmsg4 program.
+ * Returns KPR_R_SOCK_LB or a negative kpr_reason.
+ */
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, int is_sendmsg)
 {
 	__u8 proto = (__u8)ctx->protocol;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
@@ -50,6 +89,9 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 	struct kpr_lb4_service *svc = bpf_map_lookup_elem(&kpr_lb4_svc, &fe);
 	if (!svc)
 		return -KPR_R_PASS;
+	/* source ranges guard the frontend (the external master's flags), whatever its scope */
+	if (!sock4_src_allowed(ctx, svc, is_sendmsg))
+		return -KPR_R_DROP_SRC_RANGE;
 	if (svc->flags & KPR_SVC_F_TWO_SCOPES) {
 		/* Traffic from inside the cluster to an eTP=Local frontend: its cluster-wide set
 		 * (kube-proxy's short-circuit). Missing while user space writes it: the external one. */
@@ -61,7 +103,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 			fe.scope = KPR_SCOPE_EXTERNAL;
 	}
 	if (svc->count == 0)
-		return -KPR_R_SOCK_REJECT;
+		return sock4_no_backend(svc);
 
 	__u32 bid = 0;
 	struct kpr_lb4_backend *be =
@@ -108,10 +150,20 @@ static __always_inline int sock4_verdict(int ret)
 {
 	__u32 reason = ret < 0 ? (__u32)-ret : (__u32)ret;
 	kpr_count_reason(reason);
-	/* Fail closed for a frontend that has no usable backend: EPERM at once beats sending
-	 * to a virtual address that nothing answers. A cgroup program can only choose EPERM on
-	 * 5.10 (bpf_set_retval needs 5.19). */
-	if (reason == KPR_R_SOCK_REJECT || reason == KPR_R_DROP_BACKEND_GONE)
+	/*
+	 * Fail closed for a frontend that has no usable backend, or whose source ranges exclude
+	 * the socket: EPERM at once beats sending to a virtual address that nothing answers. Also
+	 * where kube-proxy drops (Local policy with endpoints on other nodes only, which after the
+	 * two traffic scopes is internalTrafficPolicy=Local with no endpoint on this node; a source
+	 * outside loadBalancerSourceRanges): a hook can only refuse the call or let it through,
+	 * and letting it through untranslated sends the virtual address onto the network. kube-
+	 * proxy drops so that an external load balancer's health checks steer clients to other
+	 * nodes; a process on this node has no other path, and a drop only turns the same failure
+	 * into a connect() timeout (about two minutes of SYN retries) or a datagram lost silently.
+	 * A cgroup program can only choose EPERM on 5.10 (bpf_set_retval needs 5.19).
+	 */
+	if (reason == KPR_R_SOCK_REJECT || reason == KPR_R_SOCK_REJECT_NO_LOCAL ||
+	    reason == KPR_R_DROP_BACKEND_GONE || reason == KPR_R_DROP_SRC_RANGE)
 		return SYS_REJECT;
 	return SYS_PROCEED;
 }
@@ -119,13 +171,13 @@ static __always_inline int sock4_verdict(int ret)
 SEC("cgroup/connect4")
 int kpr_sock4_connect(struct bpf_sock_addr *ctx)
 {
-	return sock4_verdict(sock4_xlate_fwd(ctx));
+	return sock4_verdict(sock4_xlate_fwd(ctx, 0));
 }
 
 SEC("cgroup/sendmsg4")
 int kpr_sock4_sendmsg(struct bpf_sock_addr *ctx)
 {
-	return sock4_verdict(sock4_xlate_fwd(ctx));
+	return sock4_verdict(sock4_xlate_fwd(ctx, 1));
 }
 
 /* recvmsg/getpeername programs must return 1 (the verifier enforces it). */

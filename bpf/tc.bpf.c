@@ -38,6 +38,7 @@ static __noinline int tc_verdict(enum kpr_reason reason)
 	case KPR_R_SNAT_FWD:
 	case KPR_R_SNAT_REPLY:
 	case KPR_R_REJECT_RST:
+	case KPR_R_REJECT_ICMP:
 		return TC_ACT_REDIRECT;
 	default:
 		return TC_ACT_SHOT;

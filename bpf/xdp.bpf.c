@@ -30,6 +30,8 @@ static __noinline int xdp_verdict(enum kpr_reason reason)
 	case KPR_R_SNAT_FWD:
 	case KPR_R_SNAT_REPLY:
 		return XDP_REDIRECT;
+	case KPR_R_REJECT_ICMP:
+		return XDP_TX;
 	default:
 		return XDP_DROP;
 	}

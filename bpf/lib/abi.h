@@ -293,7 +293,9 @@ enum kpr_reason {
 	KPR_R_SNAT_REPLY,        /* tc: reply of a SNATed flow restored, redirected to the client */
 	KPR_R_REJECT_RST,        /* tc: frontend without backends, TCP RST sent back */
 	KPR_R_DROP_MALFORMED,    /* truncated / invalid headers */
-	KPR_R_DROP_NO_BACKEND,   /* frontend without backends (UDP, or TCP that gets no RST) */
+	KPR_R_DROP_NO_BACKEND,   /* frontend without backends, nothing sent back (Local policy with
+	                          * remote endpoints only; TCP that gets no RST; UDP that may get
+	                          * no ICMP error) */
 	KPR_R_DROP_SRC_RANGE,    /* loadBalancerSourceRanges denied the client */
 	KPR_R_DROP_BACKEND_GONE, /* a slot names a backend missing from kpr_lb4_be */
 	KPR_R_DROP_FIB,          /* FIB lookup / redirect failed for a packet that must be forwarded */
@@ -310,6 +312,10 @@ enum kpr_reason {
 	KPR_R_SOCK_DISABLED,     /* socket LB: kpr_config lacks KPR_CFG_F_SOCKET_LB */
 	KPR_R_XDP_PASS_TC,       /* XDP: handed to tc to finish (no neighbour entry, RST) */
 	KPR_R_DROP_LOOPBACK_DST, /* tc/XDP: from a device to 127.0.0.0/8 or 0.0.0.0 (CVE-2020-8558) */
+	KPR_R_REJECT_ICMP,       /* tc/XDP: UDP to a frontend without backends, ICMP port unreachable
+	                          * sent back (tc: redirect, XDP: XDP_TX) */
+	KPR_R_SOCK_REJECT_NO_LOCAL, /* socket LB: Local policy, endpoints on other nodes only: call
+	                             * refused (EPERM) where tc drops (see sock4_verdict) */
 	KPR_R_COUNT,
 };
 

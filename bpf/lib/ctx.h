@@ -103,6 +103,24 @@ static __always_inline int ctx_l4_csum_add(kpr_ctx_t *ctx, __u32 off, __u32 diff
 	return 0;
 }
 
+/*
+ * Sets the frame length to len (only shrinks here: every caller cuts). Returns 0 or -1.
+ * Invalidates packet pointers.
+ */
+static __always_inline int ctx_set_len(kpr_ctx_t *ctx, __u32 len)
+{
+	int delta = (int)len - (int)ctx_len(ctx);
+	if (delta == 0)
+		return 0;
+	return bpf_xdp_adjust_tail(ctx, delta) < 0 ? -1 : 0;
+}
+
+/* Adds len bytes in front of the frame (from the XDP headroom); 0 or -1. */
+static __always_inline int ctx_push_head(kpr_ctx_t *ctx, __u32 len)
+{
+	return bpf_xdp_adjust_head(ctx, -(int)len) < 0 ? -1 : 0;
+}
+
 /* Queues the frame for transmission on ifindex; 0 or -1. */
 static __always_inline int ctx_redirect(kpr_ctx_t *ctx, __u32 ifindex)
 {
@@ -158,6 +176,24 @@ static __always_inline int ctx_l4_csum_add(kpr_ctx_t *ctx, __u32 off, __u32 diff
 {
 	__u64 flags = (is_udp ? BPF_F_MARK_MANGLED_0 : 0) | (pseudo ? BPF_F_PSEUDO_HDR : 0);
 	return bpf_l4_csum_replace(ctx, off, 0, diff, flags) < 0 ? -1 : 0;
+}
+
+/*
+ * Trims or grows the skb to len bytes (bpf_skb_change_tail, 4.9+: also linearizes and unclones
+ * it, meant for control-message replies). Returns 0 or -1. Invalidates packet pointers.
+ */
+static __always_inline int ctx_set_len(kpr_ctx_t *ctx, __u32 len)
+{
+	return bpf_skb_change_tail(ctx, len, 0) < 0 ? -1 : 0;
+}
+
+/*
+ * Adds len zero bytes in front of the frame (bpf_skb_change_head, 4.10+; the MAC header
+ * moves with it, so a redirect sends the frame from its new start). Returns 0 or -1.
+ */
+static __always_inline int ctx_push_head(kpr_ctx_t *ctx, __u32 len)
+{
+	return bpf_skb_change_head(ctx, len, 0) < 0 ? -1 : 0;
 }
 
 static __always_inline int ctx_redirect(kpr_ctx_t *ctx, __u32 ifindex)

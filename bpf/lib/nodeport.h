@@ -28,6 +28,7 @@
 #include "csum.h"
 #include "ct.h"
 #include "ctx.h"
+#include "icmp.h"
 #include "lb.h"
 #include "maglev.h"
 #include "maps.h"
@@ -62,14 +63,18 @@ lb4_lookup_wildcard(kpr_ctx_t *ctx, const struct kpr_pkt4 *p, struct kpr_lb4_key
 }
 
 /*
- * Turns a payload-less TCP segment to a frontend without backends into a RST from the
- * frontend and sends it back out of the ingress device. Checksums are updated incrementally
- * (swapping addresses and ports leaves them unchanged), so this holds for every skb checksum
- * state. Anything else is dropped. XDP leaves the RST to tc. Returns KPR_R_REJECT_RST (XDP:
- * KPR_R_XDP_PASS_TC) or a negative kpr_reason.
+ * Refuses p, a packet to a frontend without backends, as kube-proxy's REJECT does. A UDP
+ * datagram gets an ICMP port unreachable (icmp.h; tc and XDP alike). A payload-less TCP
+ * segment is turned into a RST from the frontend and sent back out of the ingress device.
+ * Checksums are updated incrementally (swapping addresses and ports leaves them unchanged), so
+ * this holds for every skb checksum state. Other TCP segments are dropped. XDP leaves the RST
+ * to tc. Returns KPR_R_REJECT_ICMP, KPR_R_REJECT_RST (XDP: KPR_R_XDP_PASS_TC) or a negative
+ * kpr_reason.
  */
 static __always_inline int lb4_reject(kpr_ctx_t *ctx, struct kpr_pkt4 *p)
 {
+	if (p->proto == IPPROTO_UDP)
+		return lb4_reject_icmp(ctx, p);
 	if (p->proto != IPPROTO_TCP || p->payload_len != 0 || (p->tcp_flags & KPR_TCP_RST))
 		return -KPR_R_DROP_NO_BACKEND;
 #ifdef KPR_CTX_XDP

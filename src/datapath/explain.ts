@@ -96,7 +96,8 @@ export interface ExplainResult {
     sourceRanges: boolean;
   };
   backend?: ExplainBackend;
-  /** the packet as the program left it (rewritten destination / SNAT source) */
+  /** the packet as the program left it (rewritten destination / SNAT source); addresses only for
+   * an ICMP error (reject-icmp) */
   output?: { src: string; dst: string };
   /** the decisions behind the verdict, in order */
   why: string[];
@@ -196,6 +197,8 @@ function tupleOf(pkt: Uint8Array): { src: string; dst: string } | undefined {
   const l4 = 14 + ((pkt[14] as number) & 0xf) * 4;
   if (pkt.length < l4 + 4) return undefined;
   const a = (o: number) => [...pkt.subarray(o, o + 4)].join(".");
+  // an ICMP error (reject-icmp) has no ports
+  if (pkt[23] === 1) return { src: a(26), dst: a(30) };
   return { src: `${a(26)}:${dv.getUint16(l4)}`, dst: `${a(30)}:${dv.getUint16(l4 + 2)}` };
 }
 
@@ -439,9 +442,11 @@ export async function explainPacket(cfg: Config, input: ExplainInput): Promise<E
     why.push(
       fe && fe.flags & SVC_F.DROP_NO_LOCAL
         ? "traffic policy Local and no endpoint on this node (endpoints elsewhere only): dropped, as kube-proxy does"
-        : "no endpoints: dropped (not a payload-less TCP segment that could be refused)",
+        : "no endpoints: dropped (neither a payload-less TCP segment a RST refuses nor a datagram an ICMP error may answer)",
     );
   if (reason === "reject-rst") why.push("no endpoints: refused with a TCP RST from the frontend");
+  if (reason === "reject-icmp")
+    why.push("no endpoints: refused with an ICMP port unreachable from the frontend");
   if (reason === "pass-clusterip")
     why.push("ClusterIP frontend: not reachable from outside, the stack decides");
   if (reason === "drop-backend-gone")

@@ -76,6 +76,8 @@ export const REASON_NAMES = [
   "sock-disabled",
   "xdp-pass-tc",
   "drop-loopback-dst",
+  "reject-icmp",
+  "sock-reject-no-local",
 ] as const;
 
 /** IP protocol numbers of the L4 protocols kpr programs. */

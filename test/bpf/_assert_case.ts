@@ -6,9 +6,16 @@
 import { expect } from "bun:test";
 import { join } from "node:path";
 import { REPO_ROOT } from "../harness/netns.ts";
-import { buildPacket, fromHex, parsePacket, toHex, verifyChecksums } from "../harness/packet.ts";
-import { VERDICT } from "./_lab.ts";
-import { type Case, type CaseResult, FIB, inputBytes } from "./_tc_cases.ts";
+import {
+  buildPacket,
+  fromHex,
+  internetChecksum,
+  parsePacket,
+  toHex,
+  verifyChecksums,
+} from "../harness/packet.ts";
+import { type Lab, VERDICT } from "./_lab.ts";
+import { type Case, type CaseResult, FIB, inputBytes, udp } from "./_tc_cases.ts";
 
 /** Compiles bpf/*.bpf.c into .build/bpf (build.ts --bpf-only). */
 export function buildObjects(): void {
@@ -105,4 +112,50 @@ export class FibNetns {
     if (this.made) Bun.spawnSync(["ip", "netns", "del", this.ns]);
     this.made = false;
   }
+}
+
+/**
+ * Runs a UDP datagram (with IP options) to a frontend without backends through prog and checks
+ * the ICMP port unreachable byte by byte, independently of the fixture tables' packet builder:
+ * both checksums recomputed over the output, the quote equal to the input's IPv4 header + 8
+ * bytes, addresses and MACs swapped. Returns the verdict.
+ */
+export function checkPortUnreachable(lab: Lab, prog: string): number {
+  lab.reset();
+  lab.addService({
+    address: "192.168.77.1",
+    port: 30080,
+    proto: "udp",
+    revNatId: 7,
+    flags: ["NODEPORT"],
+    backends: [],
+  });
+  const spec = udp(
+    { src: "203.0.113.7", sport: 40001, dst: "192.168.77.1", dport: 30080 },
+    { payload: "x".repeat(100) },
+  );
+  const input = buildPacket({ ...spec, ip4: { ...spec.ip4!, options: [1, 1, 1, 0] } });
+  const r = lab.run(prog, input);
+  const out = r.data;
+  const hl = ((input[14] ?? 0) & 0x0f) * 4;
+  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const got = {
+    length: out.length,
+    macs: [toHex(out.slice(0, 6)), toHex(out.slice(6, 12))],
+    ipHeaderSum: internetChecksum(out.slice(14, 34)),
+    ip: { verIhl: out[14], proto: out[23], ttl: out[22], totLen: dv.getUint16(16) },
+    addrs: [toHex(out.slice(26, 30)), toHex(out.slice(30, 34))],
+    icmp: { type: out[34], code: out[35], sum: internetChecksum(out.slice(34)) },
+    quote: toHex(out.slice(42)),
+  };
+  expect(got).toEqual({
+    length: 14 + 20 + 8 + hl + 8,
+    macs: [toHex(input.slice(6, 12)), toHex(input.slice(0, 6))],
+    ipHeaderSum: 0,
+    ip: { verIhl: 0x45, proto: 1, ttl: 64, totLen: 20 + 8 + hl + 8 },
+    addrs: [toHex(input.slice(30, 34)), toHex(input.slice(26, 30))],
+    icmp: { type: 3, code: 3, sum: 0 },
+    quote: toHex(input.slice(14, 14 + hl + 8)),
+  });
+  return r.retval;
 }

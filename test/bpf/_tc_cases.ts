@@ -169,6 +169,80 @@ function nodePort(lab: Lab, extra: Partial<Parameters<Lab["addService"]>[0]> = {
   });
 }
 
+/**
+ * The ICMP port unreachable kpr sends for `datagram` (an Ethernet frame it received): from the
+ * frontend back to the client with the MACs swapped, a fresh IPv4 header (TTL 64, TOS 0xc0,
+ * DF, id 0) and the quote: the datagram's IPv4 header (with options) and its first 8 payload
+ * bytes, byte for byte.
+ */
+export function portUnreachable(datagram: PacketSpec): PacketSpec {
+  const ip = buildPacket({ ...datagram, eth: undefined });
+  const hl = ((ip[0] ?? 0) & 0x0f) * 4;
+  return {
+    eth: { src: datagram.eth!.dst, dst: datagram.eth!.src },
+    ip4: { src: datagram.ip4!.dst, dst: datagram.ip4!.src, ttl: 64, tos: 0xc0, id: 0, df: true },
+    icmp: { type: "dest-unreach", code: 3, rest: [0, 0, 0, 0], inner: ip.slice(0, hl + 8) },
+  };
+}
+
+/** UDP to a frontend without backends: ICMP port unreachable (kube-proxy's REJECT). */
+function icmpCases(): Case[] {
+  const setup = (lab: Lab) => nodePort(lab, { backends: [], proto: "udp" });
+  const dgram = udp(np());
+  const withOpts: PacketSpec = { ...dgram, ip4: { ...dgram.ip4!, options: [0x94, 4, 0, 0, 1, 1, 1, 0] } };
+  const long = udp(np(), { payload: "x".repeat(1200) });
+  const bcast = udp(np(), { macs: [CLIENT_MAC, "ff:ff:ff:ff:ff:ff"] });
+  const fromZero = udp({ ...np(), src: "0.0.0.0" });
+  const step = (what: string, input: PacketSpec): Step => ({
+    what,
+    prog: "kpr_tc_ingress",
+    input,
+    verdict: "REDIRECT",
+    reason: "REJECT_ICMP",
+    output: portUnreachable(input),
+  });
+  return [
+    {
+      name: "no backends: UDP answered with ICMP port unreachable quoting the IPv4 header + 8 bytes",
+      setup,
+      steps: [
+        step("datagram", dgram),
+        step("datagram without UDP checksum", udp({ ...np(), sport: 40002 }, { udpNoCsum: true })),
+        step("datagram with IPv4 options: quoted with them", withOpts),
+        step("1200-byte datagram: the reply is cut to the quote", long),
+        step("datagram without payload", { ...dgram, payload: "" }),
+      ],
+    },
+    {
+      name: "no backends: no ICMP error about a link-layer broadcast or to a source that is not one host",
+      setup,
+      steps: [
+        {
+          what: "broadcast frame",
+          prog: "kpr_tc_ingress",
+          input: bcast,
+          verdict: "SHOT",
+          reason: "DROP_NO_BACKEND",
+        },
+        {
+          what: "from 0.0.0.0",
+          prog: "kpr_tc_ingress",
+          input: fromZero,
+          verdict: "SHOT",
+          reason: "DROP_NO_BACKEND",
+        },
+        {
+          what: "from a multicast source",
+          prog: "kpr_tc_ingress",
+          input: udp({ ...np(), src: "224.0.0.9" }),
+          verdict: "SHOT",
+          reason: "DROP_NO_BACKEND",
+        },
+      ],
+    },
+  ];
+}
+
 export function hostCases(): Case[] {
   const syn = tcp(np());
   const reply = tcp(rev(toA(np())), { flags: "SA", seq: 5000, ack: 1001, macs: [NODE_MAC, CLIENT_MAC] });
@@ -469,8 +543,9 @@ export function hostCases(): Case[] {
         },
       ],
     },
+    ...icmpCases(),
     {
-      name: "no backends: TCP SYN answered with RST, data and UDP dropped",
+      name: "no backends: TCP SYN answered with RST, data dropped",
       setup: (lab) => {
         nodePort(lab, { backends: [] });
         nodePort(lab, { backends: [], proto: "udp" });
@@ -512,17 +587,26 @@ export function hostCases(): Case[] {
           verdict: "SHOT",
           reason: "DROP_NO_BACKEND",
         },
-        { what: "UDP", prog: "kpr_tc_ingress", input: udp(np()), verdict: "SHOT", reason: "DROP_NO_BACKEND" },
       ],
     },
     {
       name: "Local policy, endpoints only on other nodes: dropped, not refused (kube-proxy)",
-      setup: (lab) => nodePort(lab, { backends: [], flags: ["NODEPORT", "LOCAL_SCOPE", "DROP_NO_LOCAL"] }),
+      setup: (lab) => {
+        nodePort(lab, { backends: [], flags: ["NODEPORT", "LOCAL_SCOPE", "DROP_NO_LOCAL"] });
+        nodePort(lab, { backends: [], proto: "udp", flags: ["NODEPORT", "LOCAL_SCOPE", "DROP_NO_LOCAL"] });
+      },
       steps: [
         {
           what: "SYN gets no RST",
           prog: "kpr_tc_ingress",
           input: tcp(np()),
+          verdict: "SHOT",
+          reason: "DROP_NO_BACKEND",
+        },
+        {
+          what: "UDP gets no ICMP error",
+          prog: "kpr_tc_ingress",
+          input: udp(np()),
           verdict: "SHOT",
           reason: "DROP_NO_BACKEND",
         },

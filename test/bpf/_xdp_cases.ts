@@ -30,6 +30,8 @@ function mirrorStep(s: Step): Step[] {
       rest,
     ];
   }
+  // the ICMP error leaves where the datagram came in: XDP_TX, not a redirect
+  if (s.reason === "REJECT_ICMP") return [{ ...s, prog: "kpr_xdp", verdict: "XDP_TX" }];
   const verdict = XDP_VERDICT[s.verdict as keyof typeof XDP_VERDICT];
   if (!verdict) throw new Error(`mirror: no XDP verdict for ${s.verdict} (${s.what})`);
   return [{ ...s, prog: "kpr_xdp", verdict }];

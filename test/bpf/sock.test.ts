@@ -34,24 +34,43 @@ sys.stdin.read()
 `;
 
 const CLIENT = `
-import json, socket, sys
+import json, socket, struct, sys
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# optional source: bound before connect (tcp, udp-connect) or given to sendmsg as IP_PKTINFO (8; udp)
+src = sys.argv[4] if len(sys.argv) > 4 else ""
 try:
     if mode == "cookie":
         s = socket.socket()
         print(json.dumps({"cookie": str(int.from_bytes(s.getsockopt(socket.SOL_SOCKET, 71, 8), "little"))}))
     elif mode == "tcp":
-        s = socket.create_connection((host, port), timeout=5)
+        s = socket.socket(); s.settimeout(5)
+        if src: s.bind((src, 0))
+        s.connect((host, port))
         peer = "%s:%d" % s.getpeername()
         print(json.dumps({"peer": peer, "reply": s.recv(64).decode()}))
+    elif mode == "udp-connect":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+        if src: s.bind((src, 0))
+        s.connect((host, port))
+        s.send(b"ping")
+        print(json.dumps({"from": "%s:%d" % s.getpeername(), "reply": s.recv(64).decode()}))
     else:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-        s.sendto(b"ping", (host, port))
+        if src:
+            info = struct.pack("i4s4s", 0, socket.inet_aton(src), bytes(4))
+            s.sendmsg([b"ping"], [(socket.IPPROTO_IP, 8, info)], 0, (host, port))
+        else:
+            s.sendto(b"ping", (host, port))
         d, a = s.recvfrom(64)
         print(json.dumps({"from": "%s:%d" % a, "reply": d.decode()}))
 except OSError as e:
     print(json.dumps({"error": __import__("errno").errorcode.get(e.errno, str(e))}))
 `;
+
+/** loadBalancerSourceRanges cases: the range, a source inside it and one outside. */
+const SRC_RANGE = "192.0.2.0/24";
+const SRC_IN = "192.0.2.10";
+const SRC_OUT = "198.51.100.20";
 
 describe.skipIf(!!skip)("socket LB programs", () => {
   const id = Math.random().toString(36).slice(2, 8);
@@ -62,17 +81,18 @@ describe.skipIf(!!skip)("socket LB programs", () => {
   const links: BpfLink[] = [];
   let server: ReturnType<typeof Bun.spawn> | undefined;
 
-  const client = (mode: string, host: string, port: number): Record<string, string> => {
+  const client = (mode: string, host: string, port: number, src = ""): Record<string, string> => {
     const r = Bun.spawnSync(
       [
         "sh",
         "-c",
-        `echo $$ > "$0/cgroup.procs" && exec nsenter --net=/run/netns/${ns} python3 -c "$1" "$2" "$3" "$4"`,
+        `echo $$ > "$0/cgroup.procs" && exec nsenter --net=/run/netns/${ns} python3 -c "$1" "$2" "$3" "$4" "$5"`,
         cgDir,
         CLIENT,
         mode,
         host,
         String(port),
+        src,
       ],
       { stdout: "pipe", stderr: "pipe" },
     );
@@ -89,6 +109,9 @@ describe.skipIf(!!skip)("socket LB programs", () => {
     for (const argv of [
       ["ip", "netns", "add", ns],
       ["ip", "-n", ns, "link", "set", "lo", "up"],
+      // source addresses of the loadBalancerSourceRanges cases: one inside, one outside
+      ["ip", "-n", ns, "addr", "add", `${SRC_IN}/32`, "dev", "lo"],
+      ["ip", "-n", ns, "addr", "add", `${SRC_OUT}/32`, "dev", "lo"],
     ]) {
       const r = Bun.spawnSync(argv, { stderr: "pipe" });
       if (r.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.toString()}`);
@@ -151,6 +174,38 @@ describe.skipIf(!!skip)("socket LB programs", () => {
       backends: [{ id: 2, address: "127.0.0.1", port: 5353 }],
     });
     lab.addService({ address: "10.96.50.11", port: 80, revNatId: 3, flags: ["CLUSTERIP"], backends: [] });
+    lab.addService({
+      address: "10.96.50.11",
+      port: 53,
+      proto: "udp",
+      revNatId: 4,
+      flags: ["CLUSTERIP"],
+      backends: [],
+    });
+    // internalTrafficPolicy=Local, endpoints on other nodes only (user space writes no slots)
+    lab.addService({
+      address: "10.96.50.13",
+      port: 80,
+      revNatId: 5,
+      flags: ["CLUSTERIP", "LOCAL_SCOPE", "DROP_NO_LOCAL"],
+      backends: [],
+    });
+    // LoadBalancer IP with loadBalancerSourceRanges (allow list), TCP and UDP, and a deny list
+    for (const [proto, port, be, id, deny] of [
+      ["tcp", 80, { id: 1, address: "127.0.0.1", port: 8080 }, 6, false],
+      ["udp", 53, { id: 2, address: "127.0.0.1", port: 5353 }, 7, false],
+      ["tcp", 81, { id: 1, address: "127.0.0.1", port: 8080 }, 8, true],
+    ] as const) {
+      lab.addService({
+        address: "203.0.113.50",
+        port,
+        proto,
+        revNatId: id,
+        flags: ["LOADBALANCER", "SRC_RANGES", ...(deny ? ["SRC_DENY"] : [])],
+        backends: [be],
+      });
+      lab.addSourceRange(id, SRC_RANGE);
+    }
   };
 
   it.each([
@@ -190,6 +245,112 @@ describe.skipIf(!!skip)("socket LB programs", () => {
     program({ flags: ["SOCKET_LB"] });
     expect(client(mode, host, port)).toEqual({ ...want });
     expect(lab.reasons()[reason]).toBeGreaterThanOrEqual(1);
+  });
+
+  it.each([
+    ["UDP sendto, frontend without backends: EPERM at once", "udp", "10.96.50.11", 53, "KPR_R_SOCK_REJECT"],
+    [
+      "connected UDP socket, frontend without backends: connect() fails with EPERM",
+      "udp-connect",
+      "10.96.50.11",
+      53,
+      "KPR_R_SOCK_REJECT",
+    ],
+    [
+      "internalTrafficPolicy=Local, endpoints on other nodes only: connect() refused with EPERM, not dropped",
+      "tcp",
+      "10.96.50.13",
+      80,
+      "KPR_R_SOCK_REJECT_NO_LOCAL",
+    ],
+  ] as const)("%s", (_what, mode, host, port, reason) => {
+    program({ flags: ["SOCKET_LB"] });
+    const t0 = performance.now();
+    const got = client(mode, host, port);
+    expect({ got, fast: performance.now() - t0 < 3000 }).toEqual({ got: { error: "EPERM" }, fast: true });
+    expect({ [reason]: lab.reasons()[reason] }).toEqual({ [reason]: 1 });
+  });
+
+  // kube-proxy TestLoadBalancer: "pod to LB1 (blocked by LoadBalancerSourceRanges)" is dropped,
+  // "node to LB1 (allowed by LoadBalancerSourceRanges)" reaches the endpoint: decided on the
+  // socket's source address.
+  it.each([
+    [
+      "TCP from a bound source inside the ranges reaches the backend",
+      "tcp",
+      80,
+      SRC_IN,
+      { peer: "203.0.113.50:80", reply: "pong" },
+      "KPR_R_SOCK_LB",
+    ],
+    [
+      "TCP from a bound source outside the ranges is refused (EPERM)",
+      "tcp",
+      80,
+      SRC_OUT,
+      { error: "EPERM" },
+      "KPR_R_DROP_SRC_RANGE",
+    ],
+    [
+      "TCP from an unbound socket (source unknown to the hook) is refused by an allow list",
+      "tcp",
+      80,
+      "",
+      { error: "EPERM" },
+      "KPR_R_DROP_SRC_RANGE",
+    ],
+    [
+      "UDP sendmsg with an IP_PKTINFO source inside the ranges reaches the backend",
+      "udp",
+      53,
+      SRC_IN,
+      { from: "203.0.113.50:53", reply: "pong:ping" },
+      "KPR_R_SOCK_LB",
+    ],
+    [
+      "UDP sendmsg with an IP_PKTINFO source outside the ranges is refused",
+      "udp",
+      53,
+      SRC_OUT,
+      { error: "EPERM" },
+      "KPR_R_DROP_SRC_RANGE",
+    ],
+    [
+      "connected UDP socket bound outside the ranges is refused",
+      "udp-connect",
+      53,
+      SRC_OUT,
+      { error: "EPERM" },
+      "KPR_R_DROP_SRC_RANGE",
+    ],
+    [
+      "deny list: a bound source in the listed range is refused",
+      "tcp",
+      81,
+      SRC_IN,
+      { error: "EPERM" },
+      "KPR_R_DROP_SRC_RANGE",
+    ],
+    [
+      "deny list: a source outside it reaches the backend",
+      "tcp",
+      81,
+      SRC_OUT,
+      { peer: "203.0.113.50:81", reply: "pong" },
+      "KPR_R_SOCK_LB",
+    ],
+    [
+      "deny list: an unbound socket is let through",
+      "tcp",
+      81,
+      "",
+      { peer: "203.0.113.50:81", reply: "pong" },
+      "KPR_R_SOCK_LB",
+    ],
+  ] as const)("loadBalancerSourceRanges: %s", (_what, mode, port, src, want, reason) => {
+    program({ flags: ["SOCKET_LB"] });
+    expect(client(mode, "203.0.113.50", port, src)).toEqual({ ...want });
+    expect({ [reason]: lab.reasons()[reason] }).toEqual({ [reason]: 1 });
   });
 
   it("counts connections per service and backend", () => {
@@ -237,6 +398,43 @@ describe.skipIf(!!skip)("socket LB programs", () => {
     it("without the two-scope flag the internal entries are not read", () => {
       twoScopes({ flag: false, internal: true });
       expect(client("tcp", "10.96.50.20", 80)).toEqual({ error: "ECONNREFUSED" });
+    });
+
+    it.each([
+      [
+        "a bound source inside reaches the internal set",
+        SRC_IN,
+        { peer: "203.0.113.60:80", reply: "pong" },
+        "KPR_R_SOCK_LB",
+      ],
+      [
+        "a bound source outside is refused before the scope is chosen",
+        SRC_OUT,
+        { error: "EPERM" },
+        "KPR_R_DROP_SRC_RANGE",
+      ],
+    ] as const)("LoadBalancer IP with source ranges and two scopes: %s", (_what, src, want, reason) => {
+      program({ flags: ["SOCKET_LB"] });
+      // eTP=Local without a local endpoint (external set empty), all endpoints for in-cluster clients
+      const flags = ["LOADBALANCER", "SRC_RANGES"];
+      lab.addService({
+        address: "203.0.113.60",
+        port: 80,
+        revNatId: 12,
+        flags: [...flags, "LOCAL_SCOPE", "DROP_NO_LOCAL", "TWO_SCOPES"],
+        backends: [],
+      });
+      lab.addService({
+        address: "203.0.113.60",
+        port: 80,
+        revNatId: 12,
+        scope: abi("KPR_SCOPE_INTERNAL"),
+        flags,
+        backends: [{ id: 1, address: "127.0.0.1", port: 8080 }],
+      });
+      lab.addSourceRange(12, SRC_RANGE);
+      expect(client("tcp", "203.0.113.60", 80, src)).toEqual({ ...want });
+      expect({ [reason]: lab.reasons()[reason] }).toEqual({ [reason]: 1 });
     });
 
     it("flag set but internal entries missing (mid-update): the external set is used", () => {

@@ -9,7 +9,7 @@ import { MAP_CODECS } from "../../src/datapath/lbmaps.ts";
 import { needs } from "../harness/env.ts";
 import { ensureBpffs } from "../harness/netns.ts";
 import { buildPacket, parsePacket } from "../harness/packet.ts";
-import { assertCase, buildObjects, FibNetns } from "./_assert_case.ts";
+import { assertCase, buildObjects, checkPortUnreachable, FibNetns } from "./_assert_case.ts";
 import { abi, Lab, REASONS, TC_ACT } from "./_lab.ts";
 import { type CaseResult, executeCase, fibCases, hostCases } from "./_tc_cases.ts";
 
@@ -53,6 +53,10 @@ describe.skipIf(!!skip)("tc programs", () => {
 
   it.each(hostCases().map((c) => [c.name, c] as const))("%s", (_name, c) => {
     assertCase(c, executeCase(lab, c, 1));
+  });
+
+  it("ICMP port unreachable: checksums recomputed, offending header + 8 bytes quoted, redirected", () => {
+    expect({ verdict: checkPortUnreachable(lab, "kpr_tc_ingress") }).toEqual({ verdict: TC_ACT.REDIRECT });
   });
 
   it.each([

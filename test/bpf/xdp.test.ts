@@ -9,8 +9,8 @@ import { rmSync } from "node:fs";
 import { MAP_CODECS } from "../../src/datapath/lbmaps.ts";
 import { needs } from "../harness/env.ts";
 import { ensureBpffs } from "../harness/netns.ts";
-import { assertCase, buildObjects, FibNetns } from "./_assert_case.ts";
-import { Lab } from "./_lab.ts";
+import { assertCase, buildObjects, checkPortUnreachable, FibNetns } from "./_assert_case.ts";
+import { Lab, XDP_ACT } from "./_lab.ts";
 import { type CaseResult, executeCase } from "./_tc_cases.ts";
 import { xdpFibCases, xdpHostCases } from "./_xdp_cases.ts";
 
@@ -38,6 +38,10 @@ describe.skipIf(!!skip)("XDP program", () => {
 
   it.each(xdpHostCases().map((c) => [c.name, c] as const))("%s", (_name, c) => {
     assertCase(c, executeCase(lab, c, 1));
+  });
+
+  it("ICMP port unreachable: checksums recomputed, offending header + 8 bytes quoted, XDP_TX", () => {
+    expect({ verdict: checkPortUnreachable(lab, "kpr_xdp") }).toEqual({ verdict: XDP_ACT.XDP_TX });
   });
 });
 
