@@ -33,11 +33,10 @@ static __always_inline int sock4_enabled(struct bpf_sock_addr *ctx)
  * may use the frontend, as lb4_src_allowed decides for a packet in tc. The source is the one
  * sendmsg was given (msg_src_ip4: IP_PKTINFO; is_sendmsg must be a constant, the field exists
  * for sendmsg4 only), else the socket's bound (or already chosen) source. An unbound socket's
- * source is chosen by the route after this hook, and cgroup sock_addr programs have no route
- * lookup (no bpf_fib_lookup), so it is unknown here and matches no range: an allow list
- * refuses it (fail closed: the list names the only sources allowed; a pod outside the ranges
- * is refused as kube-proxy drops it), a deny list lets it through (fail open: the list names
- * only the sources to keep out).
+ * source is chosen by the route after this hook (cgroup sock_addr programs have no route lookup):
+ * in the node's own network namespace, user space has asked the kernel which source its routes
+ * pick for the frontend and marked the list when that source is in it (KPR_SRCR_V_NODE); in any
+ * other namespace (a pod's) the source is unknown and matches a /0 range only.
  */
 static __always_inline int sock4_src_allowed(struct bpf_sock_addr *ctx,
 					     const struct kpr_lb4_service *svc, int is_sendmsg)
@@ -50,9 +49,24 @@ static __always_inline int sock4_src_allowed(struct bpf_sock_addr *ctx,
 		struct bpf_sock *sk = ctx->sk;
 		src = sk->src_ip4;
 	}
-	if (!src)
-		return (svc->flags & KPR_SVC_F_SRC_DENY) ? 1 : 0;
-	return lb4_src_allowed(svc, src);
+	if (src)
+		return lb4_src_allowed(svc, src);
+	struct kpr_lb4_srcr_key key = {};
+	key.prefixlen = 64;
+	key.rev_nat_id = svc->rev_nat_id;
+	key.address = 0;
+	__u8 *v = bpf_map_lookup_elem(&kpr_lb4_srcr, &key);
+	int hit = 0;
+	if (v) {
+		if (*v == KPR_SRCR_V_ALL) {
+			hit = 1;
+		} else if (*v == KPR_SRCR_V_NODE) {
+			const struct kpr_config *cfg = kpr_get_config();
+			hit = cfg && cfg->host_netns_cookie &&
+			      bpf_get_netns_cookie(ctx) == cfg->host_netns_cookie;
+		}
+	}
+	return (svc->flags & KPR_SVC_F_SRC_DENY) ? !hit : hit;
 }
 
 /*

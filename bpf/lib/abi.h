@@ -123,6 +123,17 @@ struct kpr_lb4_srcr_key {
 };
 _Static_assert(sizeof(struct kpr_lb4_srcr_key) == 12, "kpr_lb4_srcr_key size");
 
+/*
+ * Value (__u8) of a kpr_lb4_srcr entry: a range (KPR_SRCR_V_RANGE), a /0 range matching every
+ * source (KPR_SRCR_V_ALL), or, at address 0.0.0.0/32, the node marker (KPR_SRCR_V_NODE): the
+ * source the node's routes pick for the frontend (user space asks the kernel) is in the list.
+ * The socket hooks read it for an unbound socket of the node's network namespace, whose source
+ * is chosen only after them; an unbound socket elsewhere matches only a /0 range.
+ */
+#define KPR_SRCR_V_RANGE 1
+#define KPR_SRCR_V_ALL   2
+#define KPR_SRCR_V_NODE  3
+
 /* ---- session affinity: kpr_lb4_aff (LRU) -------------------------------------------------- */
 
 struct kpr_lb4_aff_key {

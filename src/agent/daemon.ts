@@ -19,6 +19,7 @@ import type { LbModel } from "../lb/model.ts";
 import { IncrementalTranslation, type ServiceObjects, translate } from "../lb/translate.ts";
 import { Progress } from "../progress.ts";
 import { checkRemovalCount, checkRemovals, type GuardOptions } from "./guard.ts";
+import { markNodeSources } from "./nodesource.ts";
 import { disabledMessage, modelServices, nodeAddressesFor, unsupportedSettings } from "./pipeline.ts";
 import type { SyncReport } from "./services.ts";
 
@@ -335,6 +336,7 @@ export class Daemon {
       previous,
       progress: (done, total) => progress.tick(() => `full sync: translating ${done}/${total} services`),
     });
+    markNodeSources(model.frontends);
     if (reason === "first" || this.o.guardEverySync)
       checkRemovals(services, await modelServices(model), this.o.guard, "sync");
     const r = await recon.applyModel(model, this.cfg, {
@@ -379,6 +381,7 @@ export class Daemon {
     }
     if (this.o.guardEverySync) checkRemovalCount(removed, inc.serviceCount, this.o.guard, "sync");
     const delta = inc.update(objs, pods ? src.snapshot().pods : undefined);
+    markNodeSources(delta.added);
     const { ops, skipped } = prog.change(delta);
     // the crash marker makes the next start diff every entry if this sync is cut short
     if (ops.length > 0) markApplyStarted(this.cfg.bpf.root);

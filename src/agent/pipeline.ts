@@ -12,6 +12,7 @@ import type { ClusterState } from "../k8s/types.ts";
 import type { LbModel, PreviousIds } from "../lb/model.ts";
 import { Progress } from "../progress.ts";
 import { checkRemovals, type GuardOptions } from "./guard.ts";
+import { markNodeSources } from "./nodesource.ts";
 
 /**
  * Settings this version accepts (they are valid Cilium values) but does not carry out yet, each
@@ -145,6 +146,7 @@ export async function applyOnce(state: ClusterState, o: PassOptions): Promise<Pa
       log.warn(`read current state: ${(e as Error).message} (showing the plan without a diff)`);
     }
     const model = translate(state, cfg, opts(programmed && previousIdsFromState(programmed)));
+    markNodeSources(model.frontends);
     await warnModel(model, cfg, log);
     const { checkPlan } = await import("../datapath/plancheck.ts");
     const skipped = checkPlan(model, cfg, programmed);
@@ -176,6 +178,7 @@ export async function applyOnce(state: ClusterState, o: PassOptions): Promise<Pa
   using _lock = await recon.lockState(cfg, log);
   const { previous, services } = recon.readProgrammed(cfg);
   const model = translate(state, cfg, opts(previous));
+  markNodeSources(model.frontends);
   await warnModel(model, cfg, log);
   checkRemovals(services, await modelServices(model), o.guard, o.op);
   const applied = await recon.applyModel(model, cfg, { log, progress });

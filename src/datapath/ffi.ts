@@ -98,6 +98,8 @@ const libcSymbols = {
   if_freenameindex: { args: ["ptr"], returns: "void" },
   getifaddrs: { args: ["ptr"], returns: "i32" },
   pthread_sigmask: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
+  getsockname: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   freeifaddrs: { args: ["ptr"], returns: "void" },
   mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
   umount2: { args: ["ptr", "i32"], returns: "i32" },
@@ -476,6 +478,35 @@ export function shieldedLoad<T>(fn: () => T): T {
     return withSignalsBlocked(fn);
   } finally {
     lib.libbpf_set_print(printCallback.ptr);
+  }
+}
+
+/**
+ * The source address this network namespace's routes pick for IPv4 `dst` (a UDP socket connected
+ * to dst:port, then getsockname: no packet is sent), or undefined when there is no route. `port`
+ * must not be a socket-LB frontend's of dst (kpr's own connect hook would translate it).
+ */
+export function routeSource(dst: string, port: number): string | undefined {
+  const libc = unsafeLibc();
+  const fd = libc.socket(2 /* AF_INET */, 2 /* SOCK_DGRAM */ | 0x80000 /* SOCK_CLOEXEC */, 0);
+  if (fd < 0) return undefined;
+  try {
+    const sa = new Uint8Array(16); // struct sockaddr_in
+    sa[0] = 2; // sin_family, host order
+    sa[2] = port >> 8;
+    sa[3] = port & 0xff;
+    const parts = dst.split(".").map(Number);
+    if (parts.length !== 4) return undefined;
+    parts.forEach((b, i) => {
+      sa[4 + i] = b;
+    });
+    if (libc.connect(fd, ptr(sa), 16) !== 0) return undefined;
+    const out = new Uint8Array(16);
+    const len = new Uint32Array([16]);
+    if (libc.getsockname(fd, ptr(out), ptr(len)) !== 0) return undefined;
+    return `${out[4]}.${out[5]}.${out[6]}.${out[7]}`;
+  } finally {
+    libc.close(fd);
   }
 }
 

@@ -702,9 +702,23 @@ function configValue(cfg: Config): Uint8Array {
     nodeport_min: cfg.nodePort.range[0],
     nodeport_max: cfg.nodePort.range[1],
     lb_mode: LB_MODE[cfg.loadBalancer.mode],
-    host_netns_cookie: cfg.socketLB.enabled && cfg.socketLB.hostNamespaceOnly ? netnsCookie() : 0n,
+    host_netns_cookie: cfg.socketLB.enabled ? nodeNetnsCookie(cfg) : 0n,
     datapath_digest: 0n,
   });
+}
+
+/**
+ * This network namespace's cookie: hostNamespaceOnly needs it (an error on kernels before 5.14,
+ * which cannot give it); otherwise it only lets the socket hooks tell the node's own sockets
+ * (loadBalancerSourceRanges of an unbound socket), and 0 (unknown) is the fallback.
+ */
+function nodeNetnsCookie(cfg: Config): bigint {
+  if (cfg.socketLB.hostNamespaceOnly) return netnsCookie();
+  try {
+    return netnsCookie();
+  } catch {
+    return 0n;
+  }
 }
 
 /** Writes kpr_config when it differs; a change of the digest alone is not reported. */

@@ -269,7 +269,7 @@ const BE_FLAGS = fieldOffset(lb4Backend, "flags");
 /** Offset of kpr_svc_meta.digest. */
 export const META_DIGEST = fieldOffset(svcMeta, "digest");
 /** Bumped when what a digest covers changes, so old digests never match. */
-const DIGEST_VERSION = 2;
+const DIGEST_VERSION = 3;
 
 /** "a.b.c.d" → its 4 bytes at `out[off]`; false when the text is not a plain dotted quad. */
 function putIp4(s: string, out: Uint8Array, off: number): boolean {
@@ -368,14 +368,19 @@ class FrontendEncoder {
       digest: 0n,
     });
     const srcrKeys: Uint8Array[] = [];
+    let matchesAll = false;
     for (const cidr of f.sourceRanges?.cidrs ?? []) {
       const [addr, lenText] = cidr.split("/");
       if (!addr || !isIp4(addr)) continue; // IPv6 ranges cannot match an IPv4 frontend
       const len = lenText === undefined ? 32 : Number(lenText);
+      if (len === 0) matchesAll = true;
       srcrKeys.push(
         lb4SrcrKey.encode({ prefixlen: 32 + len, rev_nat_id: f.id, address: maskIp4(addr, len) }),
       );
     }
+    // the node marker (0.0.0.0/32, see abi.h KPR_SRCR_V_NODE); a /0 range already matches all
+    if (f.sourceRanges?.nodeSourceInList && !matchesAll)
+      srcrKeys.push(lb4SrcrKey.encode({ prefixlen: 64, rev_nat_id: f.id, address: "0.0.0.0" }));
     const backendIds = slots.map((b) => b.id);
     let internal: FrontendEnc["internal"];
     if (sel.internal) {
@@ -663,8 +668,7 @@ function addFrontend(st: MapState, f: FrontendEnc, arena: Arena): void {
   const idKey = arena.encode(u16Id, { v: f.id });
   put(st.kpr_lb4_rnat, idKey, f.rnat);
   put(st.kpr_svc_meta, idKey, f.meta);
-  const one = u8Val.encode({ v: 1 });
-  for (const k of f.srcrKeys) put(st.kpr_lb4_srcr, k, one);
+  for (const k of f.srcrKeys) put(st.kpr_lb4_srcr, k, SRCR_VALUES[srcrKind(k)]);
 }
 
 /** A master and its slots (one scope of a frontend). */
@@ -690,6 +694,19 @@ function addSlots(
     put(st.kpr_lb4_svc, key, value);
   }
 }
+
+/** What a kpr_lb4_srcr key is (its value follows from it: abi.h KPR_SRCR_V_*). */
+function srcrKind(key: Uint8Array): "range" | "all" | "node" {
+  const k = lb4SrcrKey.decode(key);
+  if (k.prefixlen === 32) return "all";
+  if (k.prefixlen === 64 && k.address === "0.0.0.0") return "node";
+  return "range";
+}
+const SRCR_VALUES = {
+  range: u8Val.encode({ v: 1 }),
+  all: u8Val.encode({ v: 2 }),
+  node: u8Val.encode({ v: 3 }),
+} as const;
 
 /** The map content of some frontends and backends of an encoded model. */
 export function encodedState(
@@ -742,8 +759,13 @@ export function mapStateToFrontends(st: MapState): DecodeResult {
   const metas = new Map<number, ReturnType<typeof svcMeta.decode>>();
   for (const e of st.kpr_svc_meta.values()) metas.set(u16Id.decode(e.key).v, svcMeta.decode(e.value));
   const ranges = new Map<number, string[]>();
+  const nodeMarked = new Set<number>();
   for (const e of st.kpr_lb4_srcr.values()) {
     const k = lb4SrcrKey.decode(e.key);
+    if (srcrKind(e.key) === "node") {
+      nodeMarked.add(k.rev_nat_id);
+      continue;
+    }
     const list = ranges.get(k.rev_nat_id) ?? [];
     list.push(`${k.address}/${k.prefixlen - 32}`);
     ranges.set(k.rev_nat_id, list);
@@ -826,6 +848,7 @@ export function mapStateToFrontends(st: MapState): DecodeResult {
       f.sourceRanges = {
         cidrs: (ranges.get(val.rev_nat_id) ?? []).sort(),
         policy: val.flags & SVC_F.SRC_DENY ? "deny" : "allow",
+        ...(nodeMarked.has(val.rev_nat_id) ? { nodeSourceInList: true } : {}),
       };
     if (meta?.health_check_port) f.healthCheckNodePort = meta.health_check_port;
     if (meta?.reject) f.reject = true;

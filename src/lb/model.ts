@@ -38,6 +38,12 @@ export interface SourceRanges {
   cidrs: string[];
   /** allow (default): only these sources; deny: everything but these. */
   policy: "allow" | "deny";
+  /**
+   * True when the source address this node's routes pick for the frontend is in `cidrs` (set by
+   * the agent after translation, from the kernel's route lookup): the socket hooks then treat a
+   * node process's unbound socket as that source.
+   */
+  nodeSourceInList?: boolean;
 }
 
 /** One frontend (address:port/protocol) and the backends it balances to. */

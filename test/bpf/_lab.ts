@@ -217,13 +217,23 @@ export class Lab implements Disposable {
   }
 
   /** Adds a loadBalancerSourceRanges CIDR ("10.0.0.0/8") for frontend revNatId. */
-  addSourceRange(revNatId: number, cidr: string): void {
-    const [addr, len] = cidr.split("/");
+  /**
+   * A source range of a frontend; its value as mapstate.ts writes it (abi.h KPR_SRCR_V_*): "node"
+   * adds the node marker (0.0.0.0/32) instead of a range.
+   */
+  addSourceRange(revNatId: number, cidr: string | "node"): void {
+    const [addr, len] = cidr === "node" ? ["0.0.0.0", "32"] : cidr.split("/");
+    const v =
+      cidr === "node"
+        ? abi("KPR_SRCR_V_NODE")
+        : len === "0"
+          ? abi("KPR_SRCR_V_ALL")
+          : abi("KPR_SRCR_V_RANGE");
     this.obj
       .map("kpr_lb4_srcr")
       .update(
         codecs.lb4SrcrKey.encode({ prefixlen: 32 + Number(len), rev_nat_id: revNatId, address: addr ?? "" }),
-        codecs.u8Val.encode({ v: 1 }),
+        codecs.u8Val.encode({ v }),
         BPF_ANY,
       );
   }

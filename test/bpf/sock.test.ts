@@ -353,6 +353,57 @@ describe.skipIf(!!skip)("socket LB programs", () => {
     expect({ [reason]: lab.reasons()[reason] }).toEqual({ [reason]: 1 });
   });
 
+  // An unbound socket's source is picked by the route after the hook: in the node's namespace
+  // (the config's cookie) kpr has asked the kernel for it and marked the list when it is in it.
+  describe("loadBalancerSourceRanges, unbound sockets", () => {
+    const setup = (opts: { marker: boolean; all?: boolean; hostIsClient: boolean; deny?: boolean }) => {
+      program({ flags: ["SOCKET_LB"] });
+      const cookie = BigInt(client("cookie", "", 0).cookie ?? "0");
+      program({ flags: ["SOCKET_LB"], hostNetnsCookie: opts.hostIsClient ? cookie : cookie + 1000n });
+      const port = opts.deny ? 81 : 80;
+      const id = opts.deny ? 8 : 6;
+      if (opts.marker) lab.addSourceRange(id, "node");
+      if (opts.all) lab.addSourceRange(id, "0.0.0.0/0");
+      return port;
+    };
+    const ok = (port: number) => ({ peer: `203.0.113.50:${port}`, reply: "pong" });
+    it.each([
+      [
+        "node namespace, node marker: allowed (kube-proxy: node to LB1 allowed)",
+        { marker: true, hostIsClient: true },
+        true,
+      ],
+      [
+        "other namespace, node marker: refused (kube-proxy: pod to LB1 blocked)",
+        { marker: true, hostIsClient: false },
+        false,
+      ],
+      [
+        "node namespace, no marker (its source is outside the list): refused",
+        { marker: false, hostIsClient: true },
+        false,
+      ],
+      [
+        "other namespace, a 0.0.0.0/0 range: allowed",
+        { marker: false, all: true, hostIsClient: false },
+        true,
+      ],
+      [
+        "deny list, node namespace, node marker: refused",
+        { marker: true, hostIsClient: true, deny: true },
+        false,
+      ],
+      [
+        "deny list, other namespace, node marker: let through",
+        { marker: true, hostIsClient: false, deny: true },
+        true,
+      ],
+    ] as const)("%s", (_what, opts, allowed) => {
+      const port = setup(opts);
+      expect(client("tcp", "203.0.113.50", port, "")).toEqual(allowed ? ok(port) : { error: "EPERM" });
+    });
+  });
+
   it("counts connections per service and backend", () => {
     program({ flags: ["SOCKET_LB"] });
     for (let i = 0; i < 3; i++) expect(client("tcp", "10.96.50.10", 80)).toMatchObject({ reply: "pong" });

@@ -148,6 +148,33 @@ describe("modelToMapState", () => {
     expect(srcr).toEqual([{ prefixlen: 56, rev_nat_id: 7, address: "10.1.2.0" }]);
   });
 
+  it("source ranges: a /0 range and the node marker get their own values (abi.h KPR_SRCR_V_*), and decode back", () => {
+    const lbf = (id: number, cidrs: string[], node: boolean) =>
+      fe(id, `203.0.113.${id}`, [be(1, "10.244.1.10")], {
+        type: "LoadBalancer",
+        sourceRanges: { cidrs, policy: "allow", ...(node ? { nodeSourceInList: true } : {}) },
+      });
+    const m = model(
+      lbf(1, ["10.1.0.0/16"], true),
+      lbf(2, ["0.0.0.0/0"], true),
+      lbf(3, ["10.1.0.0/16"], false),
+    );
+    const st = stateOf(m);
+    const srcr = [...st.kpr_lb4_srcr.values()]
+      .map((e) => {
+        const k = lb4SrcrKey.decode(e.key);
+        return `${k.rev_nat_id} ${k.address}/${k.prefixlen - 32}=${e.value[0]}`;
+      })
+      .sort();
+    // frontend 2's /0 already matches every source: no marker
+    expect(srcr).toEqual(["1 0.0.0.0/32=3", "1 10.1.0.0/16=1", "2 0.0.0.0/0=2", "3 10.1.0.0/16=1"]);
+    expect(mapStateToFrontends(st).frontends.map((f) => f.sourceRanges)).toEqual([
+      { cidrs: ["10.1.0.0/16"], policy: "allow", nodeSourceInList: true },
+      { cidrs: ["0.0.0.0/0"], policy: "allow" },
+      { cidrs: ["10.1.0.0/16"], policy: "allow" },
+    ]);
+  });
+
   it("saturates active_count and drops terminating slots past 254 active backends", () => {
     const backends = Array.from({ length: 300 }, (_, i) => be(i + 1, `10.1.${i >> 8}.${i & 255}`));
     backends.push(be(999, "10.2.0.1", "terminating"));

@@ -37,6 +37,9 @@ import { node, service } from "./_manifests.ts";
 /** The LoadBalancer IP guarded by loadBalancerSourceRanges, and its range (node-1 inside). */
 const LB_IP = "203.0.113.20";
 const LB_RANGE = "192.168.50.0/24";
+/** A second LoadBalancer IP whose range leaves node-1's address out. */
+const LB_IP2 = "203.0.113.21";
+const LB_RANGE2 = "198.51.100.0/24";
 
 /** Frontends of the manifests below. */
 const FE = {
@@ -45,6 +48,7 @@ const FE = {
   etpLocal: { clusterIP: "10.96.1.81", nodePort: 30183 },
   itpLocal: { clusterIP: "10.96.1.82" },
   fw: { clusterIP: "10.96.1.83", nodePort: 30184 },
+  fw2: { clusterIP: "10.96.1.84", nodePort: 30185 },
 } as const;
 
 /** service() with spec.loadBalancerSourceRanges set (the builder has no field for it). */
@@ -95,6 +99,17 @@ const MANIFESTS = [
       endpoints: LOCAL_ENDPOINTS,
     }),
     [LB_RANGE],
+  ),
+  ...withSourceRanges(
+    service({
+      name: "fw2",
+      type: "LoadBalancer",
+      clusterIP: FE.fw2.clusterIP,
+      ports: [httpPort(FE.fw2.nodePort)],
+      loadBalancerIPs: [LB_IP2],
+      endpoints: LOCAL_ENDPOINTS,
+    }),
+    [LB_RANGE2],
   ),
 ];
 
@@ -228,6 +243,9 @@ describe.skipIf(!!skip)("e2e: datapath semantics (kube-proxy's packet-flow expec
   const topo = useTopology({
     setup: async (t) => {
       await buildCluster(t);
+      // node-1 reaches the LoadBalancer IPs on its device (as through a load balancer's subnet):
+      // the route kpr asks for their source, and that a node process's unbound socket gets
+      await t.route(NS.node1, "203.0.113.0/24", { dev: DEVICE });
       const file = await writeManifests(t, "services.yaml", MANIFESTS);
       await kprOk(t, ["apply", "-f", file]);
     },
@@ -331,9 +349,27 @@ describe.skipIf(!!skip)("e2e: datapath semantics (kube-proxy's packet-flow expec
     });
   });
 
-  test("a node process with an unbound socket is refused by the allow list (documented: its source is unknown in the hook)", async () => {
+  test("node to LB (allowed by loadBalancerSourceRanges), unbound socket: the source node-1's route picks is in the list", async () => {
     const got = await attempt(NS.node1, "tcp", LB_IP, 80, { cgroup: true });
-    expect(got.result, JSON.stringify(got)).toBe("EPERM");
+    expect(got.result, JSON.stringify(got)).toBe("ok");
+    const list = JSON.parse((await kprOk(topo(), ["service", "list", "-o", "json"])).stdout) as {
+      frontend: { address: string };
+      sourceRanges?: { nodeSourceInList?: boolean };
+    }[];
+    const ranges = (ip: string) => list.find((e) => e.frontend.address === ip)?.sourceRanges;
+    expect(ranges(LB_IP)?.nodeSourceInList, "service list: node source in the list").toBe(true);
+    expect(
+      ranges(LB_IP2)?.nodeSourceInList,
+      "service list: node source not in the second list",
+    ).toBeUndefined();
+  });
+
+  test("node to LB, unbound socket, the route's source outside loadBalancerSourceRanges: refused", async () => {
+    const got = await attempt(NS.node1, "tcp", LB_IP2, 80, { cgroup: true });
+    expect({ result: got.result, fast: got.ms < 1000 }, JSON.stringify(got)).toEqual({
+      result: "EPERM",
+      fast: true,
+    });
   });
 
   test("nodePort bypasses loadBalancerSourceRanges (a pod reaches the NodePort of the same service)", async () => {
