@@ -349,20 +349,26 @@ describe.skipIf(!!skip)("e2e: datapath semantics (kube-proxy's packet-flow expec
     });
   });
 
-  test("node to LB (allowed by loadBalancerSourceRanges), unbound socket: the source node-1's route picks is in the list", async () => {
-    const got = await attempt(NS.node1, "tcp", LB_IP, 80, { cgroup: true });
-    expect(got.result, JSON.stringify(got)).toBe("ok");
-    const list = JSON.parse((await kprOk(topo(), ["service", "list", "-o", "json"])).stdout) as {
-      frontend: { address: string };
-      sourceRanges?: { nodeSourceInList?: boolean };
-    }[];
-    const ranges = (ip: string) => list.find((e) => e.frontend.address === ip)?.sourceRanges;
-    expect(ranges(LB_IP)?.nodeSourceInList, "service list: node source in the list").toBe(true);
-    expect(
-      ranges(LB_IP2)?.nodeSourceInList,
-      "service list: node source not in the second list",
-    ).toBeUndefined();
-  });
+  // the node's namespace is told by its cookie (SO_NETNS_COOKIE, 5.14+); before, its unbound
+  // sockets are treated as a pod's (README)
+  const noCookie = needs({ kernel: "5.14" }, "e2e: source ranges of the node's unbound sockets");
+  test.skipIf(!!noCookie)(
+    "node to LB (allowed by loadBalancerSourceRanges), unbound socket: the source node-1's route picks is in the list",
+    async () => {
+      const got = await attempt(NS.node1, "tcp", LB_IP, 80, { cgroup: true });
+      expect(got.result, JSON.stringify(got)).toBe("ok");
+      const list = JSON.parse((await kprOk(topo(), ["service", "list", "-o", "json"])).stdout) as {
+        frontend: { address: string };
+        sourceRanges?: { nodeSourceInList?: boolean };
+      }[];
+      const ranges = (ip: string) => list.find((e) => e.frontend.address === ip)?.sourceRanges;
+      expect(ranges(LB_IP)?.nodeSourceInList, "service list: node source in the list").toBe(true);
+      expect(
+        ranges(LB_IP2)?.nodeSourceInList,
+        "service list: node source not in the second list",
+      ).toBeUndefined();
+    },
+  );
 
   test("node to LB, unbound socket, the route's source outside loadBalancerSourceRanges: refused", async () => {
     const got = await attempt(NS.node1, "tcp", LB_IP2, 80, { cgroup: true });
