@@ -20,8 +20,12 @@ export default defineCommand({
   async run({ args }) {
     const cfg = await configFromArgs(args);
     const { configSource } = await import("../config/load.ts");
-    const { formatStatus, readNodeStatus, statusReport } = await import("../datapath/nodestatus.ts");
+    const { formatStatus, mapUsage, readNodeStatus, statusReport } = await import(
+      "../datapath/nodestatus.ts"
+    );
     const report = statusReport(cfg, readNodeStatus(cfg, configSource(cfg)));
+    // counting every map's entries reads them all (the CT map can hold 262k): verbose and JSON only
+    if (args.verbose || (args.output !== undefined && args.output !== "table")) report.maps = mapUsage(cfg);
     const { agentStatus, formatAgentStatus } = await import("../agent/agentstate.ts");
     const agent = agentStatus(cfg);
     printOutput(

@@ -4,7 +4,7 @@
  * `kpr bpf lb list` print from here; nothing comes from a cache.
  */
 
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { type Config, defaultConfig } from "../config/config.ts";
 import { compareAddr } from "../lb/ip.ts";
 import { type XdpDeviceStatus, xdpAccelerationText, xdpDevices } from "./accel.ts";
@@ -198,6 +198,8 @@ export interface StatusReport {
   drift: SettingDrift[];
   /** human-readable remarks (not-implemented settings, missing state, drift) */
   notes: string[];
+  /** each pinned map (verbose / JSON): entries held, capacity and the kernel memory it takes */
+  maps?: MapUsage[];
 }
 
 /** Cilium annotations translate honours. */
@@ -297,6 +299,41 @@ export function statusReport(cfg: Config, st: NodeStatus): StatusReport {
 
 const KPR_TEXT = { true: "True", false: "False", "not-programmed": "Not programmed" } as const;
 
+/** A pinned map's use. */
+export interface MapUsage {
+  name: string;
+  /** entries held now (array maps: their size) */
+  entries: number;
+  maxEntries: number;
+  /** kernel memory charged to the map (fdinfo memlock), bytes */
+  memoryBytes: number;
+}
+
+/** The use of every map pinned under the bpf root (maps/ and, mid-resize, maps-resizing/). */
+export function mapUsage(cfg: Config): MapUsage[] {
+  const dir = paths.maps(cfg);
+  if (!existsSync(dir)) return [];
+  const out: MapUsage[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    if (!name.startsWith("kpr_")) continue;
+    try {
+      using m = BpfMap.openPinned(`${dir}/${name}`);
+      const fdinfo = readFileSync(`/proc/self/fdinfo/${m.fd}`, "utf8");
+      const memlock = Number(/^memlock:\s*(\d+)/m.exec(fdinfo)?.[1] ?? 0);
+      out.push({ name, entries: m.entryCount(), maxEntries: m.maxEntries, memoryBytes: memlock });
+    } catch {
+      // a map that cannot be opened is reported by the other checks
+    }
+  }
+  return out;
+}
+
+function fmtBytes(n: number): string {
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(0)} KiB`;
+  return `${n} B`;
+}
+
 /** `cilium status --verbose`'s KubeProxyReplacement block (verbose) or its first line, then the notes. */
 export function formatStatus(r: StatusReport, verbose: boolean): string {
   const devText = r.devices.map((d) => `${d.name} ${d.address}${d.directRouting ? " (Direct Routing)" : ""}`);
@@ -351,6 +388,15 @@ export function formatStatus(r: StatusReport, verbose: boolean): string {
     "  Hooks:",
     `  - ${`cgroup ${r.hooks.cgroup.root}:`} ${r.hooks.cgroup.hooks.length ? r.hooks.cgroup.hooks.join(", ") : "(none)"}`,
     ...r.hooks.devices.map((d) => `  - ${d.name}: ${d.hooks.length ? d.hooks.join(", ") : "(none)"}`),
+    ...(r.maps && r.maps.length > 0
+      ? [
+          `  BPF maps (entries / max, kernel memory; total ${fmtBytes(r.maps.reduce((a, m) => a + m.memoryBytes, 0))}):`,
+          ...r.maps.map(
+            (m) =>
+              `  - ${`${m.name}:`.padEnd(17)}${`${m.entries} / ${m.maxEntries}`.padEnd(20)}${fmtBytes(m.memoryBytes)}`,
+          ),
+        ]
+      : []),
     ...notes,
   ];
   return `${lines.join("\n")}\n`;

@@ -107,6 +107,14 @@ describe.skipIf(!!skip)("e2e: kpr apply, service list, bpf lb list, status, clea
       appliedConfigFile: topo().configPath,
       drift: [],
     });
+    // each map's use (issue: kernel map memory reported per map)
+    const maps = j.maps as { name: string; entries: number; maxEntries: number; memoryBytes: number }[];
+    const be = maps.find((m) => m.name === "kpr_lb4_be");
+    expect(be, "kpr_lb4_be in status -o json maps").toMatchObject({ entries: 4, maxEntries: 65536 });
+    expect(be!.memoryBytes, "kernel memory of kpr_lb4_be").toBeGreaterThan(65536 * 12);
+    expect(maps.find((m) => m.name === "kpr_svc_meta")?.maxEntries, "frontend-id maps capped").toBe(65536);
+    expect(v.stdout).toMatch(/BPF maps \(entries \/ max, kernel memory; total [\d.]+ MiB\):/);
+    expect(v.stdout).toMatch(/- kpr_lb4_be: +4 \/ 65536 +[\d.]+ MiB/);
   });
 
   test("status with a config naming another bpf root: Not programmed, exit 1, the root named", async () => {
