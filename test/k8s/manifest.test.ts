@@ -210,6 +210,33 @@ describe("JSON input (read with JSON.parse)", () => {
     expect(st.services.map((s) => s.source?.line)).toEqual([5, 22]);
   });
 
+  it("a JSON List's item lines (found by a scan, not the YAML library) equal the exact path's", () => {
+    const items = [
+      {
+        apiVersion: "v1",
+        kind: "Service",
+        metadata: { name: 'a"b{[', namespace: "n", annotations: { x: '}]\\"' } },
+      },
+      {
+        apiVersion: "v1",
+        kind: "Node",
+        metadata: { name: "n1" },
+        status: { addresses: [{ type: "InternalIP", address: "10.0.0.1" }] },
+      },
+      { apiVersion: "v1", kind: "Service", metadata: { name: "c", namespace: "n" } },
+    ];
+    for (const text of [
+      JSON.stringify({ apiVersion: "v1", kind: "List", items }, null, 2),
+      `{"kind":"List","metadata":{"items":[1]},"items":[\n${items.map((i) => JSON.stringify(i)).join(",\n\n")}\n],"apiVersion":"v1"}`,
+    ]) {
+      const fast = manifestsFromText(text, "l.json");
+      const exact = manifestsFromText(text, "l.json", { exact: true });
+      const lines = (st: typeof fast) =>
+        [...st.services, ...st.nodes].map((o) => `${o.metadata.name}@${o.source?.line}`);
+      expect(lines(fast)).toEqual(lines(exact));
+    }
+  });
+
   it("duplicate keys and invalid JSON are still reported with their lines", () => {
     expect(problems(() => manifestsFromText('{"kind": "Service",\n "kind": "Node"}', "d.json"))).toContain(
       "d.json:2 | kind | duplicate key (first at line 1; the Kubernetes API rejects it)",
