@@ -231,6 +231,8 @@ async function benchSize(
     cpu.push(t.syncCpuMs);
     await Bun.sleep(20);
   }
+  if (process.env.KPR_BENCH_SAMPLES)
+    console.log(`event → last write per change (ms): ${eventToWrite.map((x) => x.toFixed(1)).join(" ")}`);
   await Bun.sleep(1500);
   const mem = rssOf(proc.pid);
   proc.kill("SIGTERM");

@@ -268,6 +268,7 @@ export class Daemon {
       this.last = { at, ok: true, durationMs };
       this.o.onSync?.(report);
       if (first) this.o.onFirstSync?.(report);
+      if (full) this.collectWhenIdle();
       if (src.lastError === undefined)
         this.setStatus(
           `${this.model!.frontends.length} frontends programmed from ${src.description}; last sync ${at.toISOString()}`,
@@ -295,6 +296,18 @@ export class Daemon {
       // Bad input waits for the next change; a runtime failure (a map write) is retried.
       if (!(err instanceof KprError && err.exitCode === 2)) this.retry();
     }
+  }
+
+  /**
+   * A full pass leaves the garbage of a whole translation and encoding (hundreds of MB at 10,000
+   * services): collected at once while idle, rather than by a collection in the middle of a later
+   * one-endpoint sync (its pause was that sync's p99), and handed back to the system.
+   */
+  private collectWhenIdle(): void {
+    setTimeout(() => {
+      if (this.running || this.stopped) return;
+      Bun.gc(true);
+    }, 20).unref?.();
   }
 
   private retry(): void {
