@@ -461,7 +461,8 @@ class Collector {
       // each item of a List of human size at its own line, found by a scan of the JSON text
       const lines = list && text.length <= EXACT_LIST_MAX ? jsonItemLines(text) : undefined;
       if (!list || text.length > EXACT_LIST_MAX || lines?.length === list.length) {
-        if (list) list.forEach((item, i) => this.add(item, { file, line: lines?.[i] ?? json.line }));
+        if (list)
+          for (let i = 0; i < list.length; i++) this.add(list[i], { file, line: lines?.[i] ?? json.line });
         else if (json.value !== null) this.add(json.value, { file, line: json.line });
         this.warnUnknown(text, file);
         return;
