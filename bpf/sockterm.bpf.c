@@ -38,14 +38,9 @@ struct bpf_iter__udp {
 
 extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
 
-/* The socket LB's reverse map (maps.h): never created here, user space reuses its pin (same
+/* The socket LB's reverse map (sk4rnat.h): never created here, user space reuses its pin (same
  * type, key and value size, checked at load; max_entries adopted from the pin). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct kpr_sk4_rnat_key);
-	__type(value, struct kpr_sk4_rnat_val);
-	__uint(max_entries, 131072);
-} kpr_sk4_rnat SEC(".maps");
+#include "sk4rnat.h"
 
 /* What to destroy: removed (frontend, backend) pairs. Object-local, never pinned; user space
  * sizes it to the pairs of one run. */

@@ -71,12 +71,7 @@ struct {
 	__uint(max_entries, 131072);
 } kpr_snat4 SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct kpr_sk4_rnat_key);
-	__type(value, struct kpr_sk4_rnat_val);
-	__uint(max_entries, 131072);
-} kpr_sk4_rnat SEC(".maps");
+#include "sk4rnat.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

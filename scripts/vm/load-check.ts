@@ -11,7 +11,7 @@ import { release } from "node:os";
 import { join } from "node:path";
 import { openObject } from "../../src/datapath/bpf.ts";
 import { Struct, unsafeLibbpf } from "../../src/datapath/ffi.ts";
-import { embeddedObject, KERNEL_FLOOR, type ObjectName } from "../../src/datapath/objects.ts";
+import { embeddedObject, KERNEL_FLOOR, kernelAtLeast, type ObjectName } from "../../src/datapath/objects.ts";
 
 interface Verdict {
   kernel: string;
@@ -63,17 +63,12 @@ const names = readdirSync(join(root, "bpf"))
   .map((f) => f.replace(/\.bpf\.c$/, "") as ObjectName)
   .sort();
 const kernel = release();
-/** Whether release `r` ("5.10.0-32-amd64") is at least "major.minor". */
-const atLeast = (r: string, floor: string) => {
-  const [a = 0, b = 0] = r.split(/[.-]/).map(Number);
-  const [x = 0, y = 0] = floor.split(".").map(Number);
-  return a > x || (a === x && b >= y);
-};
 let rejected = 0;
 for (const name of names) {
   const bytes = await embeddedObject(name);
   const floor = KERNEL_FLOOR[name];
-  if (floor && !atLeast(kernel, floor)) {
+  const [fMajor = 0, fMinor = 0] = (floor ?? "").split(".").map(Number);
+  if (floor && !kernelAtLeast(kernel, fMajor, fMinor)) {
     using o = openObject(bytes, name);
     for (const prog of o.programs())
       console.log(

@@ -43,7 +43,7 @@ import {
 import { ensureBpffs, ensureCgroup2, mountOf } from "./bpffs.ts";
 import { isKprMapName } from "./cleanup.ts";
 import { faultPoint } from "./crashmark.ts";
-import { closeFd, interfaceAddresses, netnsCookie, unsafeLibbpf } from "./ffi.ts";
+import { closeFd, type IfAddr, interfaceAddresses, netnsCookie, unsafeLibbpf } from "./ffi.ts";
 import {
   CFG_F,
   checkLbCodecs,
@@ -158,9 +158,12 @@ export interface DeviceInfo {
   mac: Uint8Array;
 }
 
-/** Reads ifindex, primary IPv4 and MAC of `dev` in the current network namespace (getifaddrs). */
-export function readDevice(dev: string): DeviceInfo {
-  const mine = interfaceAddresses().filter((a) => a.name === dev);
+/**
+ * Reads ifindex, primary IPv4 and MAC of `dev` in the current network namespace (getifaddrs;
+ * `all`: a list read once for several devices).
+ */
+export function readDevice(dev: string, all: IfAddr[] = interfaceAddresses()): DeviceInfo {
+  const mine = all.filter((a) => a.name === dev);
   const link = mine.find((a) => a.family === "link");
   if (!link?.index) throw new KprError(`read device ${dev}: no such device (check devices in the config)`);
   const v4 = mine.filter((a) => a.family === "inet");
@@ -285,7 +288,8 @@ export async function loadDatapath(cfg: Config, opts: { log?: ConsolaInstance } 
   // before anything is pinned: kernels before 5.14 cannot give the cookie (the error says so)
   if (cfg.socketLB.enabled && cfg.socketLB.hostNamespaceOnly) netnsCookie();
   ensureBpffs(cfg.bpf.root);
-  const devices = cfg.devices.map(readDevice);
+  const addrs = interfaceAddresses();
+  const devices = cfg.devices.map((d) => readDevice(d, addrs));
   const digest = await datapathDigest(cfg);
   const fast = reusePinned(cfg, devices, digest);
   if (fast) {

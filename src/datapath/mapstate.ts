@@ -544,26 +544,29 @@ function currentSlotIds(st: MapState, key: Uint8Array): number[] {
 }
 
 /**
- * `f` with its slots (each scope's) laid out to keep the slots `current` ids have: from another
- * encoding of the same frontend (`current` a FrontendEnc) or from map content.
+ * `f` with its slots (each scope's) laid out to keep the slots its backends have now:
+ * `current(masterKey, internal)` gives the ids in slots 1.. of that scope's entries.
  */
-export function alignSlots(f: FrontendEnc, current: FrontendEnc | MapState | undefined): FrontendEnc {
-  if (!current) return f;
-  const cur = (key: Uint8Array, enc: FrontendEnc | undefined): number[] =>
-    "kpr_lb4_svc" in current ? currentSlotIds(current, key) : (enc?.backendIds ?? []);
-  const prev = "kpr_lb4_svc" in current ? undefined : current;
-  const ids = stableSlotOrder(f.backendIds, f.master[SVC_ACTIVE]!, cur(f.key, prev));
-  let internal = f.internal;
-  if (internal) {
-    const prevInt = prev?.internal ? ({ backendIds: prev.internal.backendIds } as FrontendEnc) : undefined;
-    const iids = stableSlotOrder(
-      internal.backendIds,
-      internal.master[SVC_ACTIVE]!,
-      cur(internal.key, prevInt),
-    );
-    internal = { ...internal, backendIds: iids };
-  }
-  return { ...f, backendIds: ids, ...(internal ? { internal } : {}) };
+function alignSlots(
+  f: FrontendEnc,
+  current: (masterKey: Uint8Array, internal: boolean) => readonly number[],
+): FrontendEnc {
+  const backendIds = stableSlotOrder(f.backendIds, f.master[SVC_ACTIVE]!, current(f.key, false));
+  const i = f.internal;
+  if (!i) return { ...f, backendIds };
+  const ids = stableSlotOrder(i.backendIds, i.master[SVC_ACTIVE]!, current(i.key, true));
+  return { ...f, backendIds, internal: { ...i, backendIds: ids } };
+}
+
+/** `f` aligned to the slots map content `st` holds for it. */
+export function alignToState(f: FrontendEnc, st: MapState): FrontendEnc {
+  return alignSlots(f, (key) => currentSlotIds(st, key));
+}
+
+/** `f` aligned to the frontend's previous encoding (none: as encoded). */
+function alignToPrevious(f: FrontendEnc, prev: FrontendEnc | undefined): FrontendEnc {
+  if (!prev) return f;
+  return alignSlots(f, (_key, internal) => (internal ? (prev.internal?.backendIds ?? []) : prev.backendIds));
 }
 
 function ipv6Skip(f: Frontend): { frontend: string; reason: string } {
@@ -1224,7 +1227,7 @@ export function planFromDigests(
   }
   const desired = encodedState(
     enc,
-    dirtyDesired.map((f) => alignSlots(f, current)),
+    dirtyDesired.map((f) => alignToState(f, current)),
     desiredBe,
   );
   const ops = diffMapState(current, desired);
@@ -1443,13 +1446,13 @@ export class ProgrammedModel {
           r.enc.internal?.backendIds.some((b) => revalue.has(b))
         ) {
           addFrontend(current, r.enc, arena);
-          r.enc = alignSlots(this.encoder.encode(r.f, backendSlots(r.f), this.words, this.idxOf), r.enc);
+          r.enc = alignToPrevious(this.encoder.encode(r.f, backendSlots(r.f), this.words, this.idxOf), r.enc);
           addFrontend(desired, r.enc, arena);
           this.fe.set(id, r);
         }
     const removedEnc = new Map(removed.map((r) => [r.f.id, r.enc]));
     for (const { f, sel } of added) {
-      const enc = alignSlots(this.encoder.encode(f, sel, this.words, this.idxOf), removedEnc.get(f.id));
+      const enc = alignToPrevious(this.encoder.encode(f, sel, this.words, this.idxOf), removedEnc.get(f.id));
       addFrontend(desired, enc, arena);
       this.fe.set(f.id, { f, enc });
     }

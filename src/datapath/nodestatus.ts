@@ -10,7 +10,7 @@ import { compareAddr } from "../lb/ip.ts";
 import { type XdpDeviceStatus, xdpAccelerationText, xdpDevices } from "./accel.ts";
 import { hasTcx } from "./attach.ts";
 import { BpfLink, BpfMap, LinkType } from "./bpf.ts";
-import { ifNameToIndex } from "./ffi.ts";
+import { ifNameToIndex, interfaceAddresses } from "./ffi.ts";
 import {
   CFG_F,
   type KprConfigValue,
@@ -107,12 +107,13 @@ export function readNodeStatus(cfg: Config, configFile?: string): NodeStatus {
   );
   const tcx = hasTcx();
   const devNames = settings?.devices ?? cfg.devices.filter((d) => !d.endsWith("+"));
+  const addrs = interfaceAddresses();
   const devices: DeviceStatus[] = devNames.map((name) => {
     let idx: number | undefined;
     let address = "";
     try {
       idx = ifNameToIndex(name);
-      address = readDevice(name).address;
+      address = readDevice(name, addrs).address;
     } catch {
       return { name, address, present: false, hooks: [] };
     }

@@ -42,6 +42,14 @@ export async function embeddedObject(name: ObjectName): Promise<Uint8Array> {
  */
 export const KERNEL_FLOOR: Partial<Record<ObjectName, string>> = { sockterm: "6.5" };
 
+/** Whether kernel release `rel` ("5.10.0-32-amd64") is at least major.minor. */
+export function kernelAtLeast(rel: string, major: number, minor: number): boolean {
+  const m = rel.match(/^(\d+)\.(\d+)/);
+  if (!m) return false;
+  const [a, b] = [Number(m[1]), Number(m[2])];
+  return a > major || (a === major && b >= minor);
+}
+
 /** The ELF bytes of an embedded object, read synchronously (for callers that cannot await). */
 export function embeddedObjectSync(name: ObjectName): Uint8Array {
   const path = embedded[name];

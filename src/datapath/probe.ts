@@ -17,7 +17,7 @@ import {
   netnsCookie,
   unsafeLibbpf,
 } from "./ffi.ts";
-import { embeddedObject } from "./objects.ts";
+import { embeddedObject, kernelAtLeast } from "./objects.ts";
 
 /** One probed feature. */
 export interface Feature {
@@ -93,13 +93,6 @@ const HOOKS: { prog: string; hook: string; v6: boolean }[] = [
   { prog: "probe_recvmsg6", hook: "recvmsg6", v6: true },
   { prog: "probe_getpeer6", hook: "getpeername6", v6: true },
 ];
-
-function kernelAtLeast(rel: string, major: number, minor: number): boolean {
-  const m = rel.match(/^(\d+)\.(\d+)/);
-  if (!m) return false;
-  const [a, b] = [Number(m[1]), Number(m[2])];
-  return a > major || (a === major && b >= minor);
-}
 
 function fsSupported(name: string): boolean {
   try {

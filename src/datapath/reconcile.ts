@@ -10,14 +10,14 @@ import type { Config } from "../config/config.ts";
 import { EXIT_INPUT, KprError } from "../errors.ts";
 import type { LbModel, PreviousIds, ServiceEntryJson } from "../lb/model.ts";
 import { log as rootLog } from "../log.ts";
-import type { Progress } from "../progress.ts";
+import { Progress } from "../progress.ts";
 import { BpfMap } from "./bpf.ts";
 import { applyInterrupted, crashPoint, markApplyDone, markApplyStarted } from "./crashmark.ts";
 import { LB_STATE_MAPS, type LbStateMap, lb4AffKey, lb4AffVal } from "./lbmaps.ts";
 import type { Datapath } from "./loader.ts";
 import { type MaglevResult, syncMaglev } from "./maglevmaps.ts";
 import {
-  alignSlots,
+  alignToState,
   type CurrentView,
   diffMapState,
   type EncodedModel,
@@ -277,11 +277,10 @@ function rollback(done: MapOp[], maps: Record<LbStateMap, MapIo>): string[] {
 export function executeOps(
   ops: MapOp[],
   maps: Record<LbStateMap, MapIo>,
-  opts: { log?: ConsolaInstance; now?: () => number; progress?: Progress } = {},
+  opts: { log?: ConsolaInstance; progress?: Progress } = {},
 ): number {
-  const now = opts.now ?? (() => performance.now());
-  const start = now();
-  let lastReport = start;
+  // the run's own progress (after 1 s of writes) unless the caller's covers a longer run
+  const progress = opts.progress ?? (opts.log ? new Progress(opts.log, performance.now(), 1000) : undefined);
   const done: MapOp[] = [];
   let groupsDone = 0;
   for (const g of groupOps(ops)) {
@@ -301,14 +300,7 @@ export function executeOps(
     }
     done.push(...g.ops);
     crashPoint(++groupsDone);
-    if (opts.progress) opts.progress.tick(() => `programming maps: ${done.length}/${ops.length} writes`);
-    else {
-      const t = now();
-      if (t - lastReport > 1000) {
-        lastReport = t;
-        opts.log?.info(`programming maps: ${done.length}/${ops.length} writes (${Math.round(t - start)} ms)`);
-      }
-    }
+    progress?.tick(() => `programming maps: ${done.length}/${ops.length} writes`);
   }
   // every write is in: flows and connected sockets still aimed at removed UDP backends move on
   cleanupRemovedUdp(ops, maps, opts.log);
@@ -404,7 +396,7 @@ export async function applyModel(
         current,
         encodedState(
           enc,
-          enc.frontends.map((f) => alignSlots(f, current)),
+          enc.frontends.map((f) => alignToState(f, current)),
           enc.backendIds(),
         ),
       );

@@ -29,7 +29,7 @@ import { checkAgainstBtf, defineStruct, parseIp4 } from "./codec.ts";
 import { BpfError, E, inNetns, kernelHasBtfFunc, runIterator } from "./ffi.ts";
 import { ct4Entry, ct4Key, lb4Backend, lb4Key, lb4Service, PROTO_NUM, snat4Entry } from "./lbmaps.ts";
 import type { MapOp } from "./mapstate.ts";
-import { embeddedObjectSync } from "./objects.ts";
+import { embeddedObjectSync, kernelAtLeast } from "./objects.ts";
 
 /** struct kpr_skterm4_key (abi.h). */
 export const skterm4Key = defineStruct("kpr_skterm4_key", {
@@ -208,13 +208,6 @@ export interface SockDestroySupport {
 }
 
 let support: SockDestroySupport | undefined;
-
-function kernelAtLeast(rel: string, major: number, minor: number): boolean {
-  const m = rel.match(/^(\d+)\.(\d+)/);
-  if (!m) return false;
-  const [a, b] = [Number(m[1]), Number(m[2])];
-  return a > major || (a === major && b >= minor);
-}
 
 /**
  * Kernel ≥ 6.5 whose BTF has the bpf_sock_destroy kfunc (CONFIG_DEBUG_INFO_BTF); memoized. Loading

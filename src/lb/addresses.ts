@@ -50,6 +50,36 @@ export interface AddressFindings {
  * Checks every ClusterIP, external IP, LoadBalancer ingress IP and endpoint address of `state`
  * against the special ranges, this node's addresses and the pods' addresses.
  */
+/** How a kind of service address is checked (checkSpecialAddresses). */
+interface AddressRule {
+  /** whether a special range is an error (else a warning) */
+  rejects: (range: string) => boolean;
+  rejected: string;
+  node: (address: string) => string;
+  pods: boolean;
+}
+const TAKES_OVER_NODE = (c: string) =>
+  `${c} is this node's address: the service takes over the node's own ${c} on its ports`;
+const CLUSTER_IP: AddressRule = {
+  rejects: () => true,
+  rejected: "not an address the Kubernetes API allocates to a service",
+  node: TAKES_OVER_NODE,
+  pods: true,
+};
+const EXTERNAL_IP: AddressRule = {
+  rejects: (r) => API_REJECTS.test(r),
+  rejected: "the Kubernetes API rejects it",
+  node: (c) =>
+    `${c} is this node's address: connections to ${c} on the service's ports go to the service, not the node (CVE-2020-8554)`,
+  pods: true,
+};
+const LB_INGRESS: AddressRule = {
+  rejects: (r) => API_REJECTS.test(r),
+  rejected: "not a load balancer address",
+  node: TAKES_OVER_NODE,
+  pods: false,
+};
+
 export function checkSpecialAddresses(
   state: ClusterState,
   nodeAddresses: readonly string[],
@@ -90,6 +120,20 @@ export function checkSpecialAddresses(
       );
   };
 
+  /** One service address against its kind's rule: leading zeros, special ranges, node, pods. */
+  const check = (svc: Src, object: string, field: string, raw: string | undefined, rule: AddressRule) => {
+    sloppy(svc, object, field, raw);
+    const c = raw !== undefined ? canon(raw) : undefined;
+    if (c === undefined) return;
+    const r = specialRange(c);
+    if (r && rule.rejects(r))
+      problems.push({ ...at(svc, object, field), message: `${c} is ${r}: ${rule.rejected}` });
+    else if (r) warn(svc, object, field, `${c} is ${r}: programmed as given`);
+    else if (node.has(c)) warn(svc, object, field, rule.node(c));
+    else if (rule.pods && pods.has(c))
+      warn(svc, object, field, `${c} is also the address of Pod ${pods.get(c)}`);
+  };
+
   for (const svc of state.services) {
     const object = `Service ${svc.metadata.namespace ?? "default"}/${svc.metadata.name}`;
     const spec = svc.spec ?? {};
@@ -98,61 +142,13 @@ export function checkSpecialAddresses(
       : spec.clusterIP !== undefined
         ? [spec.clusterIP]
         : [];
-    cips.forEach((a, i) => {
-      const field = spec.clusterIPs?.length ? `spec.clusterIPs[${i}]` : "spec.clusterIP";
-      sloppy(svc, object, field, a);
-      const c = canon(a);
-      if (c === undefined) return;
-      const r = specialRange(c);
-      if (r)
-        problems.push({
-          ...at(svc, object, field),
-          message: `${c} is ${r}: not an address the Kubernetes API allocates to a service`,
-        });
-      else if (node.has(c))
-        warn(
-          svc,
-          object,
-          field,
-          `${c} is this node's address: the service takes over the node's own ${c} on its ports`,
-        );
-      else if (pods.has(c)) warn(svc, object, field, `${c} is also the address of Pod ${pods.get(c)}`);
-    });
-    (spec.externalIPs ?? []).forEach((a, i) => {
-      const field = `spec.externalIPs[${i}]`;
-      sloppy(svc, object, field, a);
-      const c = canon(a);
-      if (c === undefined) return;
-      const r = specialRange(c);
-      if (r && API_REJECTS.test(r))
-        problems.push({ ...at(svc, object, field), message: `${c} is ${r}: the Kubernetes API rejects it` });
-      else if (r) warn(svc, object, field, `${c} is ${r}: programmed as given`);
-      else if (node.has(c))
-        warn(
-          svc,
-          object,
-          field,
-          `${c} is this node's address: connections to ${c} on the service's ports go to the service, not the node (CVE-2020-8554)`,
-        );
-      else if (pods.has(c)) warn(svc, object, field, `${c} is also the address of Pod ${pods.get(c)}`);
-    });
-    (svc.status?.loadBalancer?.ingress ?? []).forEach((ing, i) => {
-      const field = `status.loadBalancer.ingress[${i}].ip`;
-      sloppy(svc, object, field, ing.ip);
-      const c = ing.ip !== undefined ? canon(ing.ip) : undefined;
-      if (c === undefined) return;
-      const r = specialRange(c);
-      if (r && API_REJECTS.test(r))
-        problems.push({ ...at(svc, object, field), message: `${c} is ${r}: not a load balancer address` });
-      else if (r) warn(svc, object, field, `${c} is ${r}: programmed as given`);
-      else if (node.has(c))
-        warn(
-          svc,
-          object,
-          field,
-          `${c} is this node's address: the service takes over the node's own ${c} on its ports`,
-        );
-    });
+    const listed = spec.clusterIPs?.length;
+    for (const [i, a] of cips.entries())
+      check(svc, object, listed ? `spec.clusterIPs[${i}]` : "spec.clusterIP", a, CLUSTER_IP);
+    for (const [i, a] of (spec.externalIPs ?? []).entries())
+      check(svc, object, `spec.externalIPs[${i}]`, a, EXTERNAL_IP);
+    for (const [i, ing] of (svc.status?.loadBalancer?.ingress ?? []).entries())
+      check(svc, object, `status.loadBalancer.ingress[${i}].ip`, ing.ip, LB_INGRESS);
     (spec.loadBalancerSourceRanges ?? []).forEach((c, i) => {
       sloppy(svc, object, `spec.loadBalancerSourceRanges[${i}]`, c, true);
     });
