@@ -131,9 +131,35 @@ build_initramfs() { # moddir out.cpio.gz busybox init modules...
   rm -rf "$tmp"
 }
 
-# Whether qemu can use KVM here (else TCG: much slower, same results). KPR_MATRIX_NO_KVM=1 forces
-# TCG (a /dev/kvm that qemu cannot use, e.g. nested without the MSRs it wants).
-have_kvm() { [ "${KPR_MATRIX_NO_KVM:-0}" != 1 ] && [ -w /dev/kvm ]; }
+# Whether qemu can use KVM here (else TCG: much slower, same results). A writable /dev/kvm is not
+# enough: some hosts (nested virtualisation) hand out a /dev/kvm whose vCPUs refuse MSRs that
+# `-cpu host` sets, and qemu aborts at its first reset ("failed to set MSR 0x10a", exit 134). So
+# the first call starts qemu with KVM, stopped before the guest runs (-S; the reset has happened
+# by then), and quits it from the monitor; the answer is kept in KPR_MATRIX_KVM (exported, so
+# subshells and child scripts reuse it). KPR_MATRIX_NO_KVM=1 forces TCG.
+kvm_probe() {
+  local q
+  [ "${KPR_MATRIX_NO_KVM:-0}" != 1 ] && [ -w /dev/kvm ] || return 1
+  q=qemu-system-$(uname -m)
+  command -v "$q" >/dev/null || return 2 # not installed yet: no answer to keep
+  echo quit | timeout 60 "$q" -enable-kvm -cpu host -m 64 -nodefaults -display none -no-reboot -S \
+    -monitor stdio >/dev/null 2>&1
+}
+have_kvm() {
+  if [ -z "${KPR_MATRIX_KVM:-}" ]; then
+    kvm_probe
+    case $? in
+      0) export KPR_MATRIX_KVM=1 ;;
+      2) return 1 ;;
+      *)
+        export KPR_MATRIX_KVM=0
+        [ -e /dev/kvm ] && [ "${KPR_MATRIX_NO_KVM:-0}" != 1 ] &&
+          say "/dev/kvm is there but qemu cannot start a vCPU with it: using TCG"
+        ;;
+    esac
+  fi
+  [ "$KPR_MATRIX_KVM" = 1 ]
+}
 accel_args() { # arch-of-guest
   if [ "$1" = "$(uname -m)" ] && have_kvm; then echo "-enable-kvm -cpu host"; else echo "-accel tcg -cpu max"; fi
 }
