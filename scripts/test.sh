@@ -22,15 +22,20 @@ step "typecheck (tsc --noEmit)" tsc --noEmit
 step "lint and format (biome check)" biome check .
 
 # What the test harness (test/harness/netns.ts, prefix kt + 6 chars) creates: namespaces, bpffs
-# dirs, cgroups. Compared before/after, so a concurrent run's live topology is not blamed.
+# dirs, cgroups; and kpr programs attached to interfaces (tests run kpr in namespaces they
+# created, all gone by the end: one still attached was left behind, or is on the host's own
+# interfaces). Compared before/after, so a concurrent run's live topology is not blamed.
 leftovers() {
   {
-    ip netns list 2>/dev/null | awk '{print "netns " $1}'
-    ls /sys/fs/bpf 2>/dev/null | sed 's/^/bpffs /'
-    for m in $(awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break }}' /proc/self/mountinfo); do
-      ls "$m" 2>/dev/null | sed 's/^/cgroup /'
-    done
-  } | grep -E ' kt[a-z0-9]{6}(-|$)' | sort -u
+    {
+      ip netns list 2>/dev/null | awk '{print "netns " $1}'
+      ls /sys/fs/bpf 2>/dev/null | sed 's/^/bpffs /'
+      for m in $(awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break }}' /proc/self/mountinfo); do
+        ls "$m" 2>/dev/null | sed 's/^/cgroup /'
+      done
+    } | grep -E ' kt[a-z0-9]{6}(-|$)'
+    bun scripts/kpr-attachments.ts 2>/dev/null | sed 's/^/attached program: /'
+  } | sort -u
 }
 before=$(leftovers)
 

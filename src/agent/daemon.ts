@@ -4,11 +4,18 @@
  * Its first pass (and any resync: a Node change, a relist, a failed or rejected sync) is the
  * pipeline's full pass against the kernel's state, which rewrites nothing still programmed.
  * Nothing is written before the source's first complete sync; the datapath is never torn down
- * (stop() leaves it programmed).
+ * (stop() leaves it programmed). The devices are followed: the node's interfaces are looked at
+ * every `devicePollMs` (getifaddrs, no process), and when they changed (or every 15th look, for a
+ * default route that moved) the pass's devices are resolved again; a different result (a device
+ * that appeared, disappeared or was renamed, a new address or MAC) is a full pass that attaches
+ * and detaches the programs and exposes NodePorts on the new addresses.
  */
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
+import type { NetSnapshot } from "../config/devices.ts";
+import { withDevices } from "../config/load.ts";
 import { markApplyDone, markApplyStarted } from "../datapath/crashmark.ts";
+import { interfaceAddresses } from "../datapath/ffi.ts";
 import { type Datapath, resizePlan } from "../datapath/loader.ts";
 import { syncMaglev } from "../datapath/maglevmaps.ts";
 import { encodeModel, ProgrammedModel } from "../datapath/mapstate.ts";
@@ -20,7 +27,13 @@ import { IncrementalTranslation, type ServiceObjects, translate } from "../lb/tr
 import { Progress } from "../progress.ts";
 import { checkRemovalCount, checkRemovals, type GuardOptions } from "./guard.ts";
 import { markNodeSources } from "./nodesource.ts";
-import { disabledMessage, modelServices, nodeAddressesFor, unsupportedSettings } from "./pipeline.ts";
+import {
+  disabledMessage,
+  modelServices,
+  type PassDevices,
+  passDevices,
+  unsupportedSettings,
+} from "./pipeline.ts";
 import type { SyncReport } from "./services.ts";
 
 /** Coalescing of events into syncs. */
@@ -101,6 +114,36 @@ export interface DaemonOptions {
   onEvent?: () => void;
   /** a one-line state for systemd STATUS= (called when it changes) */
   onStatus?: (s: string) => void;
+  /** how often the node's interfaces are looked at (default 2000 ms; 0: devices are not followed) */
+  devicePollMs?: number;
+  /** what device detection reads (default: the network namespace; see passDevices) */
+  net?: NetSnapshot;
+}
+
+/** What identifies the devices of a pass: names, ifindexes, MACs, addresses, NodePort addresses. */
+export function devicesKey(pd: PassDevices): string {
+  const all = interfaceAddresses();
+  const dev = pd.devices.map((name) =>
+    all
+      .filter((a) => a.name === name)
+      .map(
+        (a) => `${a.family}/${a.address}/${a.index ?? ""}/${a.mac ? Buffer.from(a.mac).toString("hex") : ""}`,
+      )
+      .sort()
+      .join(","),
+  );
+  return JSON.stringify({ devices: pd.devices, dev, nodeAddresses: pd.nodeAddresses ?? null });
+}
+
+/** A signature of every interface of the network namespace and its addresses (cheap: getifaddrs). */
+function interfacesSignature(): string {
+  return interfaceAddresses()
+    .map(
+      (a) =>
+        `${a.name}/${a.family}/${a.address}/${a.index ?? ""}/${a.mac ? Buffer.from(a.mac).toString("hex") : ""}`,
+    )
+    .sort()
+    .join(" ");
 }
 
 /** Timestamps of the last sync (performance.now()), for the benchmark. */
@@ -114,7 +157,7 @@ export interface SyncTiming {
 }
 
 /** Why a sync must retranslate everything against the kernel's state. */
-type FullReason = "first" | "resync" | "after-failure" | "config";
+type FullReason = "first" | "resync" | "after-failure" | "config" | "devices";
 
 /** The node agent's loop. */
 export class Daemon {
@@ -134,7 +177,12 @@ export class Daemon {
   private status = "";
   private lastError: string | undefined;
   private idle: Promise<void> = Promise.resolve();
-  private warnedNoNode = false;
+  /** warnings already logged about devices (each once, until it no longer holds) */
+  private deviceWarnings = new Set<string>();
+  /** the devices of the last full pass (devicesKey) */
+  private devices: { key: string; names: string[] } | undefined;
+  private checkDevices = false;
+  private deviceTimer: ReturnType<typeof setInterval> | undefined;
   /** the last sync attempt */
   last: LastSync | undefined;
   /** timing of the last sync that wrote (benchmark) */
@@ -154,7 +202,32 @@ export class Daemon {
     if (!this.cfg.kubeProxyReplacement) this.log.warn(disabledMessage(this.o.configPath));
     this.setStatus(`waiting for the first complete sync from ${this.o.source.description}`);
     await this.o.source.start(() => this.event());
+    this.followDevices();
     this.debouncer.poke();
+  }
+
+  /** Looks at the interfaces every devicePollMs; a change (or every 15th look) asks for a re-check. */
+  private followDevices(): void {
+    const every = this.o.devicePollMs ?? 2000;
+    if (every <= 0) return;
+    let sig = "";
+    let looks = 0;
+    try {
+      sig = interfacesSignature();
+    } catch {}
+    this.deviceTimer = setInterval(() => {
+      let now = sig;
+      try {
+        now = interfacesSignature();
+      } catch (e) {
+        this.log.debug(`devices: ${(e as Error).message}`);
+      }
+      if (now === sig && ++looks % 15 !== 0) return;
+      sig = now;
+      this.checkDevices = true;
+      this.debouncer.poke();
+    }, every);
+    this.deviceTimer.unref?.();
   }
 
   private event(): void {
@@ -223,6 +296,7 @@ export class Daemon {
     const cpu0 = process.cpuUsage();
     const at = new Date();
     const changes = src.takeChanges();
+    if (this.checkDevices) await this.recheckDevices();
     const full = this.needFull ?? (changes.all || !this.cfg.kubeProxyReplacement ? "resync" : undefined);
     let report: SyncReport;
     try {
@@ -310,6 +384,53 @@ export class Daemon {
     }, 20).unref?.();
   }
 
+  /** Resolves the devices again; a result that differs from the last full pass asks for one. */
+  private async recheckDevices(): Promise<void> {
+    this.checkDevices = false;
+    if (this.needFull || !this.devices || !this.cfg.kubeProxyReplacement) return;
+    let key: string;
+    let pd: PassDevices;
+    try {
+      pd = await this.passDevices();
+      key = devicesKey(pd);
+    } catch (e) {
+      this.log.warn(`devices: ${(e as Error).message}`);
+      return;
+    }
+    if (key === this.devices.key) return;
+    const was = this.devices.names;
+    const gone = was.filter((d) => !pd.devices.includes(d));
+    const added = pd.devices.filter((d) => !was.includes(d));
+    const what = [
+      ...(added.length ? [`${added.join(", ")} appeared`] : []),
+      ...(gone.length ? [`${gone.join(", ")} gone`] : []),
+    ];
+    this.log.info(
+      `devices changed (${what.length ? what.join("; ") : "addresses or links"}): now ${pd.devices.join(", ") || "none"}; a full pass attaches and detaches`,
+    );
+    this.dp?.close();
+    this.dp = undefined;
+    this.needFull = "devices";
+  }
+
+  /** The pipeline's device step for this daemon (absent devices left out, each warning once). */
+  private passDevices(): Promise<PassDevices> {
+    const seen = new Set<string>();
+    return passDevices(this.cfg, this.o.configPath, this.o.source.snapshot(), this.log, {
+      absent: "skip",
+      ...(this.o.net ? { net: this.o.net } : {}),
+      warn: (m) => {
+        seen.add(m);
+        if (!this.deviceWarnings.has(m)) this.log.warn(m);
+        this.deviceWarnings.add(m);
+      },
+    }).then((pd) => {
+      // a warning that no longer holds may be logged again when it holds again
+      for (const m of this.deviceWarnings) if (!seen.has(m)) this.deviceWarnings.delete(m);
+      return pd;
+    });
+  }
+
   private retry(): void {
     if (this.retryTimer || this.stopped) return;
     this.retryTimer = setTimeout(() => {
@@ -321,17 +442,13 @@ export class Daemon {
   private async fullSync(reason: FullReason): Promise<SyncResult> {
     const log = this.log;
     const state = this.o.source.snapshot();
-    const hasNode = state.nodes.some((n) => n.metadata.name === this.cfg.nodeName);
-    const quiet = { ...log, warn: () => {} } as unknown as ConsolaInstance;
-    const nodeAddresses = await nodeAddressesFor(
-      this.cfg,
-      this.o.configPath,
-      state,
-      this.warnedNoNode || hasNode ? quiet : log,
-    );
-    if (!hasNode && this.cfg.devices.length === 0) this.warnedNoNode = true;
+    const pd = await this.passDevices();
+    const devicesNow = { key: devicesKey(pd), names: pd.devices };
+    const { nodeAddresses } = pd;
+    // the pass works on the devices it resolved (the settings record keeps them)
+    const cfg = withDevices(this.cfg, pd.devices);
     if (!this.cfg.kubeProxyReplacement) {
-      const model = translate(state, this.cfg, nodeAddresses ? { nodeAddresses } : {});
+      const model = translate(state, cfg, nodeAddresses ? { nodeAddresses } : {});
       this.model = model;
       this.inc = undefined;
       return {
@@ -344,7 +461,7 @@ export class Daemon {
     this.lock ??= await recon.lockState(this.cfg, log);
     const { previous, services } = recon.readProgrammed(this.cfg);
     const progress = new Progress(log, performance.now());
-    const model = translate(state, this.cfg, {
+    const model = translate(state, cfg, {
       ...(nodeAddresses !== undefined ? { nodeAddresses } : {}),
       previous,
       progress: (done, total) => progress.tick(() => `full sync: translating ${done}/${total} services`),
@@ -352,16 +469,19 @@ export class Daemon {
     markNodeSources(model.frontends);
     if (reason === "first" || this.o.guardEverySync)
       checkRemovals(services, await modelServices(model), this.o.guard, "sync");
-    const r = await recon.applyModel(model, this.cfg, {
+    if (pd.detected && (reason === "first" || reason === "devices"))
+      log.info(`devices (detected): ${pd.devices.join(", ") || "none"}`);
+    const r = await recon.applyModel(model, cfg, {
       log,
       progress,
       ...(this.dp ? { datapath: this.dp } : { keepDatapath: true }),
     });
     if (r.datapath) this.dp = r.datapath;
+    this.devices = devicesNow;
     const lastWriteAt = performance.now();
     this.inc = undefined;
     this.prog = undefined;
-    this.inc = IncrementalTranslation.seed(model, this.cfg);
+    this.inc = IncrementalTranslation.seed(model, cfg);
     this.prog = ProgrammedModel.of(model, this.cfg.loadBalancer.algorithm === "maglev");
     this.model = model;
     // a full pass leaves much garbage (the snapshot's translation, the plan): return it now, so
@@ -458,6 +578,7 @@ export class Daemon {
   async stop(): Promise<void> {
     this.stopped = true;
     this.debouncer.cancel();
+    if (this.deviceTimer) clearInterval(this.deviceTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     await this.o.source.stop();
     await this.idle;

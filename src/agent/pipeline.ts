@@ -6,6 +6,7 @@
 
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
+import type { NetSnapshot } from "../config/devices.ts";
 import type { MapState } from "../datapath/mapstate.ts";
 import type { ApplyResult } from "../datapath/reconcile.ts";
 import type { ClusterState } from "../k8s/types.ts";
@@ -32,37 +33,76 @@ export function disabledMessage(configPath: string): string {
   return `kubeProxyReplacement is false in ${configPath}: kpr programs nothing on this node (the datapath is left as it is; set kubeProxyReplacement: true to program services)`;
 }
 
+/** The devices and NodePort addresses of one pass. */
+export interface PassDevices {
+  /** what the programs attach to: the configured devices (wildcards expanded) or the detected ones */
+  devices: string[];
+  /** `devices: []` in the config: these were detected */
+  detected: boolean;
+  /** NodePort addresses; undefined: the Node object's (translate reads them) */
+  nodeAddresses: string[] | undefined;
+  /** configured devices that are not there now (left out; only with `absent: "skip"`) */
+  absent: string[];
+}
+
+/** The InternalIP/ExternalIP addresses of this node's Node object in `state` (none: undefined). */
+function nodeObjectAddresses(cfg: Config, state: ClusterState): string[] | undefined {
+  const node = state.nodes.find((n) => n.metadata.name === cfg.nodeName);
+  if (!node) return undefined;
+  return (node.status?.addresses ?? [])
+    .filter((a) => (a.type === "InternalIP" || a.type === "ExternalIP") && typeof a.address === "string")
+    .map((a) => a.address as string);
+}
+
 /**
- * NodePort addresses read from the configured devices (undefined when none is configured: the
- * Node object's addresses are used). Warns when neither devices nor this node's Node object say.
+ * The devices one pass attaches to and the addresses its NodePorts are exposed on, the same for
+ * `kpr apply` and every full sync of `kpr run`:
+ * - configured devices, Cilium's wildcards (`eth+`) expanded to the interfaces present now; NodePorts
+ *   on their global addresses (filtered by nodePort.addresses). A configured device that is not
+ *   there is bad input for `apply` (`absent: "error"`, InputError naming the config file); the
+ *   agent (`absent: "skip"`) leaves it out with a warning and attaches once it appears.
+ * - `devices: []`: detected as Cilium does (src/config/devices.ts resolveDevices: default-route
+ *   interfaces and those carrying the Node's addresses); NodePorts on the Node object's addresses,
+ *   or on the detected devices' when there is no Node object.
+ * Warnings go to `o.warn` (default: log.warn). `o.net` replaces what detection reads from the
+ * network namespace (tests that run in the host's namespace detect nothing with an empty one).
  */
-export async function nodeAddressesFor(
+export async function passDevices(
   cfg: Config,
   configPath: string,
   state: ClusterState,
   log: ConsolaInstance,
-): Promise<string[] | undefined> {
-  if (cfg.devices.length > 0) {
-    const { nodePortAddresses, readDeviceAddresses } = await import("../config/devices.ts");
-    return nodePortAddresses(cfg, readDeviceAddresses(cfg.devices, configPath));
+  o: { absent?: "error" | "skip"; warn?: (message: string) => void; net?: NetSnapshot } = {},
+): Promise<PassDevices> {
+  const { nodePortAddresses, readDeviceAddresses, resolveDevices } = await import("../config/devices.ts");
+  const warn = o.warn ?? ((m: string) => log.warn(m));
+  const fromNode = nodeObjectAddresses(cfg, state);
+  const rd = resolveDevices(cfg, {
+    ...(fromNode ? { nodeAddresses: fromNode } : {}),
+    ...(o.net ? { net: o.net } : {}),
+  });
+  for (const w of rd.warnings) warn(w);
+  let devices = rd.devices;
+  const absent: string[] = [];
+  if (!rd.detected && o.absent === "skip") {
+    const { interfaceAddresses } = await import("../datapath/ffi.ts");
+    const present = new Set(interfaceAddresses().map((a) => a.name));
+    for (const d of devices) if (!present.has(d)) absent.push(d);
+    if (absent.length > 0) {
+      warn(
+        `devices: ${absent.join(", ")} not there now: left out until ${absent.length === 1 ? "it appears" : "they appear"} (then attached)`,
+      );
+      devices = devices.filter((d) => present.has(d));
+    }
   }
-  if (!state.nodes.some((n) => n.metadata.name === cfg.nodeName))
-    log.warn(
-      `no devices configured and no Node object named "${cfg.nodeName}" in the input: NodePorts listen on 0.0.0.0 and 127.0.0.1 only (set devices or nodeName)`,
+  let nodeAddresses: string[] | undefined;
+  if (!rd.detected || (fromNode === undefined && devices.length > 0))
+    nodeAddresses = nodePortAddresses(cfg, readDeviceAddresses(devices, configPath));
+  else if (fromNode === undefined)
+    warn(
+      `no devices detected and no Node object named "${cfg.nodeName}" in the input: NodePorts listen on 0.0.0.0 and 127.0.0.1 only (set devices or nodeName)`,
     );
-  return undefined;
-}
-
-/**
- * Expands Cilium's device wildcards (`eth+`) in `cfg.devices` to the interfaces present now
- * (in place), logging what matched nothing.
- */
-export async function expandDeviceWildcards(cfg: Config, log: ConsolaInstance): Promise<void> {
-  if (!cfg.devices.some((d) => d.endsWith("+"))) return;
-  const { resolveDevices } = await import("../config/devices.ts");
-  const rd = resolveDevices(cfg);
-  for (const w of rd.warnings) log.warn(w);
-  cfg.devices = rd.devices;
+  return { devices, detected: rd.detected, nodeAddresses, absent };
 }
 
 /** Warnings about a translated model: the translation's own, and frontends no device serves. */
@@ -102,6 +142,8 @@ export interface PassOptions {
   op?: string;
   /** progress lines of a long pass (default: from the process start, as for `kpr apply`) */
   progress?: Progress;
+  /** what device detection reads (default: the network namespace; see passDevices) */
+  net?: NetSnapshot;
 }
 
 /** What one pass did. */
@@ -123,10 +165,17 @@ export interface PassResult {
  * read it plans from to its last write. Throws InputError / WipeRefused (exit 2) before any write.
  */
 export async function applyOnce(state: ClusterState, o: PassOptions): Promise<PassResult> {
-  const { cfg, log } = o;
-  await expandDeviceWildcards(cfg, log);
-  for (const w of unsupportedSettings(cfg)) log.warn(w);
-  const nodeAddresses = await nodeAddressesFor(cfg, o.configPath, state, log);
+  const { log } = o;
+  for (const w of unsupportedSettings(o.cfg)) log.warn(w);
+  const pd = await passDevices(o.cfg, o.configPath, state, log, {
+    absent: "error",
+    ...(o.net ? { net: o.net } : {}),
+  });
+  if (pd.detected && pd.devices.length > 0) log.info(`devices (detected): ${pd.devices.join(", ")}`);
+  // the pass works on the devices it resolved (the settings record keeps them)
+  const { withDevices } = await import("../config/load.ts");
+  const cfg = withDevices(o.cfg, pd.devices);
+  const { nodeAddresses } = pd;
   const { translate } = await import("../lb/translate.ts");
   const recon = await import("../datapath/reconcile.ts");
   const progress = o.progress ?? new Progress(log);

@@ -136,9 +136,11 @@ export function resolveDevices(
   cfg: Config,
   opts: { nodeAddresses?: string[]; net?: NetSnapshot } = {},
 ): ResolvedDevices {
+  const warnings: string[] = [];
+  if (cfg.devices.length > 0 && !cfg.devices.some((d) => d.endsWith("+")))
+    return { devices: [...new Set(cfg.devices)], detected: false, warnings };
   const net = opts.net ?? readNetSnapshot();
   const names = net.links.map((l) => l.ifname ?? "").filter((n) => n !== "");
-  const warnings: string[] = [];
   if (cfg.devices.length > 0) {
     const out: string[] = [];
     for (const p of cfg.devices) {
@@ -172,10 +174,6 @@ export function resolveDevices(
   const nodeAddrs = new Set(opts.nodeAddresses ?? []);
   for (const l of net.links)
     if ((l.addr_info ?? []).some((a) => a.local !== undefined && nodeAddrs.has(a.local))) add(l.ifname);
-  if (picked.length === 0)
-    warnings.push(
-      "devices: none configured and none detected (no default route, no interface with the node's addresses): NodePort, ExternalIP and LoadBalancer frontends are not served from outside",
-    );
   return { devices: picked, detected: true, warnings };
 }
 

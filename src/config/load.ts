@@ -438,6 +438,14 @@ export function configSource(cfg: Config): string {
   return SOURCES.get(cfg) ?? `built-in defaults (${DEFAULT_CONFIG_PATH} absent)`;
 }
 
+/** `cfg` with `devices` replaced (the devices a pass resolved), still naming the file it came from. */
+export function withDevices(cfg: Config, devices: string[]): Config {
+  const out: Config = { ...cfg, devices };
+  const src = SOURCES.get(cfg);
+  if (src !== undefined) SOURCES.set(out, src);
+  return out;
+}
+
 /**
  * Loads the config: `path` when given (absent → InputError, exit 2), else DEFAULT_CONFIG_PATH
  * (absent → built-in defaults). Values are deep-merged onto defaultConfig().

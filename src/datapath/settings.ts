@@ -3,8 +3,10 @@
  * (`kpr_settings`, one entry) holding them as JSON. `kpr status` reports from here rather than from
  * whatever config file it is given now, and flags a config that differs.
  */
+
 import { existsSync } from "node:fs";
 import type { Config } from "../config/config.ts";
+import { deviceMatches } from "../config/devices.ts";
 import { VERSION } from "../version.ts";
 import { BpfMap, MapType } from "./bpf.ts";
 import { u32Id } from "./lbmaps.ts";
@@ -119,6 +121,17 @@ export interface SettingDrift {
   programmed: unknown;
 }
 
+/**
+ * Whether programmed device names are what the configured patterns give: each named device is
+ * there, each programmed one matches a pattern (Cilium's `eth+` is a prefix).
+ */
+function devicesMatch(patterns: string[], programmed: string[]): boolean {
+  return (
+    patterns.every((p) => p.endsWith("+") || programmed.includes(p)) &&
+    programmed.every((n) => patterns.some((p) => deviceMatches(p, n)))
+  );
+}
+
 /** The settings that differ between `cfg` and the programmed record (configFile, version left out). */
 export function settingsDrift(cfg: Config, programmed: ProgrammedSettings): SettingDrift[] {
   const now = settingsOf(cfg, programmed.configFile) as unknown as Record<string, unknown>;
@@ -134,8 +147,10 @@ export function settingsDrift(cfg: Config, programmed: ProgrammedSettings): Sett
   };
   for (const k of Object.keys(now)) {
     if (k === "v" || k === "kprVersion" || k === "configFile") continue;
-    // devices: [] means "detected": what was detected is not a difference
-    if (k === "devices" && cfg.devices.length === 0) continue;
+    // devices: [] means "detected": what was detected is not a difference; wildcards (eth+) are
+    // matched against the devices they expanded to
+    if (k === "devices" && (cfg.devices.length === 0 || devicesMatch(cfg.devices, programmed.devices)))
+      continue;
     walk(now[k], was[k], k);
   }
   return out;

@@ -22,6 +22,8 @@ import { needs } from "../harness/env.ts";
 import { useTopology } from "../harness/netns.ts";
 import { ep, node, slice, state, svc } from "../lb/_fixtures.ts";
 
+/** What device detection sees: nothing (these tests run in the host's network namespace). */
+const NO_NET = { links: [], routes: [] };
 const quiet = log.withTag("test");
 quiet.level = -999;
 
@@ -150,6 +152,9 @@ describe.skipIf(!!skip)("Daemon on pinned maps", () => {
       guard: { pruneAll: false },
       guardEverySync: true,
       debounce: { idleMs: 1, maxDelayMs: 5 },
+      // in the host's network namespace: detect no devices (nothing attaches to its interfaces)
+      net: NO_NET,
+      devicePollMs: 0,
       ...over,
     });
     await d.start();
@@ -170,7 +175,13 @@ describe.skipIf(!!skip)("Daemon on pinned maps", () => {
   test("start-up, incremental changes, rejections and stop", async () => {
     const cfg = config();
     const initial = cluster({ web: ["10.244.0.1", "10.244.0.2"], api: ["10.244.0.3"] });
-    await applyOnce(initial, { cfg, configPath: "<test>", log: quiet, guard: { pruneAll: false } });
+    await applyOnce(initial, {
+      cfg,
+      configPath: "<test>",
+      log: quiet,
+      guard: { pruneAll: false },
+      net: NO_NET,
+    });
     const before = dump(readPinnedState(cfg));
     expect(before.kpr_lb4_svc?.length, "programmed by apply").toBeGreaterThan(0);
 

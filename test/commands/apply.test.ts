@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileArgs, unsupportedSettings } from "../../src/commands/apply.ts";
 import { type Config, defaultConfig } from "../../src/config/config.ts";
+import { ownNetns } from "../harness/env.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const MAIN = join(ROOT, "src/main.ts");
@@ -20,7 +21,9 @@ interface Run {
 }
 
 async function kpr(args: string[], opts: { stdin?: string; prefix?: string[] } = {}): Promise<Run> {
-  const proc = Bun.spawn([...(opts.prefix ?? []), process.execPath, MAIN, ...args], {
+  // a network namespace of its own unless the test picks one: what device detection finds does
+  // not depend on this machine's interfaces
+  const proc = Bun.spawn([...(opts.prefix ?? ownNetns()), process.execPath, MAIN, ...args], {
     cwd: ROOT,
     stdin: opts.stdin !== undefined ? new Blob([opts.stdin]) : "ignore",
     stdout: "pipe",

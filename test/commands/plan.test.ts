@@ -10,7 +10,7 @@ import { stringify } from "yaml";
 import { defaultConfig } from "../../src/config/config.ts";
 import { emptyClusterState } from "../../src/k8s/types.ts";
 import { skippedServices } from "../../src/lb/plancheck.ts";
-import { needs } from "../harness/env.ts";
+import { needs, ownNetns } from "../harness/env.ts";
 import { useTopology } from "../harness/netns.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
@@ -19,8 +19,9 @@ const DEMO = join(ROOT, "examples/demo");
 const tmp = mkdtempSync(join(tmpdir(), "kprP-plan-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
+/** kpr in a network namespace of its own: device detection sees no interface of this machine's */
 async function kpr(args: string[]) {
-  const proc = Bun.spawn([process.execPath, MAIN, ...args], {
+  const proc = Bun.spawn([...ownNetns(), process.execPath, MAIN, ...args], {
     cwd: ROOT,
     stdout: "pipe",
     stderr: "pipe",

@@ -70,3 +70,13 @@ export function needs(n: Needs, label = "tests"): string | undefined {
 
 /** Alias of needs. */
 export const requireOrSkip = needs;
+
+/**
+ * A command prefix that runs a `kpr` process in a network namespace of its own (`unshare --net`:
+ * only a loopback that is down, gone when the process exits), so what kpr detects from the
+ * network (devices with `devices: []`) never depends on this machine's interfaces, and nothing it
+ * programs can reach them. Without root (no unshare) the prefix is empty.
+ */
+export function ownNetns(): string[] {
+  return isRoot() && have("unshare") ? ["unshare", "--net"] : [];
+}

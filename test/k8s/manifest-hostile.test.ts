@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InputError } from "../../src/errors.ts";
 import { MAX_PROBLEMS, manifestsFromText, readManifests } from "../../src/k8s/manifest.ts";
-import { needs } from "../harness/env.ts";
+import { needs, ownNetns } from "../harness/env.ts";
 import { KPR_BIN } from "../harness/netns.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kpr-hostile-"));
@@ -134,7 +134,7 @@ describe.skipIf(!!skip)("dist/kpr on hostile manifests", () => {
   const cfg = join(dir, "config.conf");
   writeFileSync(cfg, `bpf:\n  root: /sys/fs/bpf/kpr-hostile-test-absent\nnodeName: node-1\n`);
   const run = (args: string[]) => {
-    const p = Bun.spawnSync([KPR_BIN, ...args, "--config", cfg], {
+    const p = Bun.spawnSync([...ownNetns(), KPR_BIN, ...args, "--config", cfg], {
       env: { PATH: "/usr/bin:/bin", KPR_LOG_FORMAT: "text" },
     });
     return {
