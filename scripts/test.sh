@@ -33,7 +33,7 @@ leftovers() {
       for m in $(awk '{for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break }}' /proc/self/mountinfo); do
         ls "$m" 2>/dev/null | sed 's/^/cgroup /'
       done
-    } | grep -E ' kt[a-z0-9]{6}(-|$)'
+    } | grep -E ' (kt[a-z0-9]{6}(-|$)|kpr-explain-)'
     bun scripts/kpr-attachments.ts 2>/dev/null | sed 's/^/attached program: /'
   } | sort -u
 }

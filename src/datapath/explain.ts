@@ -77,7 +77,12 @@ export interface ExplainBackend {
 
 /** The outcome of one explain run. */
 export interface ExplainResult {
+  /** src is "(unbound)" for a socket that is not bound; ifindex 0 for a socket's connect */
   packet: { src: string; dst: string; proto: "tcp" | "udp"; ifindex: number };
+  /** a connect() from a process on this node (explain --local) rather than a packet on a device */
+  context?: { kind: "socket"; from: "node" | "pod"; syscall: "connect" };
+  /** state explain changed after all (explain --local: a verdict counted by kpr's own hook) */
+  sideEffects?: string[];
   /** tc verdict of the program: pass (TC_ACT_OK), drop (TC_ACT_SHOT), redirect */
   verdict: string;
   retval: number;
@@ -202,12 +207,12 @@ function tupleOf(pkt: Uint8Array): { src: string; dst: string } | undefined {
   return { src: `${a(26)}:${dv.getUint16(l4)}`, dst: `${a(30)}:${dv.getUint16(l4 + 2)}` };
 }
 
-function openPinned(cfg: Config, name: string): BpfMap | undefined {
+export function openPinned(cfg: Config, name: string): BpfMap | undefined {
   const p = `${paths.maps(cfg)}/${name}`;
   return existsSync(p) ? BpfMap.openPinned(p) : undefined;
 }
 
-function perCpuSum(v: Uint8Array): bigint {
+export function perCpuSum(v: Uint8Array): bigint {
   const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
   let s = 0n;
   for (let o = 0; o + 8 <= v.length; o += 8) s += dv.getBigUint64(o, true);
@@ -230,7 +235,7 @@ function programmedDevice(cfg: Config, ifindex?: number): { ifindex: number; mac
   return first;
 }
 
-function svcTypes(flags: number): string[] {
+export function svcTypes(flags: number): string[] {
   const out: string[] = [];
   if (flags & SVC_F.CLUSTERIP) out.push("ClusterIP");
   if (flags & SVC_F.NODEPORT) out.push("NodePort");
@@ -240,15 +245,23 @@ function svcTypes(flags: number): string[] {
   return out;
 }
 
-/** Opens the scratch instance: read maps reuse the pins, written maps are private. */
-async function openScratch(cfg: Config): Promise<BpfObject> {
+/**
+ * Opens a scratch instance of an embedded object with only `progs` loaded: the maps it reads reuse
+ * the pins, the maps it writes (WRITTEN_MAPS, plus `private`) are private scratch maps.
+ */
+export async function openScratch(
+  cfg: Config,
+  name: "tc" | "sock",
+  progs: string[],
+  priv: string[] = [],
+): Promise<BpfObject> {
   const dir = paths.maps(cfg);
-  const obj = await openEmbedded("tc");
+  const obj = await openEmbedded(name);
   try {
-    const written = new Set<string>(WRITTEN_MAPS);
+    const written = new Set<string>([...WRITTEN_MAPS, ...priv]);
     for (const name of obj.maps()) {
       if (written.has(name)) {
-        if (name !== "kpr_reasons") obj.setMaxEntries(name, SCRATCH_MAX_ENTRIES);
+        if (name !== "kpr_reasons" && name !== "kpr_config") obj.setMaxEntries(name, SCRATCH_MAX_ENTRIES);
         continue;
       }
       const path = `${dir}/${name}`;
@@ -256,7 +269,7 @@ async function openScratch(cfg: Config): Promise<BpfObject> {
         throw new KprError(`explain: map ${name} is not pinned at ${path} (run kpr apply first)`);
       obj.reusePinned(name, path);
     }
-    for (const p of obj.programs()) obj.setAutoload(p, p === INGRESS_PROG);
+    for (const p of obj.programs()) obj.setAutoload(p, progs.includes(p));
     obj.load();
     return obj;
   } catch (e) {
@@ -277,7 +290,7 @@ export async function explainPacket(cfg: Config, input: ExplainInput): Promise<E
     throw new KprError(`explain: nothing is programmed under ${paths.maps(cfg)} (run kpr apply first)`);
   const dev = programmedDevice(cfg, input.ifindex);
   const proto = input.proto === "tcp" ? PROTO_NUM.TCP : PROTO_NUM.UDP;
-  using obj = await openScratch(cfg);
+  using obj = await openScratch(cfg, "tc", [INGRESS_PROG]);
   using realCt = openPinned(cfg, "kpr_ct4");
   using realSnat = openPinned(cfg, "kpr_snat4");
   using realAff = openPinned(cfg, "kpr_lb4_aff");

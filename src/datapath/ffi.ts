@@ -111,6 +111,9 @@ const libcSymbols = {
   flock: { args: ["i32", "i32"], returns: "i32" },
   read: { args: ["i32", "ptr", "u64"], returns: "i64" },
   setns: { args: ["i32", "i32"], returns: "i32" },
+  unshare: { args: ["i32"], returns: "i32" },
+  bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
+  setsockopt: { args: ["i32", "i32", "i32", "ptr", "u32"], returns: "i32" },
   vsnprintf: { args: ["ptr", "u64", "ptr", "ptr"], returns: "i32" },
 } as const;
 
@@ -491,16 +494,8 @@ export function routeSource(dst: string, port: number): string | undefined {
   const fd = libc.socket(2 /* AF_INET */, 2 /* SOCK_DGRAM */ | 0x80000 /* SOCK_CLOEXEC */, 0);
   if (fd < 0) return undefined;
   try {
-    const sa = new Uint8Array(16); // struct sockaddr_in
-    sa[0] = 2; // sin_family, host order
-    sa[2] = port >> 8;
-    sa[3] = port & 0xff;
-    const parts = dst.split(".").map(Number);
-    if (parts.length !== 4) return undefined;
-    parts.forEach((b, i) => {
-      sa[4 + i] = b;
-    });
-    if (libc.connect(fd, ptr(sa), 16) !== 0) return undefined;
+    if (dst.split(".").length !== 4) return undefined;
+    if (libc.connect(fd, ptr(sockaddrIn(dst, port)), 16) !== 0) return undefined;
     const out = new Uint8Array(16);
     const len = new Uint32Array([16]);
     if (libc.getsockname(fd, ptr(out), ptr(len)) !== 0) return undefined;
@@ -508,6 +503,83 @@ export function routeSource(dst: string, port: number): string | undefined {
   } finally {
     libc.close(fd);
   }
+}
+
+/** struct sockaddr_in for an IPv4 address and port. */
+function sockaddrIn(address: string, port: number): Uint8Array {
+  const sa = new Uint8Array(16);
+  sa[0] = 2; // sin_family (AF_INET), host order
+  sa[2] = port >> 8;
+  sa[3] = port & 0xff;
+  address.split(".").forEach((b, i) => {
+    sa[4 + i] = Number(b);
+  });
+  return sa;
+}
+
+/**
+ * connect() of a new TCP or UDP socket to `dst` from a fresh, empty network namespace that only
+ * the calling thread enters (unshare(CLONE_NEWNET)) and leaves again before returning (setns back
+ * to its namespace): with no route there, a connect the socket hooks let through ends in
+ * ENETUNREACH before any packet exists. `ready(cookie)` runs in the new namespace (its
+ * SO_NETNS_COOKIE), before the socket is made. `src`: bound first, with IP_FREEBIND (the address
+ * need not exist). Returns connect's errno (0: connected) and the namespace's cookie.
+ */
+export function localConnect(
+  proto: "tcp" | "udp",
+  dst: { address: string; port: number },
+  src: { address: string; port: number } | undefined,
+  ready: (netnsCookie: bigint) => void,
+): { errno: number; netnsCookie: bigint } {
+  const libc = unsafeLibc();
+  const CLONE_NEWNET = 0x40000000;
+  const CLOEXEC = 0x80000;
+  const home = libc.open(cstr("/proc/thread-self/ns/net"), CLOEXEC, 0);
+  if (home < 0) throw new BpfError("open /proc/thread-self/ns/net", errno());
+  if (libc.unshare(CLONE_NEWNET) !== 0) {
+    const e = errno();
+    libc.close(home);
+    throw new BpfError("unshare a network namespace", e);
+  }
+  let fd = -1;
+  let probe = -1;
+  let out: { errno: number; netnsCookie: bigint } | undefined;
+  let failure: unknown;
+  try {
+    probe = libc.socket(2, 2 | CLOEXEC, 0);
+    if (probe < 0) throw new BpfError("socket", errno());
+    const cookie = new BigUint64Array(1);
+    const len = new Uint32Array([8]);
+    if (libc.getsockopt(probe, 1 /* SOL_SOCKET */, 71 /* SO_NETNS_COOKIE */, ptr(cookie), ptr(len)) !== 0)
+      throw new KprError(
+        `a network namespace's cookie (SO_NETNS_COOKIE) needs kernel 5.14 or later (${errnoName(errno())})`,
+      );
+    const netnsCookie = cookie[0] as bigint;
+    ready(netnsCookie);
+    fd = libc.socket(2, (proto === "tcp" ? 1 : 2) | CLOEXEC, 0);
+    if (fd < 0) throw new BpfError("socket", errno());
+    if (src) {
+      const one = new Int32Array([1]);
+      if (libc.setsockopt(fd, 0 /* IPPROTO_IP */, 15 /* IP_FREEBIND */, ptr(one), 4) !== 0)
+        throw new BpfError("setsockopt IP_FREEBIND", errno());
+      if (libc.bind(fd, ptr(sockaddrIn(src.address, src.port)), 16) !== 0)
+        throw new BpfError(`bind ${src.address}:${src.port}`, errno());
+    }
+    const rc = libc.connect(fd, ptr(sockaddrIn(dst.address, dst.port)), 16);
+    out = { errno: rc === 0 ? 0 : errno(), netnsCookie };
+  } catch (e) {
+    failure = e;
+  }
+  if (fd >= 0) libc.close(fd);
+  if (probe >= 0) libc.close(probe);
+  const back = libc.setns(home, CLONE_NEWNET);
+  const backErr = errno();
+  libc.close(home);
+  // else this thread stays in the empty namespace: nothing after this may use the network
+  if (back !== 0)
+    throw new KprError(`setns back to this process's network namespace failed (${errnoName(backErr)})`);
+  if (failure !== undefined || !out) throw failure;
+  return out;
 }
 
 /** One address of an interface (getifaddrs): IPv4 or IPv6 with its scope, or the link's MAC. */

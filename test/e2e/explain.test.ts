@@ -100,6 +100,7 @@ interface Explained {
   why: string[];
   ctHit: boolean;
   affinity: boolean;
+  sideEffects?: string[];
 }
 
 const skip = needs({ root: true, built: true, tools: ["ip", "nsenter", "curl", "sysctl"] }, "e2e explain");
@@ -150,10 +151,25 @@ describe.skipIf(!!skip)("e2e: kpr explain on a programmed node", () => {
    * datapath keeps counting background packets (ARP), so a run whose window saw such a packet is
    * repeated, up to 3 times: a write by explain itself would differ every time.
    */
-  const explain = async (src: string, dst: string, proto = "tcp"): Promise<Explained> => {
+  const explain = async (
+    src: string,
+    dst: string,
+    proto = "tcp",
+    extra: string[] = [],
+  ): Promise<Explained> => {
     for (let attempt = 1; ; attempt++) {
       const before = await quietDump();
-      const r = await kprOk(topo(), ["explain", "--src", src, "--dst", dst, "--proto", proto, "-o", "json"]);
+      const r = await kprOk(topo(), [
+        "explain",
+        ...(src ? ["--src", src] : []),
+        "--dst",
+        dst,
+        "--proto",
+        proto,
+        ...extra,
+        "-o",
+        "json",
+      ]);
       const after = dumpMaps();
       if (Bun.deepEquals(after, before) || attempt === 3) {
         expect(after, `pinned maps byte-identical after explain ${src} -> ${dst}/${proto}`).toEqual(before);
@@ -234,6 +250,50 @@ describe.skipIf(!!skip)("e2e: kpr explain on a programmed node", () => {
     expect(r.frontend?.trafficPolicy, "policy").toBe("Local");
   });
 
+  test("--local: a ClusterIP connect from node-1 is translated to a pod, nothing leaves, no state changes", async () => {
+    for (const proto of ["tcp", "udp"]) {
+      const r = await explain("", proto === "tcp" ? "10.96.0.80:80" : "10.96.0.80:53", proto, ["--local"]);
+      expect(r.reason, JSON.stringify(r)).toBe("sock-lb");
+      expect(r.verdict, "translated").toBe("translated");
+      expect(r.frontend?.name, "frontend named").toContain("default/web");
+      expect([ADDR.podA, ADDR.podB] as string[], "a local pod").toContain(r.backend?.address ?? "");
+      expect(r.output?.dst, "connect goes to the backend").toBe(
+        `${r.backend?.address}:${proto === "tcp" ? 8080 : 5353}`,
+      );
+      expect(r.why.join("\n"), "connect ended in the empty namespace (ENETUNREACH)").not.toContain(
+        "expected ENETUNREACH",
+      );
+      expect(r.sideEffects, "cgroup.root is a subtree here: kpr's own hook did not run").toEqual([]);
+    }
+  });
+
+  test("--local: ClientIP affinity of node-1's namespace picks the pod a real connect got", async () => {
+    const real = await httpGet(topo(), NS.node1, "http://10.96.0.93:80/", { cgroup: true, timeoutMs: 3000 });
+    expect(real.echo?.name, `real ClusterIP request from node-1's cgroup: ${real.stderr}`).toBeDefined();
+    const want = real.echo?.name === POD_NAMES.podA ? ADDR.podA : ADDR.podB;
+    for (let i = 0; i < 4; i++) {
+      const r = await explain("", "10.96.0.93:80", "tcp", ["--local"]);
+      expect(r.affinity, JSON.stringify(r)).toBe(true);
+      expect(r.backend?.address, "the namespace's pinned pod").toBe(want);
+    }
+    const pod = await explain("", "10.96.0.93:80", "tcp", ["--local", "--from", "pod"]);
+    expect(pod.affinity, "a pod's namespace has its own affinity").toBe(false);
+  });
+
+  test("--local: no endpoints and a source outside the ranges are refused with EPERM", async () => {
+    const empty = await explain("", "10.96.0.95:80", "tcp", ["--local"]);
+    expect(empty.reason, JSON.stringify(empty)).toBe("sock-reject");
+    expect(empty.verdict).toBe("refused (EPERM)");
+    const out = await explain("192.168.99.1:40000", `${LB_IP}:80`, "tcp", ["--local"]);
+    expect(out.reason, JSON.stringify(out)).toBe("drop-src-range");
+    expect(out.verdict).toBe("refused (EPERM)");
+    const inside = await explain("10.10.3.4:40000", `${LB_IP}:80`, "tcp", ["--local"]);
+    expect(inside.reason, "a bound source inside the ranges is balanced").toBe("sock-lb");
+    const none = await explain("", "10.96.7.7:80", "tcp", ["--local"]);
+    expect(none.reason, "not a frontend").toBe("pass");
+    expect(none.verdict).toBe("unchanged");
+  });
+
   test("table output and input errors", async () => {
     const t = await kprOk(topo(), [
       "explain",
@@ -258,5 +318,19 @@ describe.skipIf(!!skip)("e2e: kpr explain on a programmed node", () => {
       "nosuch0",
     ]);
     expect(dev.code, `unknown device exits 2: ${dev.stderr}`).toBe(2);
+    const loc = await kprOk(topo(), ["explain", "--local", "--dst", "10.96.0.80:80"]);
+    expect(loc.stdout, "--local table").toContain("Connect");
+    expect(loc.stdout).toContain("from a process in the node's network namespace");
+    const both = await topo().kpr(NS.node1, [
+      "explain",
+      "--local",
+      "--device",
+      DEVICE,
+      "--dst",
+      "10.96.0.80:80",
+    ]);
+    expect(both.code, `--local with --device exits 2: ${both.stderr}`).toBe(2);
+    const nosrc = await topo().kpr(NS.node1, ["explain", "--dst", "10.96.0.80:80"]);
+    expect(nosrc.code, `no --src without --local exits 2: ${nosrc.stderr}`).toBe(2);
   });
 });
