@@ -46,6 +46,7 @@ const EXAMPLES: Record<string, string[]> = {
   explain: [
     "kpr explain --src 10.0.0.5:41000 --dst 192.168.1.10:30080 --proto tcp --device eth0",
     "kpr explain --src 10.0.0.5:41000 --dst 192.168.1.10:30053 --proto udp -o json",
+    "kpr explain --local --dst 10.96.0.10:53 --proto udp",
   ],
   completion: [
     "source <(kpr completion bash)",
