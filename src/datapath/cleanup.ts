@@ -65,7 +65,9 @@ export function cleanup(cfg: Config): CleanupResult {
       `cleanup ${root}: it is a bpffs mount point, whose pins are not all kpr's (nothing was removed; bpf.root must be a directory below it)`,
       EXIT_INPUT,
     );
-  if (onBpffs) checkBpfRootOwner(root, real);
+  // A stray mount is world-writable by how it came about (bpffs mounted without a mode): cleanup
+  // only removes kpr's names from it and unmounts it, so that is no reason to refuse.
+  if (onBpffs && !strayMount) checkBpfRootOwner(root, real);
   // Not while an apply is writing: wait for it, then remove what it left.
   let lock: Disposable | undefined;
   try {

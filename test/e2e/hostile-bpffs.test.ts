@@ -5,7 +5,17 @@
  * notices a replaced map pin (programs reading another map than the one it writes).
  */
 import { describe, expect, test } from "bun:test";
-import { chownSync, existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { BpfMap, MapType } from "../../src/datapath/bpf.ts";
 import { cleanupCgroupRoot, ensureCgroup2 } from "../../src/datapath/bpffs.ts";
@@ -60,6 +70,50 @@ describe.skipIf(!!skip)("bpf.root ownership and cleanup's reach", () => {
     expect(existsSync(foreign), "the foreign pin is still there").toBe(true);
     expect(readdirSync(join(t.bpfRoot, "maps")), "only the foreign pin is left").toEqual(["cilium_foreign"]);
     expect(r.stderr, "says what it left").toContain("entries kpr did not create");
+  });
+
+  test("a bpf.root reached through a symlink: apply pins at its target, cleanup leaves no mount and no directory", async () => {
+    const t = topo();
+    const link = join(t.tmpDir, "bpf-link");
+    // a root of its own below the topology's (which other tests leave a foreign pin in)
+    const target = join(t.bpfRoot, "via-link");
+    mkdirSync(target, { recursive: true, mode: 0o700 });
+    symlinkSync(target, link);
+    const cfg = join(t.tmpDir, "link-config.yaml");
+    writeFileSync(
+      cfg,
+      `bpf:\n  root: ${link}\ncgroup:\n  root: ${t.cgroupDir}\nsocketLB:\n  enabled: false\n`,
+    );
+    const bpfMounts = () =>
+      readFileSync("/proc/self/mountinfo", "utf8")
+        .split("\n")
+        .filter((l) => / - bpf /.test(l) && (l.includes(` ${target} `) || l.includes(` ${link} `)));
+    const a = await t.kpr("node", ["apply", "-f", demo], { config: cfg });
+    expect(a.code, `apply through the symlink\n${a.stderr}`).toBe(0);
+    expect(existsSync(join(target, "maps", "kpr_lb4_svc")), "pins at the symlink's target").toBe(true);
+    expect(bpfMounts(), "no bpffs mounted at the root or the link").toEqual([]);
+    // what an older kpr left: a bpffs mounted at the resolved root, inside /sys/fs/bpf
+    expect(
+      Bun.spawnSync(["mount", "-t", "bpf", "-o", "mode=0777", "bpf", target]).exitCode,
+      "mount a stray bpffs",
+    ).toBe(0);
+    try {
+      const c = await t.kpr("node", ["cleanup"], { config: cfg });
+      expect(c.code, `cleanup through the symlink\n${c.stderr}`).toBe(0);
+      expect(c.stdout + c.stderr, "the stray mount is named").toContain(`stray bpffs mount at ${target}`);
+      expect(bpfMounts(), "no bpffs left at the root").toEqual([]);
+      const again = await t.kpr("node", ["apply", "-f", demo], { config: cfg });
+      expect(again.code, `re-apply\n${again.stderr}`).toBe(0);
+      const c2 = await t.kpr("node", ["cleanup"], { config: cfg });
+      expect(c2.code, `cleanup\n${c2.stderr}`).toBe(0);
+      expect(
+        existsSync(target) ? readdirSync(target) : "gone",
+        `the root directory is gone\n${c2.stdout}${c2.stderr}`,
+      ).toBe("gone");
+    } finally {
+      if (bpfMounts().length > 0) Bun.spawnSync(["umount", "-l", target]);
+      rmSync(link, { force: true });
+    }
   });
 
   test("cleanup refuses a bpf.root that is a bpffs mount point", async () => {
