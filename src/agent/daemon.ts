@@ -20,8 +20,10 @@ import { type Datapath, resizePlan } from "../datapath/loader.ts";
 import { syncMaglev } from "../datapath/maglevmaps.ts";
 import { encodeModel, ProgrammedModel } from "../datapath/mapstate.ts";
 import * as recon from "../datapath/reconcile.ts";
+import { prepareSocketCleanup } from "../datapath/sockterm.ts";
 import { InputError, KprError } from "../errors.ts";
 import type { ClusterSource } from "../k8s/source.ts";
+import type { ClusterState } from "../k8s/types.ts";
 import type { LbModel } from "../lb/model.ts";
 import { IncrementalTranslation, type ServiceObjects, translate } from "../lb/translate.ts";
 import { Progress } from "../progress.ts";
@@ -182,6 +184,8 @@ export class Daemon {
   /** the devices of the last full pass (devicesKey) */
   private devices: { key: string; names: string[] } | undefined;
   private checkDevices = false;
+  /** the Node objects of the last full pass (a Node change is a full pass: see the source) */
+  private nodes: ClusterState["nodes"] = [];
   private deviceTimer: ReturnType<typeof setInterval> | undefined;
   /** the last sync attempt */
   last: LastSync | undefined;
@@ -380,6 +384,8 @@ export class Daemon {
   private collectWhenIdle(): void {
     setTimeout(() => {
       if (this.running || this.stopped) return;
+      // the socket iterator too, so the first removed UDP backend's sync does not load it
+      if (this.dp) prepareSocketCleanup(this.dp.lbMaps);
       Bun.gc(true);
     }, 20).unref?.();
   }
@@ -413,10 +419,14 @@ export class Daemon {
     this.needFull = "devices";
   }
 
-  /** The pipeline's device step for this daemon (absent devices left out, each warning once). */
-  private passDevices(): Promise<PassDevices> {
+  /**
+   * The pipeline's device step for this daemon (absent devices left out, each warning once), with
+   * the Node objects of `state` (default: of the last full pass; a snapshot costs much at 10,000
+   * services).
+   */
+  private passDevices(state: Pick<ClusterState, "nodes"> = { nodes: this.nodes }): Promise<PassDevices> {
     const seen = new Set<string>();
-    return passDevices(this.cfg, this.o.configPath, this.o.source.snapshot(), this.log, {
+    return passDevices(this.cfg, this.o.configPath, state, this.log, {
       absent: "skip",
       ...(this.o.net ? { net: this.o.net } : {}),
       warn: (m) => {
@@ -442,7 +452,8 @@ export class Daemon {
   private async fullSync(reason: FullReason): Promise<SyncResult> {
     const log = this.log;
     const state = this.o.source.snapshot();
-    const pd = await this.passDevices();
+    this.nodes = state.nodes;
+    const pd = await this.passDevices(state);
     const devicesNow = { key: devicesKey(pd), names: pd.devices };
     const { nodeAddresses } = pd;
     // the pass works on the devices it resolved (the settings record keeps them)

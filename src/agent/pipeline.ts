@@ -46,7 +46,7 @@ export interface PassDevices {
 }
 
 /** The InternalIP/ExternalIP addresses of this node's Node object in `state` (none: undefined). */
-function nodeObjectAddresses(cfg: Config, state: ClusterState): string[] | undefined {
+function nodeObjectAddresses(cfg: Config, state: Pick<ClusterState, "nodes">): string[] | undefined {
   const node = state.nodes.find((n) => n.metadata.name === cfg.nodeName);
   if (!node) return undefined;
   return (node.status?.addresses ?? [])
@@ -70,7 +70,7 @@ function nodeObjectAddresses(cfg: Config, state: ClusterState): string[] | undef
 export async function passDevices(
   cfg: Config,
   configPath: string,
-  state: ClusterState,
+  state: Pick<ClusterState, "nodes">,
   log: ConsolaInstance,
   o: { absent?: "error" | "skip"; warn?: (message: string) => void; net?: NetSnapshot } = {},
 ): Promise<PassDevices> {

@@ -24,7 +24,7 @@ import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
 import type { Config } from "../config/config.ts";
 import { log as rootLog } from "../log.ts";
-import { BpfLink, type BpfMap, openObject } from "./bpf.ts";
+import { BpfLink, BpfMap, type BpfObject, mapInfo, openObject } from "./bpf.ts";
 import { checkAgainstBtf, defineStruct, parseIp4 } from "./codec.ts";
 import { BpfError, E, inNetns, kernelHasBtfFunc, runIterator } from "./ffi.ts";
 import { ct4Entry, ct4Key, lb4Backend, lb4Key, lb4Service, PROTO_NUM, snat4Entry } from "./lbmaps.ts";
@@ -295,6 +295,73 @@ export interface SocketResult {
   failed: string[];
 }
 
+/** Pairs the loaded iterator's filter holds at once (more are done in rounds). */
+const FILTER_CAPACITY = 1024;
+
+/**
+ * The socket iterator, loaded once and kept for the process (loading and verifying it costs tens
+ * of milliseconds, which an agent's sync should not pay for every removed UDP backend), for the
+ * pinned kpr_sk4_rnat it was loaded against (a resized map is a new one: then it is reloaded).
+ */
+interface Terminator {
+  obj: BpfObject;
+  link: BpfLink;
+  filter: BpfMap;
+  rnatId: number;
+}
+let terminator: Terminator | undefined;
+
+function closeTerminator(): void {
+  terminator?.link.close();
+  terminator?.obj.close();
+  terminator = undefined;
+}
+
+/** The loaded iterator for `rnatPin`, or why there is none. */
+function terminatorFor(rnatPin: string): Terminator | { skipped: string } {
+  const sup = sockDestroySupport();
+  if (!sup.supported) return { skipped: sup.detail };
+  let rnatId: number;
+  {
+    using rnat = BpfMap.openPinned(rnatPin);
+    rnatId = mapInfo(rnat.fd).id;
+  }
+  if (terminator?.rnatId === rnatId) return terminator;
+  closeTerminator();
+  const obj = openObject(embeddedObjectSync("sockterm"), "kpr_sockterm");
+  try {
+    obj.reusePinned("kpr_sk4_rnat", rnatPin);
+    obj.setMaxEntries("kpr_skterm4", FILTER_CAPACITY);
+    try {
+      obj.load();
+    } catch (e) {
+      support = { supported: false, detail: `loading the socket iterator failed: ${(e as Error).message}` };
+      obj.close();
+      return { skipped: support.detail };
+    }
+    checkAgainstBtf(obj.btf, skterm4Key, "kpr_sockterm");
+    const link = BpfLink.create(obj.program(SOCKTERM_PROGRAM), 0, BPF_TRACE_ITER, "iter/udp");
+    terminator = { obj, link, filter: obj.map("kpr_skterm4"), rnatId };
+    return terminator;
+  } catch (e) {
+    obj.close();
+    throw e;
+  }
+}
+
+/**
+ * Loads the socket iterator ahead of need when `lbMaps`' datapath destroys sockets (socket LB on,
+ * kernel ≥ 6.5): the agent calls it while idle, so the first removed UDP backend does not pay for
+ * the load inside a sync. Never throws (a failure shows when the iterator is needed).
+ */
+export function prepareSocketCleanup(lbMaps: object): void {
+  const ctx = contexts.get(lbMaps);
+  if (!ctx?.cfg.socketLB.enabled) return;
+  try {
+    terminatorFor(ctx.rnatPin);
+  } catch {}
+}
+
 /**
  * Destroys the UDP sockets kpr connected to a removed pair, in every hooked namespace (see
  * hookedNamespaces). `rnatPin` is the pinned kpr_sk4_rnat. Returns what was done, or why not.
@@ -304,41 +371,38 @@ export function destroyStaleSockets(
   rnatPin: string,
   removed: readonly RemovedUdpBackend[],
 ): SocketResult {
-  const sup = sockDestroySupport();
-  if (!sup.supported) return { destroyed: 0, namespaces: 0, skipped: sup.detail, failed: [] };
-  using obj = openObject(embeddedObjectSync("sockterm"), "kpr_sockterm");
-  obj.reusePinned("kpr_sk4_rnat", rnatPin);
-  obj.setMaxEntries("kpr_skterm4", Math.max(1, removed.length));
-  try {
-    obj.load();
-  } catch (e) {
-    support = { supported: false, detail: `loading the socket iterator failed: ${(e as Error).message}` };
-    return { destroyed: 0, namespaces: 0, skipped: support.detail, failed: [] };
-  }
-  checkAgainstBtf(obj.btf, skterm4Key, "kpr_sockterm");
-  const filter = obj.map("kpr_skterm4");
-  const keys = skterm4Key.encodeMany(
-    removed.map((r) => ({ address: r.address, port: r.port, rev_nat_id: r.revNatId })),
-  );
-  filter.updateBatch(keys, new Uint8Array(removed.length * filter.valueStride).fill(1), removed.length);
-  using link = BpfLink.create(obj.program(SOCKTERM_PROGRAM), 0, BPF_TRACE_ITER, "iter/udp");
+  const t = terminatorFor(rnatPin);
+  if ("skipped" in t) return { destroyed: 0, namespaces: 0, skipped: t.skipped, failed: [] };
   let destroyed = 0;
   const failed: string[] = [];
   const namespaces = hookedNamespaces(cfg);
-  for (const ns of namespaces) {
+  for (let at = 0; at < removed.length; at += FILTER_CAPACITY) {
+    const round = removed.slice(at, at + FILTER_CAPACITY);
+    const keys = skterm4Key.encodeMany(
+      round.map((r) => ({ address: r.address, port: r.port, rev_nat_id: r.revNatId })),
+    );
+    t.filter.updateBatch(keys, new Uint8Array(round.length * t.filter.valueStride).fill(1), round.length);
     try {
-      const out = ns.path
-        ? inNetns(ns.path, () => runIterator(link.fd, "iter/udp"))
-        : runIterator(link.fd, "iter/udp");
-      destroyed += out.length / 8;
-    } catch (e) {
-      if (e instanceof BpfError && e.op.startsWith("return to")) throw e;
-      // a namespace that vanished meanwhile (ENOENT, ESRCH) has no sockets left to destroy; a
-      // file under /run/netns that is no namespace (EINVAL from setns: a leftover of `ip netns`)
-      // has none either
-      const gone = [E.ENOENT, 3, E.EINVAL] as number[];
-      if (e instanceof BpfError && !e.op.startsWith("create iterator") && gone.includes(e.errno)) continue;
-      failed.push(`${ns.what}: ${(e as Error).message}`);
+      for (const ns of namespaces) {
+        try {
+          const out = ns.path
+            ? inNetns(ns.path, () => runIterator(t.link.fd, "iter/udp"))
+            : runIterator(t.link.fd, "iter/udp");
+          destroyed += out.length / 8;
+        } catch (e) {
+          if (e instanceof BpfError && e.op.startsWith("return to")) throw e;
+          // a namespace that vanished meanwhile (ENOENT, ESRCH) has no sockets left to destroy; a
+          // file under /run/netns that is no namespace (EINVAL from setns: a leftover of `ip netns`)
+          // has none either
+          const gone = [E.ENOENT, 3, E.EINVAL] as number[];
+          if (e instanceof BpfError && !e.op.startsWith("create iterator") && gone.includes(e.errno))
+            continue;
+          if (at === 0) failed.push(`${ns.what}: ${(e as Error).message}`);
+        }
+      }
+    } finally {
+      // the filter is empty between rounds and calls
+      t.filter.deleteBatch(keys, round.length);
     }
   }
   return { destroyed, namespaces: namespaces.length, failed };
