@@ -123,6 +123,8 @@ export class ManifestSource implements ClusterSource {
   private scanning = false;
   /** paths named by watch events since the last scan */
   private touched = new Set<string>();
+  /** the directories followed at the last full scan (the configured ones and those below) */
+  private followed = new Set<string>();
   /** the next scan must look at everything (a timer tick, an event without a name) */
   private full = true;
   private rescan = false;
@@ -225,14 +227,16 @@ export class ManifestSource implements ClusterSource {
   private async scanOnce(): Promise<void> {
     const log = this.o.log;
     const wantDirs = new Set<string>();
+    const followed = new Set<string>();
     const present: string[] = [];
     const problems = new Map<string, string>();
     // Signatures taken before anything is listed or read: a change racing this scan (a directory
     // created, then filled) differs from them at the next stat pass instead of going unseen.
     const sigs = new Map<string, string>();
     for (const p of this.o.paths) {
+      // the parent is watched for events naming p; the stat pass looks at p itself (the parent's
+      // own stat changes with every sibling, which is not kpr's business)
       wantDirs.add(dirname(p));
-      if (!sigs.has(dirname(p))) sigs.set(dirname(p), this.statSig(dirname(p)));
       sigs.set(p, this.statSig(p));
       let st: Stats;
       try {
@@ -263,7 +267,10 @@ export class ManifestSource implements ClusterSource {
           present.push(...(this.listed.get(p) ?? []));
           continue;
         }
-        for (const d of dirs) wantDirs.add(d);
+        for (const d of dirs) {
+          wantDirs.add(d);
+          followed.add(d);
+        }
         const had = this.listed.get(p) ?? [];
         if (files.length === 0 && had.length > 0 && !this.o.pruneAll) {
           problems.set(
@@ -277,9 +284,10 @@ export class ManifestSource implements ClusterSource {
       this.listed.set(p, files);
       present.push(...files);
     }
+    this.followed = followed;
     this.o.afterList?.();
     for (const d of wantDirs) this.watchDir(d);
-    for (const d of wantDirs) if (!sigs.has(d)) sigs.set(d, this.statSig(d));
+    for (const d of followed) if (!sigs.has(d)) sigs.set(d, this.statSig(d));
     this.dirSigs = sigs;
     for (const [d, w] of this.watchers)
       if (!wantDirs.has(d)) {
@@ -355,6 +363,10 @@ export class ManifestSource implements ClusterSource {
     for (const p of paths) {
       const had = this.files.get(p);
       if (!had) {
+        if (this.o.paths.includes(p)) return false;
+        // the parent of a configured path is watched for that path only: anything else there
+        // (a sibling file or directory) is not kpr's
+        if (!this.followed.has(dirname(p))) continue;
         if (MANIFEST_EXT.test(p) || !this.isNoise(p)) return false;
         continue; // an editor's swap or temp file
       }

@@ -127,6 +127,39 @@ describe("ManifestSource", () => {
     expect(f.src.serviceObjects("t/c").services, "c's objects gone").toEqual([]);
   });
 
+  test("what happens beside a followed directory (in its parent) costs no full scan; a rename-replace inside stays targeted", async () => {
+    const parent = join(tmp, "beside");
+    const dir = join(parent, "m");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "a.yaml"), svcYaml("a", "10.96.0.31", "10.244.3.1"));
+    let fullScans = 0;
+    const f = await follow([dir], { pollMs: 100, afterList: () => fullScans++ });
+    f.src.takeChanges();
+    const before = fullScans;
+    // siblings come and go in the parent (an editor's or a tool's scratch files and directories)
+    for (let i = 0; i < 5; i++) {
+      writeFileSync(join(parent, `scratch-${i}.json`), "{}");
+      mkdirSync(join(parent, `scratch-dir-${i}`));
+      writeFileSync(join(parent, `scratch-dir-${i}`, "x.yaml"), "kind: Junk");
+      await Bun.sleep(60);
+    }
+    await Bun.sleep(400); // several stat passes
+    expect(fullScans - before, "no full scan for the parent's other entries").toBe(0);
+    // a save by rename from the parent into the directory: read alone
+    writeFileSync(join(parent, "a.tmp"), svcYaml("a", "10.96.0.31", "10.244.3.2"));
+    renameSync(join(parent, "a.tmp"), join(dir, "a.yaml"));
+    await f.changedTo("t/a", 1000);
+    expect(f.endpointOf("t/a"), "renamed-in endpoint").toBe("10.244.3.2");
+    await Bun.sleep(300);
+    expect(fullScans - before, "the rename was read alone, no full scan").toBe(0);
+    // the followed directory itself replaced: a full scan
+    rmSync(dir, { recursive: true });
+    mkdirSync(dir);
+    writeFileSync(join(dir, "b.yaml"), svcYaml("b", "10.96.0.32", "10.244.3.3"));
+    await f.changedTo("t/b", 2000);
+    expect(fullScans - before, "a replaced directory is scanned").toBeGreaterThan(0);
+  });
+
   test("a broken edit keeps the last good objects and reports apply's file:line message", async () => {
     const dir = join(tmp, "broken");
     mkdirSync(dir);
