@@ -15,7 +15,7 @@ import type { Config } from "../config/config.ts";
 import type { NetSnapshot } from "../config/devices.ts";
 import { withDevices } from "../config/load.ts";
 import { markApplyDone, markApplyStarted } from "../datapath/crashmark.ts";
-import { interfaceAddresses } from "../datapath/ffi.ts";
+import { type IfAddr, interfaceAddresses } from "../datapath/ffi.ts";
 import { type Datapath, resizePlan } from "../datapath/loader.ts";
 import { syncMaglev } from "../datapath/maglevmaps.ts";
 import { encodeModel, ProgrammedModel } from "../datapath/mapstate.ts";
@@ -122,15 +122,18 @@ export interface DaemonOptions {
   net?: NetSnapshot;
 }
 
+/** One getifaddrs entry as text (device, family, address, ifindex, MAC). */
+function ifAddrText(a: IfAddr): string {
+  return `${a.name}/${a.family}/${a.address}/${a.index ?? ""}/${a.mac ? Buffer.from(a.mac).toString("hex") : ""}`;
+}
+
 /** What identifies the devices of a pass: names, ifindexes, MACs, addresses, NodePort addresses. */
 export function devicesKey(pd: PassDevices): string {
   const all = interfaceAddresses();
   const dev = pd.devices.map((name) =>
     all
       .filter((a) => a.name === name)
-      .map(
-        (a) => `${a.family}/${a.address}/${a.index ?? ""}/${a.mac ? Buffer.from(a.mac).toString("hex") : ""}`,
-      )
+      .map(ifAddrText)
       .sort()
       .join(","),
   );
@@ -139,13 +142,7 @@ export function devicesKey(pd: PassDevices): string {
 
 /** A signature of every interface of the network namespace and its addresses (cheap: getifaddrs). */
 function interfacesSignature(): string {
-  return interfaceAddresses()
-    .map(
-      (a) =>
-        `${a.name}/${a.family}/${a.address}/${a.index ?? ""}/${a.mac ? Buffer.from(a.mac).toString("hex") : ""}`,
-    )
-    .sort()
-    .join(" ");
+  return interfaceAddresses().map(ifAddrText).sort().join(" ");
 }
 
 /** Timestamps of the last sync (performance.now()), for the benchmark. */

@@ -46,12 +46,14 @@ export interface PassDevices {
 }
 
 /** The InternalIP/ExternalIP addresses of this node's Node object in `state` (none: undefined). */
-function nodeObjectAddresses(cfg: Config, state: Pick<ClusterState, "nodes">): string[] | undefined {
+async function nodeObjectAddresses(
+  cfg: Config,
+  state: Pick<ClusterState, "nodes">,
+): Promise<string[] | undefined> {
   const node = state.nodes.find((n) => n.metadata.name === cfg.nodeName);
   if (!node) return undefined;
-  return (node.status?.addresses ?? [])
-    .filter((a) => (a.type === "InternalIP" || a.type === "ExternalIP") && typeof a.address === "string")
-    .map((a) => a.address as string);
+  const { nodeAddressEntries } = await import("../lb/translate.ts");
+  return nodeAddressEntries(node).map((e) => e.address);
 }
 
 /**
@@ -76,7 +78,7 @@ export async function passDevices(
 ): Promise<PassDevices> {
   const { nodePortAddresses, readDeviceAddresses, resolveDevices } = await import("../config/devices.ts");
   const warn = o.warn ?? ((m: string) => log.warn(m));
-  const fromNode = nodeObjectAddresses(cfg, state);
+  const fromNode = await nodeObjectAddresses(cfg, state);
   const rd = resolveDevices(cfg, {
     ...(fromNode ? { nodeAddresses: fromNode } : {}),
     ...(o.net ? { net: o.net } : {}),

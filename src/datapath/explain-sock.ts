@@ -40,10 +40,10 @@ import { cgroup2Mounts } from "./bpffs.ts";
 import {
   type Endpoint,
   type ExplainResult,
+  frontendView,
   openPinned,
   openScratch,
   perCpuSum,
-  svcTypes,
 } from "./explain.ts";
 import { errnoName, localConnect } from "./ffi.ts";
 import {
@@ -58,8 +58,6 @@ import {
   REASON_NAMES,
   SVC_F,
   sk4RnatKey,
-  svcMeta,
-  u16Id,
   u32Id,
 } from "./lbmaps.ts";
 import { paths } from "./loader.ts";
@@ -247,21 +245,7 @@ function describe(
   );
   const fe = raw ? lb4Service.decode(raw) : undefined;
   if (fe) {
-    using meta = openPinned(cfg, "kpr_svc_meta");
-    const mv = meta?.lookup(u16Id.encode({ v: fe.rev_nat_id }));
-    const name = mv ? svcMeta.decode(mv) : undefined;
-    result.frontend = {
-      id: fe.rev_nat_id,
-      address: input.dst.address,
-      port: input.dst.port,
-      wildcard: false,
-      ...(name?.name ? { name: name.port_name ? `${name.name}:${name.port_name}` : name.name } : {}),
-      types: svcTypes(fe.flags),
-      trafficPolicy: fe.flags & SVC_F.LOCAL_SCOPE ? "Local" : "Cluster",
-      backends: fe.count,
-      ...(fe.flags & SVC_F.AFFINITY ? { affinityTimeout: fe.affinity_timeout } : {}),
-      sourceRanges: (fe.flags & SVC_F.SRC_RANGES) !== 0,
-    };
+    result.frontend = frontendView(cfg, fe, input.dst.address, input.dst.port, false);
     if (reason !== "sock-disabled" && reason !== "sock-skip-netns")
       why.push(
         `frontend ${dst} matched: ${result.frontend.types.join(", ")}${result.frontend.name ? ` ${result.frontend.name}` : ""}, traffic policy ${result.frontend.trafficPolicy}`,

@@ -235,7 +235,7 @@ function programmedDevice(cfg: Config, ifindex?: number): { ifindex: number; mac
   return first;
 }
 
-export function svcTypes(flags: number): string[] {
+function svcTypes(flags: number): string[] {
   const out: string[] = [];
   if (flags & SVC_F.CLUSTERIP) out.push("ClusterIP");
   if (flags & SVC_F.NODEPORT) out.push("NodePort");
@@ -243,6 +243,31 @@ export function svcTypes(flags: number): string[] {
   if (flags & SVC_F.LOADBALANCER) out.push("LoadBalancer");
   if (flags & SVC_F.HOSTPORT) out.push("HostPort");
   return out;
+}
+
+/** How an explain shows a frontend (master entry `fe` of address:port), named from kpr_svc_meta. */
+export function frontendView(
+  cfg: Config,
+  fe: ReturnType<typeof lb4Service.decode>,
+  address: string,
+  port: number,
+  wildcard: boolean,
+): NonNullable<ExplainResult["frontend"]> {
+  using meta = openPinned(cfg, "kpr_svc_meta");
+  const mv = meta?.lookup(u16Id.encode({ v: fe.rev_nat_id }));
+  const name = mv ? svcMeta.decode(mv) : undefined;
+  return {
+    id: fe.rev_nat_id,
+    address,
+    port,
+    wildcard,
+    ...(name?.name ? { name: name.port_name ? `${name.name}:${name.port_name}` : name.name } : {}),
+    types: svcTypes(fe.flags),
+    trafficPolicy: fe.flags & SVC_F.LOCAL_SCOPE ? "Local" : "Cluster",
+    backends: fe.count,
+    ...(fe.flags & SVC_F.AFFINITY ? { affinityTimeout: fe.affinity_timeout } : {}),
+    sourceRanges: (fe.flags & SVC_F.SRC_RANGES) !== 0,
+  };
 }
 
 /**
@@ -402,21 +427,13 @@ export async function explainPacket(cfg: Config, input: ExplainInput): Promise<E
     }
   }
   if (fe) {
-    using meta = openPinned(cfg, "kpr_svc_meta");
-    const mv = meta?.lookup(u16Id.encode({ v: fe.rev_nat_id }));
-    const name = mv ? svcMeta.decode(mv) : undefined;
-    result.frontend = {
-      id: fe.rev_nat_id,
-      address: wildcard ? "0.0.0.0" : input.dst.address,
-      port: input.dst.port,
+    result.frontend = frontendView(
+      cfg,
+      fe,
+      wildcard ? "0.0.0.0" : input.dst.address,
+      input.dst.port,
       wildcard,
-      ...(name?.name ? { name: name.port_name ? `${name.name}:${name.port_name}` : name.name } : {}),
-      types: svcTypes(fe.flags),
-      trafficPolicy: fe.flags & SVC_F.LOCAL_SCOPE ? "Local" : "Cluster",
-      backends: fe.count,
-      ...(fe.flags & SVC_F.AFFINITY ? { affinityTimeout: fe.affinity_timeout } : {}),
-      sourceRanges: (fe.flags & SVC_F.SRC_RANGES) !== 0,
-    };
+    );
     why.push(
       `frontend ${wildcard ? `0.0.0.0:${input.dst.port} (NodePort on the device's address)` : result.packet.dst} matched: ${result.frontend.types.join(", ")}${result.frontend.name ? ` ${result.frontend.name}` : ""}, ${fe.count} backend(s), traffic policy ${result.frontend.trafficPolicy}`,
     );

@@ -247,6 +247,18 @@ function svcName(s: { metadata: { namespace?: string; name?: string } }): string
 }
 const podName = svcName;
 
+/** A Node object's InternalIP and ExternalIP addresses (the ones NodePorts use), with their index. */
+export function nodeAddressEntries(
+  node: ClusterState["nodes"][number],
+): { address: string; index: number }[] {
+  const out: { address: string; index: number }[] = [];
+  (node.status?.addresses ?? []).forEach((a, index) => {
+    if ((a.type === "InternalIP" || a.type === "ExternalIP") && a.address !== undefined)
+      out.push({ address: a.address, index });
+  });
+  return out;
+}
+
 function nodeInfo(
   state: ClusterState,
   cfg: Config,
@@ -264,16 +276,13 @@ function nodeInfo(
   if (opts.nodeAddresses !== undefined) {
     for (const a of opts.nodeAddresses) add(a, { file: "<devices>", field: "devices" });
   } else if (obj) {
-    (obj.status?.addresses ?? []).forEach((a, i) => {
-      if ((a.type === "InternalIP" || a.type === "ExternalIP") && a.address !== undefined) {
-        add(a.address, {
-          file: obj.source?.file,
-          line: obj.source?.line,
-          object: `Node ${cfg.nodeName}`,
-          field: `status.addresses[${i}].address`,
-        });
-      }
-    });
+    for (const { address, index } of nodeAddressEntries(obj))
+      add(address, {
+        file: obj.source?.file,
+        line: obj.source?.line,
+        object: `Node ${cfg.nodeName}`,
+        field: `status.addresses[${index}].address`,
+      });
   }
   const zone = labels[LABEL_ZONE];
   return { name: cfg.nodeName, addresses, ...(zone !== undefined ? { zone } : {}), labels };

@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { needs } from "../harness/env.ts";
-import { type Topology, useTopology } from "../harness/netns.ts";
+import { pollUntil, type Topology, useTopology } from "../harness/netns.ts";
 import {
   type Agent,
   agentMissing,
@@ -115,7 +115,7 @@ describe.skipIf(!!skip)("e2e: kpr run follows devices", () => {
   let agent: Agent;
   const extraNodePort = `${EXTRA.nodeAddr}:${NP}/TCP`;
 
-  test("an interface matching a wildcard that appears is attached and serves NodePorts; one that goes is detached", async () => {
+  test("an interface matching a wildcard that appears is attached and serves NodePorts; renamed, it is followed; gone, it is detached", async () => {
     const config = topo().writeConfig({ ...BASE_CONFIG, devices: ["veth+"] });
     agent = await startAgent(topo(), NS.node1, ["--manifest", dir], { config });
     await agent.waitReady();
@@ -139,10 +139,33 @@ describe.skipIf(!!skip)("e2e: kpr run follows devices", () => {
       "veth0's NodePort still answers",
     ).not.toHaveProperty("error(7/0)");
 
+    // renamed (still matching veth+): the old name is detached, the new one attached
+    const fromRename = agent.log().length;
+    for (const argv of [
+      ["ip", "link", "set", EXTRA.node, "down"],
+      ["ip", "link", "set", EXTRA.node, "name", "veth2"],
+      ["ip", "link", "set", "veth2", "up"],
+    ]) {
+      const r = await topo().exec(NS.node1, argv);
+      expect(r.code, `${argv.join(" ")}: ${r.stderr}`).toBe(0);
+    }
+    await agent.waitLog(/devices changed \(veth2 appeared; veth1 gone\)/, 15_000, fromRename);
+    await pollUntil("status shows veth0 and veth2 attached", async () => {
+      const d = await statusDevices(topo(), config);
+      return (
+        JSON.stringify(d) ===
+        JSON.stringify([
+          [DEVICE, 2],
+          ["veth2", 2],
+        ])
+      );
+    });
+    await pollTraffic(topo(), NS.client, `http://${EXTRA.nodeAddr}:${NP}/`, [POD_NAMES.podA, POD_NAMES.podB]);
+
     const from2 = agent.log().length;
-    const del = await topo().exec(NS.node1, ["ip", "link", "del", EXTRA.node]);
+    const del = await topo().exec(NS.node1, ["ip", "link", "del", "veth2"]);
     expect(del.code, del.stderr).toBe(0);
-    await agent.waitLog(/devices changed \(veth1 gone\)/, 15_000, from2);
+    await agent.waitLog(/devices changed \(veth2 gone\)/, 15_000, from2);
     await pollFrontends(topo(), NS.node1, "veth1's NodePort frontend removed", (f) => !f.has(extraNodePort));
     expect(await statusDevices(topo(), config), "veth0 only again").toEqual([[DEVICE, 2]]);
     await pollTraffic(topo(), NS.client, `http://${ADDR.node1}:${NP}/`, [POD_NAMES.podA, POD_NAMES.podB]);
