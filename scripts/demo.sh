@@ -221,6 +221,9 @@ done | tally
 say "kpr service list"
 kpr service list
 
+say "kpr explain --local: what the socket hook does with a connect() to my-nginx (no packet is sent)"
+kpr explain --local --dst "$nginx_ip:$nginx_port"
+
 say "kpr status --verbose"
 kpr status --verbose
 
