@@ -38,12 +38,12 @@ import { KprError } from "../errors.ts";
 import { BpfLink, type BpfObject } from "./bpf.ts";
 import { cgroup2Mounts } from "./bpffs.ts";
 import {
+  countedReason,
   type Endpoint,
   type ExplainResult,
   frontendView,
   openPinned,
   openScratch,
-  perCpuSum,
 } from "./explain.ts";
 import { errnoName, localConnect } from "./ffi.ts";
 import {
@@ -55,7 +55,6 @@ import {
   lb4Key,
   lb4Service,
   PROTO_NUM,
-  REASON_NAMES,
   SVC_F,
   sk4RnatKey,
   u32Id,
@@ -200,12 +199,7 @@ function describe(
   seeded: Map<number, number>,
   realHooks: boolean,
 ): ExplainResult {
-  const reasons = obj.map("kpr_reasons");
-  let reason = "unknown";
-  for (let i = 0; i < REASON_NAMES.length; i++) {
-    const v = reasons.lookup(u32Id.encode({ v: i }));
-    if (v && perCpuSum(v) > 0n) reason = REASON_NAMES[i] as string;
-  }
+  const reason = countedReason(obj);
   const refused = conn.errno === 1; // EPERM: the program failed the call
   const why: string[] = [];
   const dst = `${input.dst.address}:${input.dst.port}`;

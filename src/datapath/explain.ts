@@ -212,7 +212,7 @@ export function openPinned(cfg: Config, name: string): BpfMap | undefined {
   return existsSync(p) ? BpfMap.openPinned(p) : undefined;
 }
 
-export function perCpuSum(v: Uint8Array): bigint {
+function perCpuSum(v: Uint8Array): bigint {
   const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
   let s = 0n;
   for (let o = 0; o + 8 <= v.length; o += 8) s += dv.getBigUint64(o, true);
@@ -243,6 +243,17 @@ function svcTypes(flags: number): string[] {
   if (flags & SVC_F.LOADBALANCER) out.push("LoadBalancer");
   if (flags & SVC_F.HOSTPORT) out.push("HostPort");
   return out;
+}
+
+/** The verdict reason a scratch instance's program counted (its private kpr_reasons). */
+export function countedReason(obj: BpfObject): string {
+  const reasons = obj.map("kpr_reasons");
+  let reason = "unknown";
+  for (let i = 0; i < REASON_NAMES.length; i++) {
+    const v = reasons.lookup(u32Id.encode({ v: i }));
+    if (v && perCpuSum(v) > 0n) reason = REASON_NAMES[i] as string;
+  }
+  return reason;
 }
 
 /** How an explain shows a frontend (master entry `fe` of address:port), named from kpr_svc_meta. */
@@ -380,12 +391,7 @@ export async function explainPacket(cfg: Config, input: ExplainInput): Promise<E
   new DataView(ctx.buffer).setUint32(SK_BUFF_IFINDEX_OFF, dev.ifindex, true);
   const run = obj.program(INGRESS_PROG).testRun({ data, ctx });
 
-  const reasons = obj.map("kpr_reasons");
-  let reason = "unknown";
-  for (let i = 0; i < REASON_NAMES.length; i++) {
-    const v = reasons.lookup(u32Id.encode({ v: i }));
-    if (v && perCpuSum(v) > 0n) reason = REASON_NAMES[i] as string;
-  }
+  const reason = countedReason(obj);
 
   const why: string[] = [];
   const result: ExplainResult = {
