@@ -86,9 +86,11 @@ export async function passDevices(
   for (const w of rd.warnings) warn(w);
   let devices = rd.devices;
   const absent: string[] = [];
+  // one getifaddrs for the absent check and the addresses
+  const { interfaceAddresses } = await import("../datapath/ffi.ts");
+  const all = interfaceAddresses();
   if (!rd.detected && o.absent === "skip") {
-    const { interfaceAddresses } = await import("../datapath/ffi.ts");
-    const present = new Set(interfaceAddresses().map((a) => a.name));
+    const present = new Set(all.map((a) => a.name));
     for (const d of devices) if (!present.has(d)) absent.push(d);
     if (absent.length > 0) {
       warn(
@@ -99,7 +101,7 @@ export async function passDevices(
   }
   let nodeAddresses: string[] | undefined;
   if (!rd.detected || (fromNode === undefined && devices.length > 0))
-    nodeAddresses = nodePortAddresses(cfg, readDeviceAddresses(devices, configPath));
+    nodeAddresses = nodePortAddresses(cfg, readDeviceAddresses(devices, configPath, all));
   else if (fromNode === undefined)
     warn(
       `no devices detected and no Node object named "${cfg.nodeName}" in the input: NodePorts listen on 0.0.0.0 and 127.0.0.1 only (set devices or nodeName)`,

@@ -1,4 +1,4 @@
-import { interfaceAddresses } from "../datapath/ffi.ts";
+import { type IfAddr, interfaceAddresses } from "../datapath/ffi.ts";
 import { toolPath } from "../datapath/tools.ts";
 import { InputError, type InputProblem, KprError } from "../errors.ts";
 import type { Config } from "./config.ts";
@@ -36,8 +36,11 @@ export function addressesFromIpJson(json: string): string[] {
  * no `ip` process): their global-scope IPv4 and IPv6 addresses, as addressesFromIpJson picks
  * them. A device that does not exist is bad config (InputError naming `configFile`).
  */
-export function readDeviceAddresses(devices: string[], configFile: string): string[] {
-  const all = interfaceAddresses();
+export function readDeviceAddresses(
+  devices: string[],
+  configFile: string,
+  all: IfAddr[] = interfaceAddresses(),
+): string[] {
   const out: string[] = [];
   const problems: InputProblem[] = [];
   for (const dev of devices) {

@@ -38,6 +38,7 @@ import { KprError } from "../errors.ts";
 import { BpfLink, type BpfObject } from "./bpf.ts";
 import { cgroup2Mounts } from "./bpffs.ts";
 import {
+  backendView,
   countedReason,
   type Endpoint,
   type ExplainResult,
@@ -46,19 +47,7 @@ import {
   openScratch,
 } from "./explain.ts";
 import { errnoName, localConnect } from "./ffi.ts";
-import {
-  BE_F,
-  BE_STATE,
-  CFG_F,
-  kprConfig,
-  lb4Backend,
-  lb4Key,
-  lb4Service,
-  PROTO_NUM,
-  SVC_F,
-  sk4RnatKey,
-  u32Id,
-} from "./lbmaps.ts";
+import { CFG_F, kprConfig, lb4Key, lb4Service, PROTO_NUM, SVC_F, sk4RnatKey, u32Id } from "./lbmaps.ts";
 import { paths } from "./loader.ts";
 
 const CONNECT_PROG = "kpr_sock4_connect";
@@ -124,11 +113,11 @@ export async function explainConnect(cfg: Config, input: ConnectInput): Promise<
   let conn: ReturnType<typeof localConnect>;
   const seeded = new Map<number, number>();
   try {
-    const fd = openCgroup(cg);
+    const fd = openSync(cg, "r");
     try {
       using _link = BpfLink.create(
         obj.program(CONNECT_PROG),
-        fd.fd,
+        fd,
         ATTACH_INET4_CONNECT,
         `cgroup connect4 to ${cg}`,
       );
@@ -150,19 +139,14 @@ export async function explainConnect(cfg: Config, input: ConnectInput): Promise<
         }),
       );
     } finally {
-      fd.close();
+      closeSync(fd);
     }
   } finally {
     try {
       rmdirSync(cg);
     } catch {}
   }
-  return describe(cfg, obj, input, proto, conn, seeded, realHooksAbove(cfg, mount, config));
-}
-
-function openCgroup(dir: string): { fd: number; close(): void } {
-  const fd = openSync(dir, "r");
-  return { fd, close: () => closeSync(fd) };
+  return describe(cfg, obj, input, proto, conn, seeded, realHooksAbove(cfg, config));
 }
 
 /**
@@ -293,26 +277,18 @@ function describe(
   if (reason === "drop-backend-gone")
     why.push("the chosen slot names a missing backend (an update is in flight)");
 
-  if (backendId !== undefined || backendAddr) {
-    using beMap = openPinned(cfg, "kpr_lb4_be");
-    const bv = backendId !== undefined ? beMap?.lookup(u32Id.encode({ v: backendId })) : undefined;
-    const b = bv ? lb4Backend.decode(bv) : undefined;
-    const address = b?.address ?? backendAddr!.address;
-    const port = b?.port ?? backendAddr!.port;
-    result.backend = {
-      id: backendId ?? 0,
-      address,
-      port,
-      state:
-        b?.state === BE_STATE.ACTIVE
-          ? "active"
-          : b?.state === BE_STATE.TERMINATING
-            ? "terminating"
-            : "unknown",
-      local: b ? (b.flags & BE_F.LOCAL) !== 0 : false,
-    };
-    result.output = { src: result.packet.src, dst: `${address}:${port}` };
-    why.push(`connect() is sent to backend ${address}:${port}; getpeername() and recvmsg() show ${dst}`);
+  // the backend as kpr_lb4_be has it; else (removed meanwhile) as the reverse-NAT entry named it
+  const be =
+    (backendId !== undefined ? backendView(cfg, backendId) : undefined) ??
+    (backendAddr
+      ? { id: backendId ?? 0, ...backendAddr, state: "unknown" as const, local: false }
+      : undefined);
+  if (be) {
+    result.backend = be;
+    result.output = { src: result.packet.src, dst: `${be.address}:${be.port}` };
+    why.push(
+      `connect() is sent to backend ${be.address}:${be.port}; getpeername() and recvmsg() show ${dst}`,
+    );
   }
   why.push(`verdict: ${result.verdict} (${reason})`);
   return result;
@@ -323,8 +299,6 @@ function describe(
  * on and cgroup.root is the root of the hierarchy (a cgroup2 mount point), so the scratch cgroup
  * (at the top of the hierarchy) is below it. With cgroup.root a subdirectory it is not.
  */
-function realHooksAbove(cfg: Config, mount: string, config: { flags: number }): boolean {
-  if (!(config.flags & CFG_F.SOCKET_LB)) return false;
-  const mounts = cgroup2Mounts();
-  return mounts.includes(cfg.cgroup.root) || cfg.cgroup.root === mount;
+function realHooksAbove(cfg: Config, config: { flags: number }): boolean {
+  return (config.flags & CFG_F.SOCKET_LB) !== 0 && cgroup2Mounts().includes(cfg.cgroup.root);
 }

@@ -256,6 +256,17 @@ export function countedReason(obj: BpfObject): string {
   return reason;
 }
 
+/** How an explain shows backend `id` (from the pinned kpr_lb4_be); undefined when it is not there. */
+export function backendView(cfg: Config, id: number): ExplainBackend | undefined {
+  using beMap = openPinned(cfg, "kpr_lb4_be");
+  const bv = beMap?.lookup(u32Id.encode({ v: id }));
+  if (!bv) return undefined;
+  const b = lb4Backend.decode(bv);
+  const state =
+    b.state === BE_STATE.ACTIVE ? "active" : b.state === BE_STATE.TERMINATING ? "terminating" : "unknown";
+  return { id, address: b.address, port: b.port, state, local: (b.flags & BE_F.LOCAL) !== 0 };
+}
+
 /** How an explain shows a frontend (master entry `fe` of address:port), named from kpr_svc_meta. */
 export function frontendView(
   cfg: Config,
@@ -488,29 +499,14 @@ export async function explainPacket(cfg: Config, input: ExplainInput): Promise<E
   if (reason === "drop-backend-gone")
     why.push("the chosen slot names a missing backend (an update is in flight)");
 
-  if (backendId !== undefined) {
-    using beMap = openPinned(cfg, "kpr_lb4_be");
-    const bv = beMap?.lookup(u32Id.encode({ v: backendId }));
-    if (bv) {
-      const b = lb4Backend.decode(bv);
-      result.backend = {
-        id: backendId,
-        address: b.address,
-        port: b.port,
-        state:
-          b.state === BE_STATE.ACTIVE
-            ? "active"
-            : b.state === BE_STATE.TERMINATING
-              ? "terminating"
-              : "unknown",
-        local: (b.flags & BE_F.LOCAL) !== 0,
-      };
-      why.push(
-        result.backend.local
-          ? `backend ${b.address}:${b.port} is on this node: DNAT only, the client address is kept`
-          : `backend ${b.address}:${b.port} is on another node: DNAT + SNAT to this node's address, redirected`,
-      );
-    }
+  const b = backendId !== undefined ? backendView(cfg, backendId) : undefined;
+  if (b) {
+    result.backend = b;
+    why.push(
+      b.local
+        ? `backend ${b.address}:${b.port} is on this node: DNAT only, the client address is kept`
+        : `backend ${b.address}:${b.port} is on another node: DNAT + SNAT to this node's address, redirected`,
+    );
   }
   using cfgMap = openPinned(cfg, "kpr_config");
   const cv = cfgMap?.lookup(u32Id.encode({ v: 0 }));
